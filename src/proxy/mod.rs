@@ -1,3 +1,372 @@
-//! The sans-IO proxy core: transactions, dialogs, routing decisions.
+//! The sans-IO proxy core: transactions, dialogs and routing decisions.
+//!
+//! [`Core`] never reads a clock or touches a socket. The driver feeds it
+//! `handle_message(now, from, bytes)`, `handle_timeout(now)` and
+//! `handle_send_error(now, to)`, and drains `poll_transmit()` and
+//! `poll_timeout()`. Every message of one call must reach the same `Core`
+//! (the driver shards by Call-ID), so a call is handled strictly in order.
+//!
+//! # Layout
+//! - `txn/`: RFC 3261 §17 transaction machines
+//! - `invite.rs`: an initial INVITE: classify, admit, plan, forward, fail over, cancel
+//! - `dialog.rs`: record-routed dialogs: in-dialog routing, BYE, the call's end
+//! - `noninvite.rs`: proxied non-INVITE transactions (BYE, UPDATE, INFO, ...)
+//! - `probe.rs`: OPTIONS health probes of every next hop
+//! - `respond.rs`: refusals → SIP status, in one place
+
+mod context;
+mod decide;
+mod dialog;
+mod invite;
+mod noninvite;
+mod probe;
+pub mod respond;
 pub mod timer;
 pub mod txn;
+#[cfg(test)]
+mod tests;
+
+pub use context::{CoreConfig, DownSet, Local, UnknownSourcePolicy};
+pub use respond::Reject;
+
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::admission::Admission;
+use crate::metrics as m;
+use crate::routing::{RoutingTable, Source};
+use crate::sip::{build, HeaderName, Method, Msg, Transport};
+use context::HopCache;
+use timer::{Fired, Owner, TimerQueue};
+use txn::{Action, Actions};
+
+/// Where a message came from or goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// The remote socket address (for responses: the packet's source, never a Via host).
+    pub addr: SocketAddr,
+    /// The transport.
+    pub transport: Transport,
+    /// For TCP: the connection it arrived on, so answers go back on it.
+    pub conn: Option<u64>,
+}
+
+impl Peer {
+    /// A peer reached over a fresh or pooled connection (no specific one).
+    pub fn to(addr: SocketAddr, transport: Transport) -> Peer {
+        Peer { addr, transport, conn: None }
+    }
+}
+
+/// Bytes for the driver to send.
+#[derive(Clone, Debug)]
+pub struct Transmit {
+    /// Where to.
+    pub to: Peer,
+    /// What.
+    pub payload: Bytes,
+}
+
+/// The proxy core of one shard.
+pub struct Core {
+    shard: u32,
+    cfg: Arc<CoreConfig>,
+    routing: Arc<RoutingTable>,
+    admission: Arc<Admission>,
+    down: Arc<DownSet>,
+    hops: HopCache,
+    timers: TimerQueue,
+    out: VecDeque<Transmit>,
+    next_id: u64,
+    calls: HashMap<u64, invite::Call>,
+    invite_keys: HashMap<Box<str>, u64>,
+    branches: HashMap<Box<str>, (u64, u32)>,
+    nits: noninvite::Table,
+    dialogs: dialog::Table,
+    probes: Option<probe::Prober>,
+}
+
+impl Core {
+    /// A core for shard `shard`. Shard 0 also runs the OPTIONS health probes and
+    /// publishes their verdicts into `down`, which every shard reads.
+    pub fn new(
+        shard: u32,
+        cfg: Arc<CoreConfig>,
+        routing: Arc<RoutingTable>,
+        admission: Arc<Admission>,
+        down: Arc<DownSet>,
+        now: Instant,
+    ) -> Core {
+        let mut core = Core {
+            shard,
+            cfg,
+            routing,
+            admission,
+            down,
+            hops: HopCache::default(),
+            timers: TimerQueue::default(),
+            out: VecDeque::new(),
+            next_id: 1,
+            calls: HashMap::new(),
+            invite_keys: HashMap::new(),
+            branches: HashMap::new(),
+            nits: noninvite::Table::default(),
+            dialogs: dialog::Table::default(),
+            probes: None,
+        };
+        if shard == 0 && core.cfg.probe_interval.as_millis() > 0 {
+            core.probes = Some(probe::Prober::new(&core.cfg));
+            core.timers.arm(now, std::time::Duration::ZERO, Owner::Core, timer::Timer::Probe, 0);
+        }
+        core
+    }
+
+    /// Replaces the configuration (reload). Calls in progress keep their timers.
+    pub fn set_config(&mut self, cfg: Arc<CoreConfig>) {
+        if let Some(p) = self.probes.as_mut() {
+            p.set_params(&cfg);
+        }
+        self.cfg = cfg;
+    }
+
+    /// One message from the network.
+    pub fn handle_message(&mut self, now: Instant, from: Peer, bytes: Bytes) {
+        m::message_in(from.transport);
+        let msg = match Msg::parse(bytes) {
+            Ok(msg) => msg,
+            Err(e) => return self.on_parse_error(from, e),
+        };
+        if msg.is_request() {
+            self.on_request(now, from, msg);
+        } else {
+            self.on_response(now, from, msg);
+        }
+    }
+
+    /// The driver could not deliver to `to` (TCP connect refused or reset, UDP
+    /// ICMP port unreachable): every call waiting on that hop fails over now.
+    pub fn handle_send_error(&mut self, now: Instant, to: Peer) {
+        let ids: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.current_hop_is(to.addr))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.branch_failed(now, id, invite::Failure::Transport);
+        }
+        if let Some(p) = self.probes.as_mut() {
+            p.on_send_error(to.addr, &self.down);
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(f) = self.timers.pop_due(now) {
+            self.on_timer(now, f);
+        }
+    }
+
+    /// The next message to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Calls with a pending INVITE transaction, and established dialogs (for tests and metrics).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.calls.len(), self.dialogs.len())
+    }
+
+    /// Ends every call (shutdown): each dialog's slot is released and BYE sent both ways.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.dialogs_shutdown(now);
+        for (_, mut c) in self.calls.drain() {
+            c.permit.take();
+        }
+    }
+
+    fn on_parse_error(&mut self, from: Peer, e: crate::sip::ParseError) {
+        m::parse_error();
+        tracing::debug!(peer = %from.addr, error = %e.kind, "unparseable message");
+        let Some(ctx) = e.reply.as_ref() else { return };
+        // Never answer a response or an ACK; only requests get a 400.
+        if !ctx.is_request || ctx.is_ack {
+            return;
+        }
+        if self.routing.load().peers.classify(from.addr.ip()) == Source::Unknown
+            && self.cfg.unknown_source == UnknownSourcePolicy::Drop
+        {
+            return;
+        }
+        let reason = e.reason_phrase();
+        let bytes = build::response_from_ctx(ctx, e.status(), &reason, None);
+        self.send(from, bytes);
+    }
+
+    fn on_request(&mut self, now: Instant, from: Peer, msg: Msg) {
+        let method = msg.method().unwrap_or(Method::Other);
+        let source = self.routing.load().peers.classify(from.addr.ip());
+        if source == Source::Unknown {
+            if method != Method::Ack && self.cfg.unknown_source == UnknownSourcePolicy::Reject {
+                self.reject(from, &msg, Reject::UnknownSource, None);
+            }
+            m::call_outcome("unknown", Reject::UnknownSource.outcome_label());
+            return;
+        }
+        match method {
+            Method::Invite if self.invite_retransmission(from, &msg) => {}
+            Method::Cancel => self.on_cancel(now, from, &msg),
+            Method::Ack => self.on_ack(now, from, msg),
+            _ if self.nit_retransmission(from, &msg) => {}
+            _ if msg.max_forwards() == Some(0) && method != Method::Options => {
+                self.reject(from, &msg, Reject::TooManyHops, None)
+            }
+            _ if msg.to_tag().is_some() => self.in_dialog(now, from, msg),
+            Method::Invite => self.initial_invite(now, from, msg, source),
+            Method::Options => {
+                let allow = [("Allow", respond::ALLOW), ("Accept", "application/sdp")];
+                let bytes = self.response(&msg, 200, "OK", None, &allow);
+                self.send(from, bytes);
+            }
+            _ => self.reject(from, &msg, Reject::MethodNotAllowed, None),
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, from: Peer, msg: Msg) {
+        if self.routing.load().peers.classify(from.addr.ip()) == Source::Unknown {
+            return;
+        }
+        let Some(branch) = msg.top_via().and_then(|v| v.branch) else { return };
+        let method = msg.cseq().method;
+        if method == Method::Invite {
+            if let Some(&(call, idx)) = self.branches.get(branch) {
+                return self.invite_response(now, call, idx, msg);
+            }
+        } else if self.nit_owns(branch, &msg) {
+            return self.nit_response(now, msg);
+        }
+        if let Some(p) = self.probes.as_mut() {
+            if p.on_response(branch, &self.down) {
+                return;
+            }
+        }
+        // A 2xx retransmission for a finished INVITE branch still has to reach
+        // the caller (RFC 6026): the dialog knows where the caller is.
+        if msg.status().is_some_and(|s| (200..300).contains(&s)) && msg.cseq().method == Method::Invite {
+            self.stray_2xx(now, from, msg);
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, f: Fired) {
+        match f.owner {
+            Owner::Call(id) => self.call_timer(now, id, f),
+            Owner::Txn(id) => self.nit_timer(now, id, f),
+            Owner::Core => self.probe_timer(now, f),
+        }
+    }
+
+    /// Runs a transaction's actions: sends go to `to`, timers are armed for `owner`.
+    fn run(&mut self, now: Instant, to: Peer, owner: Owner, slot: u32, actions: Actions) {
+        for a in actions {
+            match a {
+                Action::Send(b) => self.send(to, b),
+                Action::Arm(t, d) => self.timers.arm(now, d, owner, t, slot),
+            }
+        }
+    }
+
+    fn send(&mut self, to: Peer, payload: Bytes) {
+        m::message_out(to.transport);
+        self.out.push_back(Transmit { to, payload });
+    }
+
+    /// A response built by the edge itself (adds Server when configured).
+    fn response(&self, req: &Msg, code: u16, reason: &str, to_tag: Option<&str>, extra: &[(&str, &str)]) -> Bytes {
+        match self.cfg.server_header.as_deref() {
+            Some(server) => {
+                let mut all: smallvec::SmallVec<[(&str, &str); 4]> = extra.iter().copied().collect();
+                all.push(("Server", server));
+                build::response(req, code, reason, to_tag, &all)
+            }
+            None => build::response(req, code, reason, to_tag, extra),
+        }
+    }
+
+    /// Answers `req` statelessly with the status of `why`.
+    fn reject(&mut self, to: Peer, req: &Msg, why: Reject, to_tag: Option<&str>) {
+        let bytes = self.reject_bytes(req, why, to_tag);
+        self.send(to, bytes);
+    }
+
+    fn reject_bytes(&self, req: &Msg, why: Reject, to_tag: Option<&str>) -> Bytes {
+        let (code, reason) = why.status();
+        let retry = self.cfg.retry_after_s.to_string();
+        let mut extra: smallvec::SmallVec<[(&str, &str); 2]> = smallvec::SmallVec::new();
+        if why.retry_after() {
+            extra.push(("Retry-After", retry.as_str()));
+        }
+        if why.allow() {
+            extra.push(("Allow", respond::ALLOW));
+        }
+        self.response(req, code, reason, to_tag, &extra)
+    }
+
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// A branch parameter unique to this edge, shard and transaction.
+    fn new_branch(&mut self) -> String {
+        let id = self.new_id();
+        format!("z9hG4bK-se{}-{:x}-{:x}", self.shard, self.cfg.instance_nonce, id)
+    }
+
+    /// Our Via for a request sent over `transport`.
+    fn via(&self, transport: Transport, branch: &str) -> String {
+        format!("SIP/2.0/{} {};branch={}", transport.via_name(), self.cfg.local.host_port(transport), branch)
+    }
+
+    /// The server-transaction key of a request (§17.2.3): branch + sent-by + method.
+    fn server_key(msg: &Msg, method: Method) -> Option<Box<str>> {
+        let via = msg.top_via()?;
+        let branch = via.branch.unwrap_or("");
+        let m = match method {
+            Method::Ack => Method::Invite,
+            other => other,
+        };
+        let mut k = String::with_capacity(branch.len() + via.host.len() + 16);
+        k.push_str(branch);
+        k.push('|');
+        k.push_str(via.host);
+        if let Some(p) = via.port {
+            k.push(':');
+            k.push_str(&p.to_string());
+        }
+        k.push('|');
+        k.push_str(if m == Method::Other { msg.method_str() } else { m.as_str() });
+        if !branch.starts_with("z9hG4bK") {
+            // RFC 2543 peers: fall back on the dialog identifiers too.
+            k.push('|');
+            k.push_str(msg.call_id());
+            k.push('|');
+            k.push_str(&msg.cseq().seq.to_string());
+            k.push('|');
+            k.push_str(msg.from_tag().unwrap_or(""));
+        }
+        Some(k.into_boxed_str())
+    }
+
+    fn header_present(msg: &Msg, name: HeaderName) -> bool {
+        msg.header(name).is_some()
+    }
+}

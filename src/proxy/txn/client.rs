@@ -113,6 +113,11 @@ impl ClientInvite {
         }
     }
 
+    /// Ends a branch that was given up and never answered (its timer B fired).
+    pub fn force_terminate(&mut self) {
+        self.state = ClientState::Terminated;
+    }
+
     /// The user gave up on this branch (failover or cancel): stop retransmitting.
     /// Late responses are still matched and answered (ACKed) until D/M/B end it.
     pub fn abandon(&mut self) {

@@ -1,0 +1,124 @@
+//! Every metric name, once (SPEC §7), with its description and the helpers
+//! the hot path calls. Label-free and fixed-label handles are registered once
+//! and cached, so counting a message is one atomic add.
+
+use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge};
+use std::sync::OnceLock;
+
+use crate::sip::Transport;
+
+/// Calls by direction (inbound/outbound) and outcome (answered, refused reason, ...).
+pub const CALLS_TOTAL: &str = "sipedge_calls_total";
+/// Calls holding a concurrency slot right now.
+pub const ACTIVE_CALLS: &str = "sipedge_active_calls";
+/// Established dialogs right now.
+pub const ACTIVE_DIALOGS: &str = "sipedge_active_dialogs";
+/// Failovers away from a next hop, by carrier and AZ.
+pub const FAILOVERS_TOTAL: &str = "sipedge_failovers_total";
+/// 1 when a next hop is up, 0 when down (damped by the health checks).
+pub const LINK_UP: &str = "sipedge_link_up";
+/// Routing snapshots published.
+pub const ROUTING_SWAPS_TOTAL: &str = "sipedge_routing_swaps_total";
+/// SIP messages by transport and kind (received, sent).
+pub const SIP_MESSAGES_TOTAL: &str = "sipedge_sip_messages_total";
+/// Messages that could not be parsed (answered 400 or dropped).
+pub const PARSE_ERRORS_TOTAL: &str = "sipedge_parse_errors_total";
+/// Messages dropped by flood control, by reason.
+pub const FLOOD_DROPS_TOTAL: &str = "sipedge_flood_dropped_total";
+/// Sources banned by flood control.
+pub const FLOOD_BANS_TOTAL: &str = "sipedge_flood_bans_total";
+/// TCP connections closed for hitting a limit, by limit.
+pub const TCP_LIMIT_CLOSES_TOTAL: &str = "sipedge_tcp_limit_closes_total";
+/// Open TCP connections.
+pub const TCP_CONNECTIONS: &str = "sipedge_tcp_connections";
+/// Messages dropped because a shard's queue was full.
+pub const QUEUE_DROPS_TOTAL: &str = "sipedge_queue_dropped_total";
+
+struct Handles {
+    udp_in: Counter,
+    udp_out: Counter,
+    tcp_in: Counter,
+    tcp_out: Counter,
+    parse_errors: Counter,
+    dialogs: Gauge,
+}
+
+static HANDLES: OnceLock<Handles> = OnceLock::new();
+
+fn handles() -> &'static Handles {
+    HANDLES.get_or_init(|| Handles {
+        udp_in: counter!(SIP_MESSAGES_TOTAL, "transport" => "udp", "kind" => "received"),
+        udp_out: counter!(SIP_MESSAGES_TOTAL, "transport" => "udp", "kind" => "sent"),
+        tcp_in: counter!(SIP_MESSAGES_TOTAL, "transport" => "tcp", "kind" => "received"),
+        tcp_out: counter!(SIP_MESSAGES_TOTAL, "transport" => "tcp", "kind" => "sent"),
+        parse_errors: counter!(PARSE_ERRORS_TOTAL),
+        dialogs: gauge!(ACTIVE_DIALOGS),
+    })
+}
+
+/// Describes every metric (call once at start, after installing the recorder).
+pub fn describe() {
+    describe_counter!(CALLS_TOTAL, "Calls by direction and outcome");
+    describe_gauge!(ACTIVE_CALLS, "Calls holding a concurrency slot");
+    describe_gauge!(ACTIVE_DIALOGS, "Established dialogs");
+    describe_counter!(FAILOVERS_TOTAL, "Failovers away from a next hop");
+    describe_gauge!(LINK_UP, "Next hop up (1) or down (0)");
+    describe_counter!(ROUTING_SWAPS_TOTAL, "Routing snapshots published");
+    describe_counter!(SIP_MESSAGES_TOTAL, "SIP messages by transport and kind");
+    describe_counter!(PARSE_ERRORS_TOTAL, "Unparseable SIP messages");
+    describe_counter!(FLOOD_DROPS_TOTAL, "Messages refused by flood control");
+    describe_counter!(FLOOD_BANS_TOTAL, "Sources banned by flood control");
+    describe_counter!(TCP_LIMIT_CLOSES_TOTAL, "TCP connections closed at a limit");
+    describe_gauge!(TCP_CONNECTIONS, "Open TCP connections");
+    describe_counter!(QUEUE_DROPS_TOTAL, "Messages dropped at a full shard queue");
+    // Register the zero values so a scrape shows them before the first event.
+    let _ = handles();
+    counter!(ROUTING_SWAPS_TOTAL).increment(0);
+    gauge!(ACTIVE_CALLS).set(0.0);
+}
+
+/// A message arrived.
+pub fn message_in(t: Transport) {
+    match t {
+        Transport::Udp => handles().udp_in.increment(1),
+        Transport::Tcp => handles().tcp_in.increment(1),
+    }
+}
+
+/// A message was queued for sending.
+pub fn message_out(t: Transport) {
+    match t {
+        Transport::Udp => handles().udp_out.increment(1),
+        Transport::Tcp => handles().tcp_out.increment(1),
+    }
+}
+
+/// A message could not be parsed.
+pub fn parse_error() {
+    handles().parse_errors.increment(1);
+}
+
+/// A call was admitted and forwarded.
+pub fn call_started(direction: &'static str) {
+    counter!(CALLS_TOTAL, "direction" => direction, "outcome" => "started").increment(1);
+}
+
+/// A call's outcome.
+pub fn call_outcome(direction: &'static str, outcome: &'static str) {
+    counter!(CALLS_TOTAL, "direction" => direction, "outcome" => outcome).increment(1);
+}
+
+/// A failover away from a next hop.
+pub fn failover(carrier: &str, az: &str) {
+    counter!(FAILOVERS_TOTAL, "carrier" => carrier.to_string(), "az" => az.to_string()).increment(1);
+}
+
+/// A dialog was established.
+pub fn active_dialogs_inc() {
+    handles().dialogs.increment(1.0);
+}
+
+/// A dialog ended.
+pub fn active_dialogs_dec() {
+    handles().dialogs.decrement(1.0);
+}

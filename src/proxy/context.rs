@@ -1,0 +1,172 @@
+//! What the core needs to know about itself: its configuration, its own
+//! addresses, which next hops are down, and the hop candidates per peer group.
+
+use arc_swap::ArcSwap;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::timer::TimerValues;
+use crate::failover::{HopCandidate, HopKey};
+use crate::routing::{PeerLink, Peers};
+use crate::sip::Transport;
+
+/// What to do with a request from an address that is no configured peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum UnknownSourcePolicy {
+    /// Answer 403.
+    #[default]
+    Reject,
+    /// Send nothing at all.
+    Drop,
+}
+
+/// The edge's own addresses, as written into Via and Record-Route.
+#[derive(Clone, Debug, Default)]
+pub struct Local {
+    /// `host:port` of the UDP listener, if any.
+    pub udp: Option<String>,
+    /// `host:port` of the TCP listener, if any.
+    pub tcp: Option<String>,
+}
+
+impl Local {
+    /// `host:port` to advertise for `transport` (falls back on the other one).
+    pub fn host_port(&self, transport: Transport) -> &str {
+        let (a, b) = match transport {
+            Transport::Udp => (&self.udp, &self.tcp),
+            Transport::Tcp => (&self.tcp, &self.udp),
+        };
+        a.as_deref().or(b.as_deref()).unwrap_or("127.0.0.1:5060")
+    }
+
+    /// Whether `host[:port]` (from a Route URI) is this edge.
+    pub fn is_ours(&self, host: &str, port: Option<u16>) -> bool {
+        let port = port.unwrap_or(5060);
+        [&self.udp, &self.tcp].into_iter().flatten().any(|hp| match hp.rsplit_once(':') {
+            Some((h, p)) => h.trim_matches(|c| c == '[' || c == ']') == host.trim_matches(|c| c == '[' || c == ']') && p.parse::<u16>().ok() == Some(port),
+            None => false,
+        })
+    }
+
+    /// Our Record-Route value for `transport`.
+    pub fn record_route(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Udp => format!("<sip:{};lr>", self.host_port(transport)),
+            Transport::Tcp => format!("<sip:{};transport=tcp;lr>", self.host_port(transport)),
+        }
+    }
+}
+
+/// Everything configurable the core reads; replaced whole on reload.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// RFC 3261 timers and failover.
+    pub timers: TimerValues,
+    /// `[edge].az`: links in this AZ are tried first.
+    pub own_az: Arc<str>,
+    /// A call still up after this is ended.
+    pub max_call_duration: Duration,
+    /// Unknown sources: 403 or silence.
+    pub unknown_source: UnknownSourcePolicy,
+    /// `Server` header on our own answers; none by default (reveal nothing).
+    pub server_header: Option<Arc<str>>,
+    /// `Retry-After` seconds on overload answers.
+    pub retry_after_s: u32,
+    /// Default cap of a DID without its own `max_concurrent`.
+    pub did_max_concurrent: u32,
+    /// Default cap of a toll-free number (0 = unlimited).
+    pub toll_free_max_concurrent: u32,
+    /// Our addresses.
+    pub local: Local,
+    /// Random per process start: our branches never collide with an earlier run's.
+    pub instance_nonce: u32,
+    /// OPTIONS probe interval (0 = no probing).
+    pub probe_interval: Duration,
+    /// Consecutive probe failures before a hop is down.
+    pub down_after: u32,
+    /// Consecutive probe successes before it is up again.
+    pub up_after: u32,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            timers: TimerValues::default(),
+            own_az: Arc::from("az1"),
+            max_call_duration: Duration::from_secs(14400),
+            unknown_source: UnknownSourcePolicy::Reject,
+            server_header: None,
+            retry_after_s: 5,
+            did_max_concurrent: 100,
+            toll_free_max_concurrent: 0,
+            local: Local::default(),
+            instance_nonce: 0,
+            probe_interval: Duration::from_secs(5),
+            down_after: 2,
+            up_after: 2,
+        }
+    }
+}
+
+/// The next hops the health checks have marked down; written by shard 0,
+/// read lock-free by every shard.
+#[derive(Default, Debug)]
+pub struct DownSet {
+    down: ArcSwap<HashSet<HopKey>>,
+}
+
+impl DownSet {
+    /// Whether the hop may be tried.
+    pub fn is_up(&self, key: &HopKey) -> bool {
+        let d = self.down.load();
+        d.is_empty() || !d.contains(key)
+    }
+
+    /// Publishes a new down set.
+    pub fn publish(&self, down: HashSet<HopKey>) {
+        self.down.store(Arc::new(down));
+    }
+
+    /// The hops currently down.
+    pub fn snapshot(&self) -> Arc<HashSet<HopKey>> {
+        self.down.load_full()
+    }
+}
+
+/// The label of the flow engine's hops in `HopKey::group`.
+pub const FLOW_ENGINE: &str = "flow-engine";
+
+/// Hop candidates per carrier and for the flow engine, rebuilt only when the
+/// peers change (a reload), so a call's plan costs no allocation per link.
+#[derive(Default)]
+pub struct HopCache {
+    peers: Option<Arc<Peers>>,
+    /// Per carrier, in `Peers::carriers` order.
+    pub carriers: Vec<Vec<HopCandidate>>,
+    /// The flow-engine endpoints.
+    pub flow: Vec<HopCandidate>,
+}
+
+fn candidates(group: &Arc<str>, links: &[PeerLink]) -> Vec<HopCandidate> {
+    links
+        .iter()
+        .map(|l| HopCandidate {
+            key: HopKey { group: group.clone(), az: l.az.clone(), addr: l.addr, transport: l.transport },
+            drain: l.drain,
+        })
+        .collect()
+}
+
+impl HopCache {
+    /// Brings the cache up to date with `peers` (cheap when unchanged).
+    pub fn refresh(&mut self, peers: &Arc<Peers>) {
+        if self.peers.as_ref().is_some_and(|p| Arc::ptr_eq(p, peers)) {
+            return;
+        }
+        self.carriers = peers.carriers.iter().map(|c| candidates(&c.name, &c.links)).collect();
+        let fe: Arc<str> = Arc::from(FLOW_ENGINE);
+        self.flow = candidates(&fe, &peers.flow_engine);
+        self.peers = Some(peers.clone());
+    }
+}

@@ -1,0 +1,303 @@
+//! Record-routed dialogs: where in-dialog requests go, and the one place a
+//! call's concurrency slot is released once the call is up.
+//!
+//! In-dialog requests are routed by dialog state, not by their Route or
+//! Request-URI: the far side of a dialog is always the peer recorded when the
+//! call was set up, so a request can never be steered to an address that is
+//! not a configured peer (no open relay).
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::invite::Shape;
+use super::timer::{Owner, Timer};
+use super::{Core, Peer, Reject};
+use crate::admission::Permit;
+use crate::metrics as m;
+use crate::sip::{build, ForwardEdits, HeaderName, Method, Msg, E164};
+
+/// One established call.
+pub(super) struct Dialog {
+    id: u64,
+    caller: Peer,
+    callee: Peer,
+    callee_tag: Box<str>,
+    permit: Option<Permit>,
+    acked: bool,
+    call_id: Box<str>,
+    from_hdr: Box<str>,
+    to_hdr: Box<str>,
+    caller_contact: Box<str>,
+    callee_contact: Box<str>,
+    caller_cseq: u32,
+    callee_cseq: u32,
+    number: Option<E164>,
+    since: Instant,
+}
+
+/// The dialogs of a shard, keyed by Call-ID and the caller's tag.
+#[derive(Default)]
+pub(super) struct Table {
+    by_key: HashMap<Box<str>, Dialog>,
+    by_id: HashMap<u64, Box<str>>,
+}
+
+impl Table {
+    /// Established dialogs.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+fn key(call_id: &str, tag: &str) -> Box<str> {
+    let mut k = String::with_capacity(call_id.len() + tag.len() + 1);
+    k.push_str(call_id);
+    k.push('\u{0}');
+    k.push_str(tag);
+    k.into_boxed_str()
+}
+
+/// Which side sent an in-dialog request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Caller,
+    Callee,
+}
+
+/// A deterministic branch for a stateless ACK, so its retransmissions match downstream.
+fn ack_branch(incoming: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in incoming.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("z9hG4bK-sea{h:x}")
+}
+
+impl Core {
+    /// A 2xx was relayed for a new call: the dialog takes over its slot.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dialog_established(
+        &mut self,
+        now: Instant,
+        id: u64,
+        invite: &Msg,
+        ok: &Msg,
+        caller: Peer,
+        callee: Peer,
+        permit: Option<Permit>,
+        number: Option<E164>,
+    ) {
+        let (Some(caller_tag), Some(callee_tag)) = (invite.from_tag(), ok.to_tag()) else { return };
+        let k = key(invite.call_id(), caller_tag);
+        if self.dialogs.by_key.contains_key(&k) {
+            return;
+        }
+        let d = Dialog {
+            id,
+            caller,
+            callee,
+            callee_tag: callee_tag.into(),
+            permit,
+            acked: false,
+            call_id: invite.call_id().into(),
+            from_hdr: invite.header(HeaderName::From).unwrap_or("").into(),
+            to_hdr: ok.header(HeaderName::To).unwrap_or("").into(),
+            caller_contact: invite.contact_uri().unwrap_or("").into(),
+            callee_contact: ok.contact_uri().unwrap_or("").into(),
+            caller_cseq: invite.cseq().seq,
+            callee_cseq: 0,
+            number,
+            since: now,
+        };
+        self.dialogs.by_id.insert(id, k.clone());
+        self.dialogs.by_key.insert(k, d);
+        m::active_dialogs_inc();
+        let tv = self.cfg.timers;
+        self.timers.arm(now, tv.t1x64(), Owner::Call(id), Timer::AckWait, 0);
+        let max = self.cfg.max_call_duration;
+        self.timers.arm(now, max, Owner::Call(id), Timer::MaxDuration, 0);
+    }
+
+    fn find_dialog(&self, msg: &Msg) -> Option<(Box<str>, Side)> {
+        let call_id = msg.call_id();
+        if let Some(ft) = msg.from_tag() {
+            let k = key(call_id, ft);
+            if self.dialogs.by_key.contains_key(&k) {
+                return Some((k, Side::Caller));
+            }
+        }
+        let tt = msg.to_tag()?;
+        let k = key(call_id, tt);
+        let d = self.dialogs.by_key.get(&k)?;
+        (msg.from_tag() == Some(&*d.callee_tag)).then_some((k, Side::Callee))
+    }
+
+    /// A request with a To tag: route it along its dialog.
+    pub(super) fn in_dialog(&mut self, now: Instant, from: Peer, msg: Msg) {
+        let method = msg.method().unwrap_or(crate::sip::Method::Other);
+        let Some((k, side)) = self.find_dialog(&msg) else {
+            if method != Method::Ack {
+                self.reject(from, &msg, Reject::NoDialog, None);
+            }
+            return;
+        };
+        let Some(d) = self.dialogs.by_key.get_mut(&k) else { return };
+        let (expected, to) = match side {
+            Side::Caller => (d.caller, d.callee),
+            Side::Callee => (d.callee, d.caller),
+        };
+        if expected.addr.ip() != from.addr.ip() {
+            if method != Method::Ack {
+                self.reject(from, &msg, Reject::NotDialogPeer, None);
+            }
+            return;
+        }
+        let seq = msg.cseq().seq;
+        match side {
+            Side::Caller => d.caller_cseq = d.caller_cseq.max(seq),
+            Side::Callee => d.callee_cseq = d.callee_cseq.max(seq),
+        }
+        // Answers to the caller go back on the connection the call came in on.
+        let to = if side == Side::Callee { to } else { Peer { conn: None, ..to } };
+        let pop = self.our_routes(&msg);
+        match method {
+            Method::Ack => {
+                d.acked = true;
+                let branch = msg.top_via().and_then(|v| v.branch).map(ack_branch).unwrap_or_default();
+                let via = self.via(to.transport, &branch);
+                let bytes = build::forward_request(
+                    &msg,
+                    &ForwardEdits {
+                        request_uri: None,
+                        via: &via,
+                        record_route: None,
+                        pop_routes: pop,
+                        max_forwards: msg.max_forwards().unwrap_or(70).saturating_sub(1),
+                        add: &[],
+                        remove: &[],
+                        from_display: None,
+                    },
+                );
+                self.send(to, bytes);
+            }
+            Method::Bye => {
+                self.end_dialog(&k, "bye");
+                self.forward_nit(now, from, msg, to, pop);
+            }
+            Method::Invite => {
+                let plan = std::iter::once((to, None)).collect();
+                let id = self.start_call(now, from, msg, plan, None, None, Shape::InDialog { pop_routes: pop }, None);
+                self.try_next_hop(now, id);
+            }
+            _ => self.forward_nit(now, from, msg, to, pop),
+        }
+    }
+
+    /// Removes a dialog and releases its slot (exactly once: the permit moves out).
+    fn end_dialog(&mut self, k: &str, how: &'static str) -> Option<Dialog> {
+        let mut d = self.dialogs.by_key.remove(k)?;
+        self.dialogs.by_id.remove(&d.id);
+        m::active_dialogs_dec();
+        if d.permit.take().is_some() {
+            tracing::debug!(call_id = &*d.call_id, number = ?d.number, how, "call ended");
+        }
+        Some(d)
+    }
+
+    /// AckWait or MaxDuration fired for a dialog.
+    pub(super) fn dialog_timer(&mut self, now: Instant, id: u64, timer: Timer) {
+        let Some(k) = self.dialogs.by_id.get(&id).cloned() else { return };
+        let Some(d) = self.dialogs.by_key.get(&k) else { return };
+        match timer {
+            Timer::AckWait if !d.acked => {
+                tracing::warn!(call_id = &*d.call_id, "2xx never ACKed: ending the call");
+                self.hang_up(now, &k, "no_ack");
+            }
+            Timer::MaxDuration => {
+                let secs = now.saturating_duration_since(d.since).as_secs();
+                tracing::warn!(call_id = &*d.call_id, secs, "max_call_duration reached: sending BYE both ways");
+                self.hang_up(now, &k, "max_duration");
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends a dialog from the edge: BYE to both sides, slot released.
+    fn hang_up(&mut self, now: Instant, k: &str, how: &'static str) {
+        let Some(d) = self.end_dialog(k, how) else { return };
+        let b1 = self.new_branch();
+        let to_callee = build::request(
+            Method::Bye,
+            &d.callee_contact,
+            &self.via(d.callee.transport, &b1),
+            &d.from_hdr,
+            &d.to_hdr,
+            &d.call_id,
+            d.caller_cseq.saturating_add(1),
+            &[("Max-Forwards", "70"), ("Reason", "SIP;cause=200;text=\"ended by edge\"")],
+        );
+        let b2 = self.new_branch();
+        let to_caller = build::request(
+            Method::Bye,
+            &d.caller_contact,
+            &self.via(d.caller.transport, &b2),
+            &d.to_hdr,
+            &d.from_hdr,
+            &d.call_id,
+            d.callee_cseq.saturating_add(1).max(1),
+            &[("Max-Forwards", "70"), ("Reason", "SIP;cause=200;text=\"ended by edge\"")],
+        );
+        self.originate(now, d.callee, to_callee);
+        self.originate(now, d.caller, to_caller);
+    }
+
+    /// Edge shutdown: every dialog is hung up and its slot released.
+    pub(super) fn dialogs_shutdown(&mut self, now: Instant) {
+        let keys: Vec<Box<str>> = self.dialogs.by_key.keys().cloned().collect();
+        for k in keys {
+            self.hang_up(now, &k, "shutdown");
+        }
+    }
+
+    /// A 2xx that matches no live branch: a retransmission for an established
+    /// dialog is relayed to the caller; anything else is ACKed and hung up.
+    pub(super) fn stray_2xx(&mut self, now: Instant, from: Peer, msg: Msg) {
+        if let Some(ft) = msg.from_tag() {
+            if let Some(d) = self.dialogs.by_key.get(&key(msg.call_id(), ft)) {
+                if d.callee.addr.ip() == from.addr.ip() && msg.via_count() > 1 {
+                    let caller = d.caller;
+                    let bytes = build::forward_response(&msg);
+                    self.send(caller, bytes);
+                    return;
+                }
+            }
+        }
+        self.ack_and_bye(now, from, &msg);
+    }
+
+    /// Takes an unwanted 2xx (late branch, call already cancelled) and ends it.
+    pub(super) fn ack_and_bye(&mut self, now: Instant, to: Peer, ok: &Msg) {
+        let target = ok.contact_uri().map(str::to_owned).unwrap_or_else(|| format!("sip:{}", to.addr));
+        let from = ok.header(HeaderName::From).unwrap_or("");
+        let to_hdr = ok.header(HeaderName::To).unwrap_or("");
+        let seq = ok.cseq().seq;
+        let ack_via = self.via(to.transport, &self.new_branch());
+        let ack = build::request(Method::Ack, &target, &ack_via, from, to_hdr, ok.call_id(), seq, &[("Max-Forwards", "70")]);
+        self.send(to, ack);
+        let bye_via = self.via(to.transport, &self.new_branch());
+        let bye = build::request(
+            Method::Bye,
+            &target,
+            &bye_via,
+            from,
+            to_hdr,
+            ok.call_id(),
+            seq.saturating_add(1),
+            &[("Max-Forwards", "70")],
+        );
+        tracing::info!(call_id = ok.call_id(), peer = %to.addr, "late 2xx on an abandoned branch: ACK + BYE");
+        self.originate(now, to, bye);
+    }
+
+}

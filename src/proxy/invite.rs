@@ -1,0 +1,622 @@
+//! A proxied INVITE: the server transaction toward the caller, one client
+//! transaction per next hop tried (serial failover), CANCEL, and the hand-over
+//! to a dialog on 2xx.
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::decide::{self, Decision, Direction};
+use super::timer::{Fired, Owner, Timer};
+use super::txn::{Actions, ClientInvite, ClientState, Delivery, ServerInvite, ServerState, TimerOutcome};
+use super::{Core, Peer, Reject};
+use crate::admission::Permit;
+use crate::failover::{classify, Decision as Next, HopKey, Outcome};
+use crate::metrics as m;
+use crate::routing::Source;
+use crate::sip::{build, ForwardEdits, Method, Msg, Transport, E164};
+
+/// Where CANCEL stands on a branch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CancelState {
+    /// Not cancelled.
+    No,
+    /// Cancelled before any provisional: send CANCEL when one arrives (§9.1).
+    Pending,
+    /// CANCEL sent.
+    Sent,
+}
+
+/// One next hop tried.
+pub(super) struct Branch {
+    pub branch: Box<str>,
+    pub to: Peer,
+    pub hop: Option<HopKey>,
+    pub txn: ClientInvite,
+    pub provisional: bool,
+    pub seen_18x: bool,
+    pub cancel: CancelState,
+    pub abandoned: bool,
+}
+
+/// How the forwarded INVITE is shaped.
+pub(super) enum Shape {
+    /// A new call: R-URI rewritten to the hop, Record-Route, X- headers.
+    Initial { user: String, headers: SmallVec<[(&'static str, Arc<str>); 3]>, cnam: Option<Arc<str>> },
+    /// A re-INVITE inside a dialog: R-URI kept, our Route entries popped.
+    InDialog { pop_routes: usize },
+}
+
+/// Why a branch is given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// TCP refused/reset, ICMP unreachable.
+    Transport,
+    /// No response within `failover_ms`, or timer B.
+    Timeout,
+    /// Timer C: a provisional but no final.
+    NoFinal,
+}
+
+/// One proxied INVITE.
+pub(super) struct Call {
+    pub key: Box<str>,
+    pub upstream: Peer,
+    pub invite: Msg,
+    pub server: ServerInvite,
+    pub to_tag: String,
+    pub plan: SmallVec<[(Peer, Option<HopKey>); 8]>,
+    pub next_hop: usize,
+    pub branches: SmallVec<[Branch; 2]>,
+    pub permit: Option<Permit>,
+    pub direction: Option<Direction>,
+    pub number: Option<E164>,
+    pub shape: Shape,
+    pub cancelled: bool,
+    pub final_sent: bool,
+    pub started: Instant,
+}
+
+impl Call {
+    /// Whether the branch now being tried goes to `addr`.
+    pub fn current_hop_is(&self, addr: std::net::SocketAddr) -> bool {
+        self.branches.last().is_some_and(|b| !b.abandoned && b.to.addr == addr && !self.final_sent)
+    }
+
+    fn reapable(&self) -> bool {
+        self.server.state() == ServerState::Terminated
+            && self.branches.iter().all(|b| matches!(b.txn.state(), ClientState::Terminated))
+    }
+}
+
+fn slot_of(idx: usize) -> u32 {
+    u32::try_from(idx + 1).unwrap_or(u32::MAX)
+}
+
+impl Core {
+    /// A retransmitted INVITE is absorbed by its server transaction.
+    pub(super) fn invite_retransmission(&mut self, from: Peer, msg: &Msg) -> bool {
+        let Some(key) = Self::server_key(msg, Method::Invite) else { return false };
+        let Some(&id) = self.invite_keys.get(&key) else { return false };
+        let Some(call) = self.calls.get_mut(&id) else { return false };
+        let mut out = Actions::new();
+        call.server.on_retransmission(&mut out);
+        for a in out {
+            if let super::txn::Action::Send(b) = a {
+                self.send(from, b);
+            }
+        }
+        true
+    }
+
+    /// A new INVITE outside any dialog: 100 at once, then decide and forward.
+    pub(super) fn initial_invite(&mut self, now: Instant, from: Peer, msg: Msg, source: Source) {
+        let snap = self.routing.load_full();
+        self.hops.refresh(&snap.peers);
+        let decided = match source {
+            Source::Carrier(i) => decide::inbound(&msg, i, &snap, &self.admission, &self.hops, &self.down, &self.cfg),
+            Source::Platform => decide::outbound(&msg, &snap, &self.admission, &self.hops, &self.down, &self.cfg),
+            Source::Unknown => Err(Reject::UnknownSource),
+        };
+        let direction = match source {
+            Source::Carrier(_) => Direction::Inbound,
+            _ => Direction::Outbound,
+        };
+        let (plan, permit, number, shape) = match decided {
+            Ok(Decision { plan, permit, number, headers, user, cnam, .. }) => {
+                let plan = plan.into_iter().map(|k| (Peer::to(k.addr, k.transport), Some(k))).collect();
+                (plan, Some(permit), Some(number), Shape::Initial { user, headers, cnam })
+            }
+            Err(why) => {
+                m::call_outcome(direction.as_str(), why.outcome_label());
+                tracing::info!(call_id = msg.call_id(), peer = %from.addr, status = why.status().0, "call refused: {why}");
+                (SmallVec::new(), None, None, Shape::InDialog { pop_routes: 0 })
+            }
+        };
+        let refused = permit.is_none();
+        let id = self.start_call(now, from, msg, plan, permit, number, shape, Some(direction));
+        if refused {
+            let why = match &self.calls.get(&id).map(|c| &c.invite) {
+                Some(inv) => self.refusal_of(inv, source),
+                None => return,
+            };
+            self.final_response(now, id, why);
+        } else {
+            m::call_started(direction.as_str());
+            self.try_next_hop(now, id);
+        }
+    }
+
+    /// Re-runs the decision to learn why it refused (only on the refusal path,
+    /// where a second lookup is cheaper than carrying the reason around).
+    fn refusal_of(&self, inv: &Msg, source: Source) -> Reject {
+        let snap = self.routing.load_full();
+        let r = match source {
+            Source::Carrier(i) => decide::inbound(inv, i, &snap, &self.admission, &self.hops, &self.down, &self.cfg),
+            Source::Platform => decide::outbound(inv, &snap, &self.admission, &self.hops, &self.down, &self.cfg),
+            Source::Unknown => Err(Reject::UnknownSource),
+        };
+        r.err().unwrap_or(Reject::NoRoute)
+    }
+
+    /// Creates the call context and its server transaction, and sends 100 Trying.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_call(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        msg: Msg,
+        plan: SmallVec<[(Peer, Option<HopKey>); 8]>,
+        permit: Option<Permit>,
+        number: Option<E164>,
+        shape: Shape,
+        direction: Option<Direction>,
+    ) -> u64 {
+        let id = self.new_id();
+        let key = Self::server_key(&msg, Method::Invite).unwrap_or_else(|| Box::from(""));
+        let mut server = ServerInvite::new(from.transport == Transport::Tcp);
+        let mut out = Actions::new();
+        let trying = self.response(&msg, 100, "Trying", None, &[]);
+        server.respond(100, trying, &self.cfg.timers, &mut out);
+        self.run(now, from, Owner::Call(id), 0, out);
+        let to_tag = format!("se{:x}{:x}", self.cfg.instance_nonce, id);
+        self.invite_keys.insert(key.clone(), id);
+        self.calls.insert(
+            id,
+            Call {
+                key,
+                upstream: from,
+                invite: msg,
+                server,
+                to_tag,
+                plan,
+                next_hop: 0,
+                branches: SmallVec::new(),
+                permit,
+                direction,
+                number,
+                shape,
+                cancelled: false,
+                final_sent: false,
+                started: now,
+            },
+        );
+        id
+    }
+
+    /// Sends the INVITE to the next hop in the plan, or answers 503 when none is left.
+    pub(super) fn try_next_hop(&mut self, now: Instant, id: u64) {
+        loop {
+            let Some(call) = self.calls.get_mut(&id) else { return };
+            if call.final_sent || call.cancelled {
+                return;
+            }
+            let Some((to, hop)) = call.plan.get(call.next_hop).cloned() else {
+                return self.final_response(now, id, Reject::NoRoute);
+            };
+            call.next_hop += 1;
+            if let Some(k) = &hop {
+                if !self.down.is_up(k) {
+                    continue;
+                }
+            }
+            let branch = self.new_branch();
+            let bytes = match self.calls.get(&id) {
+                Some(call) => self.forwarded_invite(call, to, &branch),
+                None => return,
+            };
+            let mut out = Actions::new();
+            let txn = ClientInvite::start(bytes, to.transport == Transport::Tcp, &self.cfg.timers, &mut out);
+            let Some(call) = self.calls.get_mut(&id) else { return };
+            let idx = call.branches.len();
+            call.branches.push(Branch {
+                branch: branch.clone().into_boxed_str(),
+                to,
+                hop,
+                txn,
+                provisional: false,
+                seen_18x: false,
+                cancel: CancelState::No,
+                abandoned: false,
+            });
+            self.branches.insert(branch.into_boxed_str(), (id, idx as u32));
+            let slot = slot_of(idx);
+            self.run(now, to, Owner::Call(id), slot, out);
+            let failover = self.cfg.timers.failover;
+            self.timers.arm(now, failover, Owner::Call(id), Timer::Failover, slot);
+            return;
+        }
+    }
+
+    fn forwarded_invite(&self, call: &Call, to: Peer, branch: &str) -> Bytes {
+        let via = self.via(to.transport, branch);
+        let mf = call.invite.max_forwards().unwrap_or(70).saturating_sub(1);
+        match &call.shape {
+            Shape::Initial { user, headers, cnam } => {
+                let ruri = match to.transport {
+                    Transport::Udp => format!("sip:{}@{}", user, to.addr),
+                    Transport::Tcp => format!("sip:{}@{};transport=tcp", user, to.addr),
+                };
+                // Double Record-Route when the two sides use different transports (RFC 5658).
+                let rr = if to.transport == call.upstream.transport {
+                    self.cfg.local.record_route(to.transport)
+                } else {
+                    format!(
+                        "{}, {}",
+                        self.cfg.local.record_route(to.transport),
+                        self.cfg.local.record_route(call.upstream.transport)
+                    )
+                };
+                let add: SmallVec<[(&str, &str); 3]> = headers.iter().map(|(k, v)| (*k, &**v)).collect();
+                let pop = self.our_routes(&call.invite);
+                build::forward_request(
+                    &call.invite,
+                    &ForwardEdits {
+                        request_uri: Some(&ruri),
+                        via: &via,
+                        record_route: Some(&rr),
+                        pop_routes: pop,
+                        max_forwards: mf,
+                        add: &add,
+                        remove: &["X-Flow-Id", "X-Number-Kind", "X-Carrier"],
+                        from_display: cnam.as_deref(),
+                    },
+                )
+            }
+            Shape::InDialog { pop_routes } => build::forward_request(
+                &call.invite,
+                &ForwardEdits {
+                    request_uri: None,
+                    via: &via,
+                    record_route: None,
+                    pop_routes: *pop_routes,
+                    max_forwards: mf,
+                    add: &[],
+                    remove: &[],
+                    from_display: None,
+                },
+            ),
+        }
+    }
+
+    /// How many leading Route entries name this edge.
+    pub(super) fn our_routes(&self, msg: &Msg) -> usize {
+        msg.routes()
+            .take_while(|r| {
+                crate::sip::uri::parse_uri(r).is_some_and(|u| self.cfg.local.is_ours(u.host, u.port))
+            })
+            .count()
+    }
+
+    /// Answers the caller with our own final response and releases the slot.
+    pub(super) fn final_response(&mut self, now: Instant, id: u64, why: Reject) {
+        let Some(call) = self.calls.get(&id) else { return };
+        if call.final_sent {
+            return;
+        }
+        let bytes = self.reject_bytes(&call.invite, why, Some(&call.to_tag));
+        let code = why.status().0;
+        self.respond_upstream(now, id, code, bytes);
+        if let Some(call) = self.calls.get_mut(&id) {
+            if let (Some(d), Some(_)) = (call.direction, call.permit.as_ref()) {
+                m::call_outcome(d.as_str(), why.outcome_label());
+            }
+            call.permit = None;
+        }
+    }
+
+    /// Sends a response through the call's server transaction.
+    fn respond_upstream(&mut self, now: Instant, id: u64, code: u16, bytes: Bytes) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let mut out = Actions::new();
+        call.server.respond(code, bytes, &self.cfg.timers, &mut out);
+        if code >= 200 {
+            call.final_sent = true;
+        }
+        let up = call.upstream;
+        self.run(now, up, Owner::Call(id), 0, out);
+    }
+
+    /// A response to one of our INVITE branches.
+    pub(super) fn invite_response(&mut self, now: Instant, id: u64, idx: u32, msg: Msg) {
+        let Some(code) = msg.status() else { return };
+        let tv = self.cfg.timers;
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let current = call.branches.len().checked_sub(1) == Some(idx as usize);
+        let Some(b) = call.branches.get_mut(idx as usize) else { return };
+        let mut out = Actions::new();
+        let request = b.txn.request().clone();
+        let delivery = b.txn.on_response(
+            code,
+            || match Msg::parse(request) {
+                Ok(req) => build::ack_for_non2xx(&req, &msg),
+                Err(_) => Bytes::new(),
+            },
+            &tv,
+            &mut out,
+        );
+        let to = b.to;
+        let want_cancel = code < 200 && b.cancel == CancelState::Pending;
+        if code < 200 {
+            b.provisional = true;
+        }
+        let abandoned = b.abandoned || !current;
+        let (cancelled, final_sent) = (call.cancelled, call.final_sent);
+        self.run(now, to, Owner::Call(id), slot_of(idx as usize), out);
+        if want_cancel {
+            self.send_cancel(now, id, idx as usize);
+        }
+        if delivery == Delivery::Absorb {
+            return;
+        }
+        if (200..300).contains(&code) {
+            if abandoned || (cancelled && final_sent) {
+                // A late 2xx from a branch we gave up on: take it and hang it up.
+                return self.ack_and_bye(now, to, &msg);
+            }
+            return self.relay_2xx(now, id, idx as usize, msg);
+        }
+        if abandoned || final_sent {
+            return;
+        }
+        if code < 200 {
+            if code == 100 {
+                let tc = tv.timer_c;
+                self.timers.arm(now, tc, Owner::Call(id), Timer::C, slot_of(idx as usize));
+                return;
+            }
+            if let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx as usize)) {
+                if (180..190).contains(&code) {
+                    b.seen_18x = true;
+                }
+            }
+            let tc = tv.timer_c;
+            self.timers.arm(now, tc, Owner::Call(id), Timer::C, slot_of(idx as usize));
+            let bytes = build::forward_response(&msg);
+            return self.respond_upstream(now, id, code, bytes);
+        }
+        // A final non-2xx: fail over or relay (SPEC §5).
+        let seen_18x = self.calls.get(&id).and_then(|c| c.branches.get(idx as usize)).is_some_and(|b| b.seen_18x);
+        if !cancelled && classify(Outcome::Final(code), seen_18x) == Next::Next {
+            self.note_failover(id, idx as usize, code);
+            return self.try_next_hop(now, id);
+        }
+        let bytes = build::forward_response(&msg);
+        self.respond_upstream(now, id, code, bytes);
+        if let Some(call) = self.calls.get_mut(&id) {
+            if let (Some(d), Some(_)) = (call.direction, call.permit.take()) {
+                m::call_outcome(d.as_str(), if cancelled { "cancelled" } else { "refused_downstream" });
+            }
+        }
+    }
+
+    fn note_failover(&mut self, id: u64, idx: usize, code: u16) {
+        let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) else { return };
+        b.abandoned = true;
+        b.txn.abandon();
+        if let Some(h) = &b.hop {
+            m::failover(&h.group, &h.az);
+            tracing::info!(hop = %h.addr, carrier = &*h.group, az = &*h.az, code, "failing over to the next hop");
+        }
+    }
+
+    /// The current branch answered 2xx: relay it and hand the slot to a dialog.
+    fn relay_2xx(&mut self, now: Instant, id: u64, idx: usize, msg: Msg) {
+        let bytes = build::forward_response(&msg);
+        self.respond_upstream(now, id, 200, bytes);
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let permit = call.permit.take();
+        let first = permit.is_some() || matches!(call.shape, Shape::Initial { .. });
+        if let (Some(d), true) = (call.direction, permit.is_some()) {
+            m::call_outcome(d.as_str(), "answered");
+        }
+        let Some(b) = call.branches.get(idx) else { return };
+        let callee = b.to;
+        if first && matches!(call.shape, Shape::Initial { .. }) {
+            let upstream = call.upstream;
+            let number = call.number;
+            let invite = call.invite.clone();
+            self.dialog_established(now, id, &invite, &msg, upstream, callee, permit, number);
+        } else if let Some(p) = permit {
+            drop(p);
+        }
+    }
+
+    /// CANCEL from the caller (§9.2, §16.10).
+    pub(super) fn on_cancel(&mut self, now: Instant, from: Peer, msg: &Msg) {
+        let id = Self::server_key(msg, Method::Invite).and_then(|k| self.invite_keys.get(&k).copied());
+        let Some(id) = id else {
+            return self.reject(from, msg, Reject::NoDialog, None);
+        };
+        let to_tag = self.calls.get(&id).map(|c| c.to_tag.clone());
+        let ok = self.response(msg, 200, "OK", to_tag.as_deref(), &[]);
+        self.send(from, ok);
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if call.final_sent || call.cancelled {
+            return;
+        }
+        call.cancelled = true;
+        let Some(idx) = call.branches.len().checked_sub(1) else {
+            return self.final_487(now, id);
+        };
+        let provisional = call.branches.get(idx).is_some_and(|b| b.provisional);
+        if provisional {
+            // The callee answers the CANCEL with 487 to the INVITE, which we relay.
+            self.send_cancel(now, id, idx);
+        } else {
+            if let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) {
+                b.cancel = CancelState::Pending;
+                b.txn.abandon();
+            }
+            self.final_487(now, id);
+        }
+    }
+
+    fn final_487(&mut self, now: Instant, id: u64) {
+        let Some(call) = self.calls.get(&id) else { return };
+        let bytes = self.response(&call.invite, 487, "Request Terminated", Some(&call.to_tag), &[]);
+        self.respond_upstream(now, id, 487, bytes);
+        if let Some(call) = self.calls.get_mut(&id) {
+            if let (Some(d), Some(_)) = (call.direction, call.permit.take()) {
+                m::call_outcome(d.as_str(), "cancelled");
+            }
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, id: u64, idx: usize) {
+        let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) else { return };
+        if b.cancel == CancelState::Sent {
+            return;
+        }
+        b.cancel = CancelState::Sent;
+        let to = b.to;
+        let Ok(req) = Msg::parse(b.txn.request().clone()) else { return };
+        let cancel = build::cancel_for(&req);
+        self.originate(now, to, cancel);
+    }
+
+    /// A non-2xx ACK, matched to its INVITE server transaction, or an ACK for a 2xx.
+    pub(super) fn on_ack(&mut self, now: Instant, from: Peer, msg: Msg) {
+        let id = Self::server_key(&msg, Method::Ack).and_then(|k| self.invite_keys.get(&k).copied());
+        if let Some(call) = id.and_then(|id| self.calls.get_mut(&id)) {
+            let mut out = Actions::new();
+            if call.server.on_ack(&self.cfg.timers, &mut out) {
+                let up = call.upstream;
+                if let Some(id) = id {
+                    self.run(now, up, Owner::Call(id), 0, out);
+                }
+                return;
+            }
+        }
+        if msg.to_tag().is_some() {
+            self.in_dialog(now, from, msg);
+        }
+    }
+
+    /// The current branch failed without a usable answer.
+    pub(super) fn branch_failed(&mut self, now: Instant, id: u64, why: Failure) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if call.final_sent {
+            return;
+        }
+        let Some(idx) = call.branches.len().checked_sub(1) else { return };
+        let Some(b) = call.branches.get(idx) else { return };
+        if b.abandoned {
+            return;
+        }
+        let (provisional, seen_18x) = (b.provisional, b.seen_18x);
+        let outcome = match why {
+            Failure::Transport => Outcome::TransportError,
+            Failure::Timeout | Failure::NoFinal => Outcome::Timeout,
+        };
+        let decision = classify(outcome, seen_18x);
+        self.note_failover(id, idx, 0);
+        if provisional {
+            self.send_cancel(now, id, idx);
+        }
+        if call_cancelled(self, id) {
+            return self.final_487(now, id);
+        }
+        match decision {
+            Next::Next => self.try_next_hop(now, id),
+            _ => self.final_response(now, id, Reject::Timeout),
+        }
+    }
+
+    /// A timer of a call: its server transaction (slot 0), a branch, or its dialog.
+    pub(super) fn call_timer(&mut self, now: Instant, id: u64, f: Fired) {
+        if matches!(f.timer, Timer::AckWait | Timer::MaxDuration) {
+            return self.dialog_timer(now, id, f.timer);
+        }
+        let tv = self.cfg.timers;
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let mut out = Actions::new();
+        if f.slot == 0 {
+            let outcome = call.server.on_timer(f.timer, &tv, &mut out);
+            let up = call.upstream;
+            if outcome == TimerOutcome::NoAck {
+                tracing::debug!(call_id = call.invite.call_id(), "no ACK for our final response");
+            }
+            self.run(now, up, Owner::Call(id), 0, out);
+        } else {
+            let idx = (f.slot - 1) as usize;
+            let current = call.branches.len() == idx + 1;
+            let Some(b) = call.branches.get_mut(idx) else { return };
+            match f.timer {
+                Timer::Failover => {
+                    if current && !b.provisional && !b.abandoned {
+                        self.branch_failed(now, id, Failure::Timeout);
+                    }
+                    return self.maybe_reap(now, id);
+                }
+                Timer::C => {
+                    if current && !b.abandoned && b.txn.state() == ClientState::Proceeding {
+                        self.branch_failed(now, id, Failure::NoFinal);
+                    }
+                    return self.maybe_reap(now, id);
+                }
+                _ => {}
+            }
+            let to = b.to;
+            let outcome = b.txn.on_timer(f.timer, &mut out);
+            // An abandoned branch that never answered: timer B ends it.
+            if f.timer == Timer::B && b.abandoned && b.txn.state() != ClientState::Terminated {
+                b.abandon();
+            }
+            self.run(now, to, Owner::Call(id), f.slot, out);
+            if outcome == TimerOutcome::Timeout && current {
+                self.branch_failed(now, id, Failure::Timeout);
+            }
+        }
+        self.maybe_reap(now, id);
+    }
+
+    fn maybe_reap(&mut self, _now: Instant, id: u64) {
+        let Some(call) = self.calls.get(&id) else { return };
+        let done = call.reapable() || (call.server.state() == ServerState::Terminated && call.branches.is_empty());
+        if done {
+            self.remove_call(id);
+        }
+    }
+
+    pub(super) fn remove_call(&mut self, id: u64) {
+        if let Some(call) = self.calls.remove(&id) {
+            self.invite_keys.remove(&call.key);
+            for b in &call.branches {
+                self.branches.remove(&b.branch);
+            }
+        }
+    }
+}
+
+fn call_cancelled(core: &Core, id: u64) -> bool {
+    core.calls.get(&id).is_some_and(|c| c.cancelled)
+}
+
+impl Branch {
+    /// Ends an abandoned branch that never answered at all.
+    fn abandon(&mut self) {
+        self.txn.force_terminate();
+    }
+}
