@@ -27,6 +27,7 @@ pub mod txn;
 mod tests;
 
 pub use context::{CoreConfig, DownSet, Local, UnknownSourcePolicy};
+pub use probe::PROBE_CALL_ID_PREFIX;
 pub use respond::Reject;
 
 use bytes::Bytes;

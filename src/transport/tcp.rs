@@ -1,0 +1,253 @@
+//! SIP over TCP: accepting, framing by Content-Length, connection limits,
+//! and a registry so answers go back on the connection a request came in on
+//! and requests to a TCP next hop reuse one connection.
+
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::flood::{FloodGuard, Verdict};
+use super::{shard_of, ShardInput};
+use crate::metrics as m;
+use crate::proxy::Peer;
+use crate::sip::framing::{next_frame, Frame};
+use crate::sip::Transport;
+
+/// TCP limits (`[tcp]`).
+#[derive(Clone, Copy, Debug)]
+pub struct TcpLimits {
+    /// Open connections in total.
+    pub max_connections: usize,
+    /// Open connections from one IP.
+    pub max_per_ip: usize,
+    /// Largest message (headers + body).
+    pub max_message_bytes: usize,
+    /// A connection with nothing to say for this long is closed.
+    pub idle_timeout: Duration,
+    /// A message that has started must be complete within this (slowloris).
+    pub message_deadline: Duration,
+    /// Connecting to a next hop may take this long.
+    pub connect_timeout: Duration,
+}
+
+struct Conn {
+    tx: mpsc::Sender<Bytes>,
+    peer: SocketAddr,
+}
+
+/// Every TCP connection of the edge.
+pub struct TcpHub {
+    conns: DashMap<u64, Conn>,
+    by_peer: DashMap<SocketAddr, u64>,
+    per_ip: DashMap<IpAddr, usize>,
+    total: AtomicUsize,
+    next_id: AtomicU64,
+    limits: TcpLimits,
+    shards: OnceLock<Vec<mpsc::Sender<ShardInput>>>,
+    hasher: ahash::RandomState,
+    flood: Arc<FloodGuard>,
+}
+
+/// Messages queued for one connection before new ones are dropped.
+const CONN_QUEUE: usize = 1024;
+
+impl TcpHub {
+    /// A hub with these limits, sharing the shards' hasher and the flood guard.
+    pub fn new(limits: TcpLimits, hasher: ahash::RandomState, flood: Arc<FloodGuard>) -> Arc<TcpHub> {
+        Arc::new(TcpHub {
+            conns: DashMap::new(),
+            by_peer: DashMap::new(),
+            per_ip: DashMap::new(),
+            total: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            limits,
+            shards: OnceLock::new(),
+            hasher,
+            flood,
+        })
+    }
+
+    /// Connects the hub to the shards' inputs (once, at start).
+    pub fn set_shards(&self, shards: Vec<mpsc::Sender<ShardInput>>) {
+        let _ = self.shards.set(shards);
+    }
+
+    /// Open connections.
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Sends on the request's connection, else on the peer's connection,
+    /// else over a new one. A failure is reported to `origin` as SendError.
+    pub fn send(self: &Arc<Self>, to: Peer, payload: Bytes, origin: usize) {
+        let id = to.conn.filter(|id| self.conns.contains_key(id)).or_else(|| self.by_peer.get(&to.addr).map(|e| *e));
+        if let Some(id) = id {
+            if let Some(c) = self.conns.get(&id) {
+                if c.tx.try_send(payload).is_err() {
+                    tracing::debug!(peer = %c.peer, "tcp send queue full or closed: message dropped");
+                }
+                return;
+            }
+        }
+        self.connect(to.addr, payload, origin);
+    }
+
+    fn connect(self: &Arc<Self>, addr: SocketAddr, first: Bytes, origin: usize) {
+        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        let _ = tx.try_send(first);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.conns.insert(id, Conn { tx, peer: addr });
+        self.by_peer.insert(addr, id);
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let res = tokio::time::timeout(hub.limits.connect_timeout, TcpStream::connect(addr)).await;
+            match res {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    hub.total.fetch_add(1, Ordering::Relaxed);
+                    *hub.per_ip.entry(addr.ip()).or_insert(0) += 1;
+                    hub.clone().run_conn(stream, addr, id, rx).await;
+                }
+                _ => {
+                    tracing::info!(peer = %addr, "tcp connect to next hop failed");
+                    hub.forget(id, addr);
+                    if let Some(s) = hub.shards.get().and_then(|s| s.get(origin)) {
+                        let _ = s.try_send(ShardInput::SendError(Peer::to(addr, Transport::Tcp)));
+                    }
+                }
+            }
+        });
+    }
+
+    fn forget(&self, id: u64, addr: SocketAddr) {
+        self.conns.remove(&id);
+        self.by_peer.remove_if(&addr, |_, v| *v == id);
+    }
+
+    /// Accepts connections until `shutdown` resolves.
+    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if self.flood.check(peer.ip()) == Verdict::Drop {
+                continue;
+            }
+            if self.total.load(Ordering::Relaxed) >= self.limits.max_connections {
+                metrics::counter!(m::TCP_LIMIT_CLOSES_TOTAL, "limit" => "max_connections").increment(1);
+                continue;
+            }
+            {
+                let mut n = self.per_ip.entry(peer.ip()).or_insert(0);
+                if *n >= self.limits.max_per_ip {
+                    metrics::counter!(m::TCP_LIMIT_CLOSES_TOTAL, "limit" => "max_per_ip").increment(1);
+                    continue;
+                }
+                *n += 1;
+            }
+            self.total.fetch_add(1, Ordering::Relaxed);
+            let _ = stream.set_nodelay(true);
+            let (tx, rx) = mpsc::channel(CONN_QUEUE);
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            self.conns.insert(id, Conn { tx, peer });
+            self.by_peer.insert(peer, id);
+            tokio::spawn(self.clone().run_conn(stream, peer, id, rx));
+        }
+    }
+
+    async fn run_conn(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, id: u64, mut rx: mpsc::Receiver<Bytes>) {
+        metrics::gauge!(m::TCP_CONNECTIONS).increment(1.0);
+        let (mut rd, mut wr) = stream.into_split();
+        let writer = tokio::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                if wr.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        let why = self.read_loop(&mut rd, peer, id).await;
+        tracing::debug!(peer = %peer, why, "tcp connection closed");
+        writer.abort();
+        self.forget(id, peer);
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(mut n) = self.per_ip.get_mut(&peer.ip()) {
+            *n = n.saturating_sub(1);
+        }
+        self.per_ip.remove_if(&peer.ip(), |_, n| *n == 0);
+        metrics::gauge!(m::TCP_CONNECTIONS).decrement(1.0);
+    }
+
+    async fn read_loop(&self, rd: &mut tokio::net::tcp::OwnedReadHalf, peer: SocketAddr, id: u64) -> &'static str {
+        let mut buf = BytesMut::with_capacity(8192);
+        let shards = match self.shards.get() {
+            Some(s) => s,
+            None => return "no shards",
+        };
+        let mut started: Option<tokio::time::Instant> = None;
+        loop {
+            // Hand over every complete message in the buffer.
+            loop {
+                match next_frame(&buf, self.limits.max_message_bytes) {
+                    Frame::Complete(n) => {
+                        let msg = buf.split_to(n).freeze();
+                        started = None;
+                        if self.flood.check(peer.ip()) == Verdict::Drop {
+                            continue;
+                        }
+                        let shard = shard_of(&msg, shards.len(), &self.hasher);
+                        let p = Peer { addr: peer, transport: Transport::Tcp, conn: Some(id) };
+                        if let Some(s) = shards.get(shard) {
+                            if s.try_send(ShardInput::Message(p, msg)).is_err() {
+                                metrics::counter!(m::QUEUE_DROPS_TOTAL).increment(1);
+                            }
+                        }
+                    }
+                    Frame::KeepAlive(n) => {
+                        let _ = buf.split_to(n);
+                    }
+                    Frame::Incomplete => break,
+                    Frame::Invalid(_) => {
+                        metrics::counter!(m::TCP_LIMIT_CLOSES_TOTAL, "limit" => "bad_framing").increment(1);
+                        m::parse_error();
+                        return "bad framing";
+                    }
+                }
+            }
+            let now = tokio::time::Instant::now();
+            let deadline = if buf.is_empty() {
+                now + self.limits.idle_timeout
+            } else {
+                *started.get_or_insert(now) + self.limits.message_deadline
+            };
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(8192);
+            }
+            match tokio::time::timeout_at(deadline, rd.read_buf(&mut buf)).await {
+                Ok(Ok(0)) => return "closed by peer",
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return "read error",
+                Err(_) if buf.is_empty() => {
+                    metrics::counter!(m::TCP_LIMIT_CLOSES_TOTAL, "limit" => "idle").increment(1);
+                    return "idle timeout";
+                }
+                Err(_) => {
+                    metrics::counter!(m::TCP_LIMIT_CLOSES_TOTAL, "limit" => "message_deadline").increment(1);
+                    return "message too slow";
+                }
+            }
+        }
+    }
+}
