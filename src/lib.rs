@@ -13,4 +13,5 @@
 
 pub mod metrics;
 pub mod proxy;
+pub mod config;
 pub mod sip;

@@ -1,0 +1,421 @@
+//! The TOML configuration (SPEC §4): strict serde structs, a `validate` step
+//! that lists every problem it finds, and the `numbers.csv` seed inventory.
+//!
+//! Every table has `deny_unknown_fields`, so a misspelt key is an error and
+//! not a silently ignored setting (STYLE practice 10). Loading is three steps:
+//! parse (one error at most, since serde stops at the first), validate the
+//! whole config (every problem listed), then read and check the seed file.
+//!
+//! # Layout
+//! - `mod.rs`      the structs, their defaults, the error types, [`check`]
+//! - `cidr.rs`     [`Cidr`]: a carrier's `sources` networks and IP matching
+//! - `load.rs`     TOML text / file → [`Config`], serde errors mapped to key paths
+//! - `validate.rs` cross-field checks: duplicates, one IP per peer, limits
+//! - `seed.rs`     `numbers.csv` → [`SeedNumber`]s and their checks
+
+mod cidr;
+mod load;
+mod seed;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::sip::Transport;
+
+pub(crate) use cidr::canonical;
+pub use cidr::{Cidr, CidrError};
+pub use seed::{check_numbers, load_seed, parse_seed_csv, SeedNumber};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[edge]`: who this instance is and where it keeps its state.
+    #[serde(default)]
+    pub edge: EdgeConfig,
+    /// `[[listen]]`: the SIP sockets; required, at least one.
+    pub listen: Vec<ListenConfig>,
+    /// `[admin]`: the HTTP control plane and `/metrics`.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// `[limits]`: concurrency caps and call duration.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// `[timers]`: RFC 3261 timers and the failover timeout.
+    #[serde(default)]
+    pub timers: TimersConfig,
+    /// `[health]`: OPTIONS probing and its hysteresis.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// `[[carrier]]`: the carrier trunks and their AZ links.
+    #[serde(default)]
+    pub carrier: Vec<CarrierConfig>,
+    /// `[[flow_engine]]`: where inbound calls are handed off, one entry per AZ endpoint.
+    #[serde(default)]
+    pub flow_engine: Vec<FlowEngineConfig>,
+    /// `[numbers]`: the seed inventory.
+    #[serde(default)]
+    pub numbers: NumbersConfig,
+    /// `[flood]`: per-source-IP request flood protection.
+    #[serde(default)]
+    pub flood: FloodConfig,
+    /// `[tcp]`: limits on SIP over TCP connections.
+    #[serde(default)]
+    pub tcp: TcpConfig,
+    /// The file this config was loaded from, so a reload re-reads the same file.
+    #[serde(skip)]
+    pub source_path: Option<PathBuf>,
+}
+
+/// `[edge]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// Instance name, used in logs (default `sipedge`).
+    pub name: String,
+    /// The AZ this instance runs in; links in it are tried first (default `az1`).
+    pub az: String,
+    /// Directory for durable state: inventory, ports, releases (default `var/sipedge`).
+    pub data_dir: PathBuf,
+    /// Worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// What to do with requests from an IP that is no carrier and no flow engine.
+    pub unknown_source: UnknownSource,
+    /// Value of our Server / User-Agent header; `None` sends none.
+    pub server_header: Option<String>,
+    /// `host[:port]` to put in our Via and Record-Route; default the listen address.
+    pub advertise: Option<String>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            name: "sipedge".to_owned(),
+            az: "az1".to_owned(),
+            data_dir: PathBuf::from("var/sipedge"),
+            workers: 0,
+            unknown_source: UnknownSource::Reject,
+            server_header: None,
+            advertise: None,
+        }
+    }
+}
+
+/// What the edge does with a request from an unknown source IP (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownSource {
+    /// Answer 403 (the default).
+    #[default]
+    Reject,
+    /// Send nothing back: cheaper under a scan, and tells the scanner nothing.
+    Drop,
+}
+
+/// One `[[listen]]` socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// `udp` (default) or `tcp`.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Address to bind; port 0 picks a free port (tests use it).
+    pub addr: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            transport: Transport::Udp,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 5060)),
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// HTTP control plane and `/metrics` (default `127.0.0.1:9060`).
+    pub addr: SocketAddr,
+    /// File holding a bearer token the control plane requires; `None` = no token.
+    pub token_file: Option<PathBuf>,
+    /// Largest request body the control plane accepts (default 65536).
+    pub max_body_bytes: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 9060)),
+            token_file: None,
+            max_body_bytes: 65536,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Calls the whole instance carries at once; beyond it, 503 (default 10000).
+    pub max_concurrent_calls: u32,
+    /// Default per-number cap for a DID (default 100).
+    pub did_max_concurrent: u32,
+    /// Default per-number cap for a toll-free number; 0 = unlimited (the default).
+    pub toll_free_max_concurrent: u32,
+    /// A call still up after this many seconds is ended and its slot freed (default 14400).
+    pub max_call_duration_s: u64,
+    /// Retry-After seconds on a 503 for overload (default 5).
+    pub retry_after_s: u32,
+    /// New calls per second for the instance, beyond which 503; 0 = unlimited (the default).
+    pub new_calls_per_second: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_concurrent_calls: 10_000,
+            did_max_concurrent: 100,
+            toll_free_max_concurrent: 0,
+            max_call_duration_s: 14_400,
+            retry_after_s: 5,
+            new_calls_per_second: 0,
+        }
+    }
+}
+
+/// `[timers]`, in milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimersConfig {
+    /// RFC 3261 T1, the RTT estimate (default 500).
+    pub t1_ms: u64,
+    /// RFC 3261 T2, the retransmit cap for non-INVITE requests (default 4000).
+    pub t2_ms: u64,
+    /// RFC 3261 T4, how long the network may hold a message (default 5000).
+    pub t4_ms: u64,
+    /// No response from a next hop in this time → try the next one (default 2000).
+    pub failover_ms: u64,
+    /// RFC 3261 Timer C, a proxy's limit on a proceeding INVITE (default 180000).
+    pub timer_c_ms: u64,
+}
+
+impl Default for TimersConfig {
+    fn default() -> Self {
+        TimersConfig {
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            failover_ms: 2000,
+            timer_c_ms: 180_000,
+        }
+    }
+}
+
+/// `[health]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// OPTIONS to every next hop this often (default 5000).
+    pub options_interval_ms: u64,
+    /// Consecutive failures before a hop is marked down (default 2).
+    pub down_after: u32,
+    /// Consecutive successes before it is up again (default 2).
+    pub up_after: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            options_interval_ms: 5000,
+            down_after: 2,
+            up_after: 2,
+        }
+    }
+}
+
+/// One `[[carrier]]` trunk.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierConfig {
+    /// Unique name, referenced by `numbers.csv` and sent in `X-Carrier`.
+    pub name: String,
+    /// Extra source CIDRs whose requests are this carrier (besides its link IPs).
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// The carrier's links, one or more per AZ.
+    #[serde(default)]
+    pub link: Vec<LinkConfig>,
+}
+
+/// One `[[carrier.link]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// The AZ the link lands in.
+    pub az: String,
+    /// We send to it; requests from its IP are this carrier.
+    pub addr: SocketAddr,
+    /// `udp` (default) or `tcp`.
+    #[serde(default)]
+    pub transport: Transport,
+    /// `true`: no new calls to this link; calls already on it go on.
+    #[serde(default)]
+    pub drain: bool,
+}
+
+/// One `[[flow_engine]]` endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowEngineConfig {
+    /// The AZ the endpoint is in.
+    pub az: String,
+    /// Where inbound calls are sent; requests from its IP are the platform.
+    pub addr: SocketAddr,
+    /// `udp` (default) or `tcp`.
+    #[serde(default)]
+    pub transport: Transport,
+    /// `true`: no new calls to this endpoint; calls already on it go on.
+    #[serde(default)]
+    pub drain: bool,
+}
+
+/// `[numbers]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NumbersConfig {
+    /// CSV imported on first start when the store is empty; `None` = start empty.
+    pub seed_file: Option<PathBuf>,
+}
+
+/// `[flood]`: a source IP sending more than `max_requests` per `window_ms` is banned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FloodConfig {
+    /// Whether flood protection runs at all (default true).
+    pub enabled: bool,
+    /// Counting window (default 1000).
+    pub window_ms: u64,
+    /// Requests allowed per window per source IP (default 400).
+    pub max_requests: u32,
+    /// How long a flooding IP stays banned (default 60).
+    pub ban_s: u64,
+    /// What a banned IP gets.
+    pub action: FloodAction,
+    /// `true` (default): configured carrier and flow-engine IPs are never banned.
+    pub exempt_peers: bool,
+}
+
+impl Default for FloodConfig {
+    fn default() -> Self {
+        FloodConfig {
+            enabled: true,
+            window_ms: 1000,
+            max_requests: 400,
+            ban_s: 60,
+            action: FloodAction::Drop,
+            exempt_peers: true,
+        }
+    }
+}
+
+/// What a banned source gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FloodAction {
+    /// Nothing (the default): answering a flood would amplify it.
+    #[default]
+    Drop,
+    /// 503 with Retry-After.
+    Reject,
+}
+
+/// `[tcp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Open connections in total (default 4096).
+    pub max_connections: usize,
+    /// Open connections from one IP (default 256).
+    pub max_per_ip: usize,
+    /// Largest SIP message, headers plus body (default 65535).
+    pub max_message_bytes: usize,
+    /// Largest header section (default 16384).
+    pub max_header_bytes: usize,
+    /// A connection with no traffic for this long is closed (default 300).
+    pub idle_timeout_s: u64,
+    /// A started message must complete within this, against slowloris (default 5000).
+    pub message_deadline_ms: u64,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            max_connections: 4096,
+            max_per_ip: 256,
+            max_message_bytes: 65535,
+            max_header_bytes: 16384,
+            idle_timeout_s: 300,
+            message_deadline_ms: 5000,
+        }
+    }
+}
+
+/// One problem in a config file, with the field it is in (e.g. `carrier[1].link[0].addr`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ConfigError {
+    /// Where: a key path, or a seed-file line.
+    pub field: String,
+    /// What is wrong, in words an operator can act on.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// Builds an error from anything printable.
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Every problem found in a config (never just the first); `Display` gives one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", lines(.0))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+fn lines(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigErrors {
+    /// The individual problems.
+    pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
+        self.0.iter()
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+/// Validates the config file at `path` the way `sipedge check` does: the same
+/// as [`Config::load`]. The CLI prints each error as `error: <field>: <problem>`.
+pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
+    Config::load(path)
+}

@@ -1,0 +1,387 @@
+//! Checks that span fields: duplicates, one IP per peer, sane limits. Every
+//! problem is collected; nothing stops at the first.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use super::{canonical, Cidr, Config, ConfigError};
+
+impl Config {
+    /// Every problem in the parsed config, each naming its field; empty when
+    /// the config is good. Does no I/O (the seed file is checked by `load`).
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut v = Vec::new();
+        self.check_edge(&mut v);
+        self.check_listen(&mut v);
+        self.check_knobs(&mut v);
+        self.check_peers(&mut v);
+        check_peer_ips(self, &mut v);
+        v
+    }
+
+    fn check_edge(&self, v: &mut Vec<ConfigError>) {
+        let e = &self.edge;
+        if e.name.trim().is_empty() {
+            v.push(ConfigError::new("edge.name", "must not be empty"));
+        }
+        if e.az.trim().is_empty() {
+            v.push(ConfigError::new("edge.az", "must not be empty"));
+        }
+        if e.data_dir.as_os_str().is_empty() {
+            v.push(ConfigError::new("edge.data_dir", "must not be empty"));
+        }
+        if let Some(h) = &e.server_header {
+            // It is copied into a header line: a CR/LF would inject headers.
+            if h.trim().is_empty() || h.chars().any(char::is_control) {
+                v.push(ConfigError::new(
+                    "edge.server_header",
+                    "must be non-empty text without control characters",
+                ));
+            }
+        }
+        if let Some(a) = &e.advertise {
+            if let Err(problem) = check_host_port(a) {
+                v.push(ConfigError::new("edge.advertise", problem));
+            }
+        }
+    }
+
+    fn check_listen(&self, v: &mut Vec<ConfigError>) {
+        if self.listen.is_empty() {
+            v.push(ConfigError::new(
+                "listen",
+                "at least one [[listen]] is required",
+            ));
+        }
+        for (i, l) in self.listen.iter().enumerate() {
+            // Port 0 asks the OS for a free port, so two of them never clash.
+            if l.addr.port() == 0 {
+                continue;
+            }
+            let earlier = self
+                .listen
+                .iter()
+                .take(i)
+                .position(|o| o.transport == l.transport && o.addr == l.addr);
+            if let Some(j) = earlier {
+                v.push(ConfigError::new(
+                    format!("listen[{i}]"),
+                    format!("{} {} is already listen[{j}]", l.transport, l.addr),
+                ));
+            }
+        }
+    }
+
+    /// Numeric settings whose zero (or inversion) would stop the edge working.
+    fn check_knobs(&self, v: &mut Vec<ConfigError>) {
+        let positive: [(&str, u64); 17] = [
+            ("admin.max_body_bytes", self.admin.max_body_bytes as u64),
+            (
+                "limits.max_concurrent_calls",
+                u64::from(self.limits.max_concurrent_calls),
+            ),
+            (
+                "limits.max_call_duration_s",
+                self.limits.max_call_duration_s,
+            ),
+            ("timers.t1_ms", self.timers.t1_ms),
+            ("timers.t2_ms", self.timers.t2_ms),
+            ("timers.t4_ms", self.timers.t4_ms),
+            ("timers.failover_ms", self.timers.failover_ms),
+            ("timers.timer_c_ms", self.timers.timer_c_ms),
+            (
+                "health.options_interval_ms",
+                self.health.options_interval_ms,
+            ),
+            ("health.down_after", u64::from(self.health.down_after)),
+            ("health.up_after", u64::from(self.health.up_after)),
+            ("tcp.max_connections", self.tcp.max_connections as u64),
+            ("tcp.max_per_ip", self.tcp.max_per_ip as u64),
+            ("tcp.max_message_bytes", self.tcp.max_message_bytes as u64),
+            ("tcp.max_header_bytes", self.tcp.max_header_bytes as u64),
+            ("tcp.idle_timeout_s", self.tcp.idle_timeout_s),
+            ("tcp.message_deadline_ms", self.tcp.message_deadline_ms),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                v.push(ConfigError::new(field, "must be greater than 0"));
+            }
+        }
+        // A disabled flood guard may keep any numbers.
+        if self.flood.enabled {
+            if self.flood.window_ms == 0 {
+                v.push(ConfigError::new(
+                    "flood.window_ms",
+                    "must be greater than 0 (or set flood.enabled = false)",
+                ));
+            }
+            if self.flood.max_requests == 0 {
+                v.push(ConfigError::new(
+                    "flood.max_requests",
+                    "must be greater than 0 (or set flood.enabled = false)",
+                ));
+            }
+            if self.flood.ban_s == 0 {
+                v.push(ConfigError::new(
+                    "flood.ban_s",
+                    "must be greater than 0 (or set flood.enabled = false)",
+                ));
+            }
+        }
+        let t = &self.timers;
+        if t.t1_ms > 0 && t.t2_ms > 0 && t.t2_ms < t.t1_ms {
+            v.push(ConfigError::new(
+                "timers.t2_ms",
+                format!("{} is less than t1_ms ({})", t.t2_ms, t.t1_ms),
+            ));
+        }
+        let tcp = &self.tcp;
+        if tcp.max_per_ip > tcp.max_connections {
+            v.push(ConfigError::new(
+                "tcp.max_per_ip",
+                format!(
+                    "{} is more than max_connections ({})",
+                    tcp.max_per_ip, tcp.max_connections
+                ),
+            ));
+        }
+        if tcp.max_header_bytes > tcp.max_message_bytes {
+            v.push(ConfigError::new(
+                "tcp.max_header_bytes",
+                format!(
+                    "{} is more than max_message_bytes ({})",
+                    tcp.max_header_bytes, tcp.max_message_bytes
+                ),
+            ));
+        }
+    }
+
+    /// Carrier and flow-engine entries on their own: names, links, AZs, addresses.
+    fn check_peers(&self, v: &mut Vec<ConfigError>) {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (i, c) in self.carrier.iter().enumerate() {
+            let at = format!("carrier[{i}]");
+            if c.name.is_empty() {
+                v.push(ConfigError::new(format!("{at}.name"), "must not be empty"));
+            } else if !c
+                .name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+            {
+                // The name goes into X-Carrier, metric labels and numbers.csv's `;` list.
+                v.push(ConfigError::new(
+                    format!("{at}.name"),
+                    format!(
+                        "'{}' may only contain letters, digits, '-', '_' and '.'",
+                        c.name
+                    ),
+                ));
+            } else if let Some(j) = names.insert(&c.name, i) {
+                v.push(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("'{}' is already carrier[{j}]", c.name),
+                ));
+            }
+            if c.link.is_empty() {
+                v.push(ConfigError::new(
+                    format!("{at}.link"),
+                    format!("carrier '{}' has no [[carrier.link]]", c.name),
+                ));
+            }
+            for (k, s) in c.sources.iter().enumerate() {
+                if let Err(e) = Cidr::parse(s) {
+                    v.push(ConfigError::new(
+                        format!("{at}.sources[{k}]"),
+                        format!("'{s}': {e}"),
+                    ));
+                }
+            }
+            for (j, l) in c.link.iter().enumerate() {
+                let at = format!("{at}.link[{j}]");
+                check_hop(v, &at, &l.az, l.addr);
+                let dup = c
+                    .link
+                    .iter()
+                    .take(j)
+                    .position(|o| o.addr == l.addr && o.transport == l.transport);
+                if let Some(d) = dup {
+                    v.push(ConfigError::new(
+                        format!("{at}.addr"),
+                        format!("{} {} is already link[{d}]", l.transport, l.addr),
+                    ));
+                }
+            }
+        }
+        for (i, f) in self.flow_engine.iter().enumerate() {
+            check_hop(v, &format!("flow_engine[{i}]"), &f.az, f.addr);
+        }
+    }
+}
+
+/// A next hop needs an AZ and an address we can send to.
+fn check_hop(v: &mut Vec<ConfigError>, at: &str, az: &str, addr: SocketAddr) {
+    if az.trim().is_empty() {
+        v.push(ConfigError::new(format!("{at}.az"), "must not be empty"));
+    }
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        v.push(ConfigError::new(
+            format!("{at}.addr"),
+            format!("{addr} is not an address we can send to"),
+        ));
+    }
+}
+
+/// Who an IP or network belongs to, for the one-IP-one-peer rule.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// `carrier[i]`.
+    Carrier(usize),
+    /// Any flow-engine endpoint (all of them are "the platform").
+    Platform,
+}
+
+/// One claim on source addresses: a link / flow-engine IP, or a `sources` CIDR.
+struct Claim {
+    owner: Owner,
+    net: Cidr,
+    field: String,
+}
+
+/// SPEC §4: one IP belongs to at most one carrier, and never to a carrier and
+/// the flow engine, because requests are classified by source IP alone.
+fn check_peer_ips(config: &Config, v: &mut Vec<ConfigError>) {
+    let mut claims = Vec::new();
+    for (i, c) in config.carrier.iter().enumerate() {
+        for (j, l) in c.link.iter().enumerate() {
+            let net = host(l.addr.ip());
+            claims.push(Claim {
+                owner: Owner::Carrier(i),
+                net,
+                field: format!("carrier[{i}].link[{j}].addr"),
+            });
+        }
+        for (k, s) in c.sources.iter().enumerate() {
+            // Unparseable entries are already reported by check_peers.
+            if let Ok(net) = Cidr::parse(s) {
+                claims.push(Claim {
+                    owner: Owner::Carrier(i),
+                    net,
+                    field: format!("carrier[{i}].sources[{k}]"),
+                });
+            }
+        }
+    }
+    for (i, f) in config.flow_engine.iter().enumerate() {
+        claims.push(Claim {
+            owner: Owner::Platform,
+            net: host(f.addr.ip()),
+            field: format!("flow_engine[{i}].addr"),
+        });
+    }
+    let name = |o: Owner| match o {
+        Owner::Carrier(i) => config.carrier.get(i).map_or_else(
+            || format!("carrier[{i}]"),
+            |c| format!("carrier '{}'", c.name),
+        ),
+        Owner::Platform => "the flow engine".to_owned(),
+    };
+    // Reported at the later claim, naming the earlier one; once per earlier
+    // network, so a carrier with two links on one IP does not double the error.
+    let mut reported = std::collections::HashSet::new();
+    for (b, later) in claims.iter().enumerate() {
+        for earlier in claims.iter().take(b) {
+            if earlier.owner == later.owner || !earlier.net.overlaps(&later.net) {
+                continue;
+            }
+            if !reported.insert((b, earlier.owner_key(), earlier.net)) {
+                continue;
+            }
+            let problem = if is_host(&earlier.net) && is_host(&later.net) {
+                format!(
+                    "IP {} belongs to both {} and {} ({})",
+                    later.net.addr,
+                    name(later.owner),
+                    name(earlier.owner),
+                    earlier.field
+                )
+            } else {
+                format!(
+                    "{} of {} overlaps {} of {} ({})",
+                    describe(&later.net),
+                    name(later.owner),
+                    describe(&earlier.net),
+                    name(earlier.owner),
+                    earlier.field
+                )
+            };
+            v.push(ConfigError::new(
+                later.field.clone(),
+                problem + "; one IP must belong to one peer",
+            ));
+        }
+    }
+}
+
+impl Claim {
+    fn owner_key(&self) -> (u8, usize) {
+        match self.owner {
+            Owner::Carrier(i) => (0, i),
+            Owner::Platform => (1, 0),
+        }
+    }
+}
+
+/// A single address as a /32 or /128.
+fn host(ip: IpAddr) -> Cidr {
+    let addr = canonical(ip);
+    Cidr {
+        addr,
+        prefix: host_bits(addr),
+    }
+}
+
+fn host_bits(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+fn is_host(c: &Cidr) -> bool {
+    c.prefix == host_bits(c.addr)
+}
+
+/// `IP 10.0.0.1` or `network 10.0.0.0/8`.
+fn describe(c: &Cidr) -> String {
+    if is_host(c) {
+        format!("IP {}", c.addr)
+    } else {
+        format!("network {c}")
+    }
+}
+
+/// `host`, `host:port` or `[v6]:port`, with a non-zero port when one is given.
+fn check_host_port(s: &str) -> Result<(), String> {
+    if s.parse::<SocketAddr>().is_ok() || s.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    };
+    if let Some(p) = port {
+        if !matches!(p.parse::<u16>(), Ok(n) if n > 0) {
+            return Err(format!("'{s}': port '{p}' is not 1-65535"));
+        }
+    }
+    let ok_host = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok_host {
+        Ok(())
+    } else {
+        Err(format!("'{s}' is not host[:port]"))
+    }
+}
