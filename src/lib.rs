@@ -11,7 +11,12 @@
 //! - `metrics`: metric names and hot-path counters.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod ctl;
 pub mod metrics;
 pub mod proxy;
-pub mod config;
 pub mod sip;
+pub mod transport;

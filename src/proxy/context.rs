@@ -87,6 +87,8 @@ pub struct CoreConfig {
     pub down_after: u32,
     /// Consecutive probe successes before it is up again.
     pub up_after: u32,
+    /// Instance-wide new calls per second (0 = unlimited); beyond it 503.
+    pub new_calls_per_second: u32,
 }
 
 impl Default for CoreConfig {
@@ -105,6 +107,7 @@ impl Default for CoreConfig {
             probe_interval: Duration::from_secs(5),
             down_after: 2,
             up_after: 2,
+            new_calls_per_second: 0,
         }
     }
 }
@@ -168,5 +171,35 @@ impl HopCache {
         let fe: Arc<str> = Arc::from(FLOW_ENGINE);
         self.flow = candidates(&fe, &peers.flow_engine);
         self.peers = Some(peers.clone());
+    }
+}
+
+/// The instance-wide new-call rate limit: a one-second window counted with
+/// atomics, shared by every shard (time is passed in: the core stays sans-IO).
+#[derive(Debug)]
+pub struct CallRate {
+    base: std::time::Instant,
+    window: std::sync::atomic::AtomicU64,
+    count: std::sync::atomic::AtomicU32,
+}
+
+impl CallRate {
+    /// A limiter whose clock starts at `base`.
+    pub fn new(base: std::time::Instant) -> CallRate {
+        CallRate { base, window: Default::default(), count: Default::default() }
+    }
+
+    /// Counts one new call at `now`; false when `per_second` is already reached.
+    pub fn admit(&self, now: std::time::Instant, per_second: u32) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if per_second == 0 {
+            return true;
+        }
+        let sec = now.saturating_duration_since(self.base).as_secs();
+        let w = self.window.load(Relaxed);
+        if sec != w && self.window.compare_exchange(w, sec, Relaxed, Relaxed).is_ok() {
+            self.count.store(0, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed) < per_second
     }
 }

@@ -147,6 +147,15 @@ impl Core {
         }
     }
 
+    /// A message from a source that flood control has banned with `action =
+    /// "reject"`: a request gets 503 with Retry-After, anything else is dropped.
+    pub fn handle_flooded(&mut self, from: Peer, bytes: Bytes) {
+        let Ok(msg) = Msg::parse(bytes) else { return };
+        if msg.is_request() && msg.method() != Some(Method::Ack) {
+            self.reject(from, &msg, Reject::RateLimited, None);
+        }
+    }
+
     /// The driver could not deliver to `to` (TCP connect refused or reset, UDP
     /// ICMP port unreachable): every call waiting on that hop fails over now.
     pub fn handle_send_error(&mut self, now: Instant, to: Peer) {

@@ -1,0 +1,452 @@
+//! Wiring: config → shared state → shards, TCP, control plane; reload and shutdown.
+
+use arc_swap::ArcSwap;
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+
+use crate::admission::Admission;
+use crate::config::{Cidr, Config, ConfigErrors, FloodAction, UnknownSource};
+use crate::inventory::{Inventory, InventoryError};
+use crate::proxy::{Core, CoreConfig, DownSet, Local, UnknownSourcePolicy};
+use crate::routing::{CarrierPeers, ClaimSpec, PeerLink, Peers, RoutingTable};
+use crate::sip::{Transport, E164};
+use crate::transport::flood::{FloodGuard, FloodSettings};
+use crate::transport::shard::{Shard, SHARD_QUEUE};
+use crate::transport::tcp::{TcpHub, TcpLimits};
+use crate::transport::{udp, ShardInput};
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The config file is invalid.
+    #[error("invalid config:\n{0}")]
+    Config(#[from] ConfigErrors),
+    /// The durable store could not be opened or seeded.
+    #[error("number store: {0}")]
+    Inventory(#[from] InventoryError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {transport} {addr}: {source}")]
+    Bind {
+        /// Which transport.
+        transport: &'static str,
+        /// Which address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The config asks for something this build does not do.
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+/// State shared by the shards and the control plane.
+pub struct Shared {
+    /// The config in force (replaced on reload).
+    pub config: ArcSwap<Config>,
+    /// Where the config was loaded from (reload re-reads it).
+    pub config_path: Option<PathBuf>,
+    /// Durable numbers; publishes into `routing`.
+    pub inventory: Arc<Inventory>,
+    /// The routing table.
+    pub routing: Arc<RoutingTable>,
+    /// Concurrency caps.
+    pub admission: Arc<Admission>,
+    /// Next hops marked down by the health checks.
+    pub down: Arc<DownSet>,
+    /// Flood control.
+    pub flood: Arc<FloodGuard>,
+    /// Each shard's input queue.
+    pub shards: Vec<mpsc::Sender<ShardInput>>,
+    /// Prometheus text renderer.
+    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    /// Our SIP addresses.
+    pub local: Local,
+    /// The addresses actually bound.
+    pub bound: Bound,
+    /// Serializes reloads.
+    reload_lock: std::sync::Mutex<()>,
+}
+
+/// The addresses the edge listens on (ports resolved when the config said 0).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bound {
+    /// SIP over UDP.
+    pub udp: Option<SocketAddr>,
+    /// SIP over TCP.
+    pub tcp: Option<SocketAddr>,
+    /// The control plane.
+    pub admin: Option<SocketAddr>,
+}
+
+/// Unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            crate::metrics::describe();
+            handle
+        })
+        .clone()
+}
+
+/// The peers (carriers, flow engine) a config describes.
+pub fn peers_from_config(cfg: &Config) -> Peers {
+    let link = |az: &str, addr: SocketAddr, transport: Transport, drain: bool| PeerLink {
+        az: Arc::from(az),
+        addr,
+        transport,
+        drain,
+    };
+    let carriers = cfg
+        .carrier
+        .iter()
+        .map(|c| CarrierPeers {
+            name: Arc::from(c.name.as_str()),
+            links: c.link.iter().map(|l| link(&l.az, l.addr, l.transport, l.drain)).collect(),
+            sources: c.sources.iter().filter_map(|s| Cidr::parse(s).ok()).map(|c| (c.addr, c.prefix)).collect(),
+        })
+        .collect();
+    let flow = cfg.flow_engine.iter().map(|f| link(&f.az, f.addr, f.transport, f.drain)).collect();
+    Peers::new(carriers, flow)
+}
+
+/// The core's settings from a config and our bound addresses.
+pub fn core_config(cfg: &Config, local: &Local, nonce: u32) -> CoreConfig {
+    let t = &cfg.timers;
+    CoreConfig {
+        timers: crate::proxy::timer::TimerValues {
+            t1: Duration::from_millis(t.t1_ms),
+            t2: Duration::from_millis(t.t2_ms),
+            t4: Duration::from_millis(t.t4_ms),
+            failover: Duration::from_millis(t.failover_ms),
+            timer_c: Duration::from_millis(t.timer_c_ms),
+        },
+        own_az: Arc::from(cfg.edge.az.as_str()),
+        max_call_duration: Duration::from_secs(cfg.limits.max_call_duration_s),
+        unknown_source: match cfg.edge.unknown_source {
+            UnknownSource::Reject => UnknownSourcePolicy::Reject,
+            UnknownSource::Drop => UnknownSourcePolicy::Drop,
+        },
+        server_header: cfg.edge.server_header.as_deref().map(Arc::from),
+        retry_after_s: cfg.limits.retry_after_s,
+        did_max_concurrent: cfg.limits.did_max_concurrent,
+        toll_free_max_concurrent: cfg.limits.toll_free_max_concurrent,
+        local: local.clone(),
+        instance_nonce: nonce,
+        probe_interval: Duration::from_millis(cfg.health.options_interval_ms),
+        down_after: cfg.health.down_after,
+        up_after: cfg.health.up_after,
+        new_calls_per_second: cfg.limits.new_calls_per_second,
+    }
+}
+
+fn flood_settings(cfg: &Config) -> (FloodSettings, HashSet<IpAddr>) {
+    let f = &cfg.flood;
+    let s = FloodSettings {
+        enabled: f.enabled,
+        window: Duration::from_millis(f.window_ms),
+        max_requests: f.max_requests,
+        ban: Duration::from_secs(f.ban_s),
+        reject: f.action == FloodAction::Reject,
+    };
+    let mut exempt = HashSet::new();
+    if f.exempt_peers {
+        for c in &cfg.carrier {
+            exempt.extend(c.link.iter().map(|l| l.addr.ip()));
+        }
+        exempt.extend(cfg.flow_engine.iter().map(|f| f.addr.ip()));
+    }
+    (s, exempt)
+}
+
+fn seed_of(cfg: &Config) -> Result<Option<Vec<(E164, ClaimSpec)>>, ConfigErrors> {
+    let Some(path) = cfg.numbers.seed_file.as_ref() else { return Ok(None) };
+    let rows = crate::config::load_seed(&cfg.resolve(path))?;
+    Ok(Some(
+        rows.into_iter()
+            .map(|r| {
+                let spec = ClaimSpec {
+                    flow: r.flow,
+                    carriers: r.carriers,
+                    kind: Some(r.kind),
+                    max_concurrent: r.max_concurrent,
+                    cnam: r.cnam,
+                };
+                (r.e164, spec)
+            })
+            .collect(),
+    ))
+}
+
+fn advertise(cfg: &Config, bound: SocketAddr) -> String {
+    match cfg.edge.advertise.as_deref() {
+        Some(a) if a.contains(':') && !a.starts_with('[') && a.matches(':').count() == 1 => a.to_string(),
+        Some(a) => format!("{a}:{}", bound.port()),
+        None => bound.to_string(),
+    }
+}
+
+/// Runs the edge until `shutdown` resolves: binds every listener, starts one
+/// shard per worker, the TCP acceptor, the control plane and the housekeeping.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    let prometheus = prometheus();
+    let peers = Arc::new(peers_from_config(&cfg));
+    let seed = seed_of(&cfg)?;
+    let data_dir = cfg.resolve(&cfg.edge.data_dir);
+    let (inventory, routing) = Inventory::open(&data_dir, peers, seed)?;
+    let inventory = Arc::new(inventory);
+    let admission = Arc::new(Admission::new(cfg.limits.max_concurrent_calls));
+    let down = Arc::new(DownSet::default());
+    let (fs, exempt) = flood_settings(&cfg);
+    let flood = Arc::new(FloodGuard::new(fs, exempt));
+
+    let workers = match cfg.edge.workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
+    let udp_cfg: Vec<_> = cfg.listen.iter().filter(|l| l.transport == Transport::Udp).collect();
+    let tcp_cfg: Vec<_> = cfg.listen.iter().filter(|l| l.transport == Transport::Tcp).collect();
+    if udp_cfg.len() > 1 || tcp_cfg.len() > 1 {
+        return Err(AppError::Unsupported("at most one [[listen]] per transport is supported"));
+    }
+    let mut bound = Bound::default();
+    let mut udp_socks = Vec::new();
+    if let Some(l) = udp_cfg.first() {
+        let socks = udp::bind_group(l.addr, workers)
+            .map_err(|source| AppError::Bind { transport: "udp", addr: l.addr, source })?;
+        bound.udp = socks.first().and_then(|s| s.local_addr().ok());
+        for s in socks {
+            let s = tokio::net::UdpSocket::from_std(s)
+                .map_err(|source| AppError::Bind { transport: "udp", addr: l.addr, source })?;
+            udp_socks.push(Arc::new(s));
+        }
+    }
+    let mut tcp_listener = None;
+    if let Some(l) = tcp_cfg.first() {
+        let listener = bind_tcp(l.addr).map_err(|source| AppError::Bind { transport: "tcp", addr: l.addr, source })?;
+        bound.tcp = listener.local_addr().ok();
+        tcp_listener = Some(listener);
+    }
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.addr)
+        .await
+        .map_err(|source| AppError::Bind { transport: "admin http", addr: cfg.admin.addr, source })?;
+    bound.admin = admin_listener.local_addr().ok();
+
+    let local = Local {
+        udp: bound.udp.map(|a| advertise(&cfg, a)),
+        tcp: bound.tcp.map(|a| advertise(&cfg, a)),
+    };
+    let nonce = (unix_now() as u32) ^ std::process::id().rotate_left(16);
+    let core_cfg = Arc::new(core_config(&cfg, &local, nonce));
+    let hasher = ahash::RandomState::with_seeds(0x5eed, 0xed6e, 0x51b, 0xca11);
+    let tcp_cfg = &cfg.tcp;
+    let hub = TcpHub::new(
+        TcpLimits {
+            max_connections: tcp_cfg.max_connections,
+            max_per_ip: tcp_cfg.max_per_ip,
+            max_message_bytes: tcp_cfg.max_message_bytes,
+            idle_timeout: Duration::from_secs(tcp_cfg.idle_timeout_s),
+            message_deadline: Duration::from_millis(tcp_cfg.message_deadline_ms),
+            connect_timeout: Duration::from_millis(cfg.timers.failover_ms.max(100)),
+        },
+        hasher.clone(),
+        flood.clone(),
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut inputs = Vec::new();
+    let mut receivers = Vec::new();
+    for _ in 0..workers {
+        let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+        inputs.push(tx);
+        receivers.push(rx);
+    }
+    hub.set_shards(inputs.clone());
+    let now = std::time::Instant::now();
+    let mut shard_tasks = Vec::new();
+    for (i, rx) in receivers.into_iter().enumerate() {
+        let shard = Shard {
+            index: i,
+            core: Core::new(i as u32, core_cfg.clone(), routing.clone(), admission.clone(), down.clone(), now),
+            udp: udp_socks.get(i).cloned(),
+            rx,
+            shards: inputs.clone(),
+            tcp: hub.clone(),
+            flood: flood.clone(),
+            hasher: hasher.clone(),
+            shutdown: stop_rx.clone(),
+        };
+        shard_tasks.push(tokio::spawn(shard.run()));
+    }
+    if let Some(l) = tcp_listener {
+        tokio::spawn(hub.clone().accept_loop(l));
+    }
+
+    let shared = Arc::new(Shared {
+        config: ArcSwap::from_pointee(cfg.clone()),
+        config_path: cfg.source_path.clone(),
+        inventory,
+        routing,
+        admission,
+        down,
+        flood: flood.clone(),
+        shards: inputs,
+        prometheus,
+        local,
+        bound,
+        reload_lock: std::sync::Mutex::new(()),
+    });
+    tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
+    tokio::spawn(housekeeping(shared.clone()));
+    #[cfg(unix)]
+    tokio::spawn(sighup(shared.clone()));
+
+    if let Some(a) = bound.udp {
+        tracing::info!("listening for UDP on {a}");
+    }
+    if let Some(a) = bound.tcp {
+        tracing::info!("listening for TCP on {a}");
+    }
+    if let Some(a) = bound.admin {
+        tracing::info!("control plane on http://{a}");
+    }
+    tracing::info!(edge = %cfg.edge.name, az = %cfg.edge.az, workers, numbers = shared.routing.load().len(), "sipedge ready");
+
+    shutdown.await;
+    tracing::info!("shutting down: ending calls");
+    let _ = stop_tx.send(true);
+    for t in shard_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    // Let TCP writers drain the final BYEs.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(())
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ReloadReport {
+    /// Settings that changed but need a restart to take effect.
+    pub needs_restart: Vec<String>,
+    /// Carriers in the new config.
+    pub carriers: usize,
+    /// Flow-engine endpoints in the new config.
+    pub flow_engines: usize,
+}
+
+impl Shared {
+    /// Re-reads the config file. A bad file is refused with every problem
+    /// listed and nothing changes; a good one takes effect for new calls.
+    pub fn reload(&self) -> Result<ReloadReport, ConfigErrors> {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(path) = self.config_path.as_ref() else {
+            return Err(ConfigErrors(vec![crate::config::ConfigError::new("config", "the edge was not started from a file")]));
+        };
+        let new = Config::load(path)?;
+        let old = self.config.load_full();
+        let mut report = ReloadReport::default();
+        if format!("{:?}", new.listen) != format!("{:?}", old.listen) {
+            report.needs_restart.push("listen".into());
+        }
+        if new.admin.addr != old.admin.addr {
+            report.needs_restart.push("admin.addr".into());
+        }
+        if new.edge.data_dir != old.edge.data_dir {
+            report.needs_restart.push("edge.data_dir".into());
+        }
+        if new.edge.workers != old.edge.workers {
+            report.needs_restart.push("edge.workers".into());
+        }
+        let peers = Arc::new(peers_from_config(&new));
+        report.carriers = peers.carriers.len();
+        report.flow_engines = peers.flow_engine.len();
+        self.inventory.set_peers(peers);
+        self.admission.set_instance_cap(new.limits.max_concurrent_calls);
+        let (fs, exempt) = flood_settings(&new);
+        self.flood.update(fs, exempt);
+        let nonce = (unix_now() as u32) ^ std::process::id().rotate_left(16);
+        let core_cfg = Arc::new(core_config(&new, &self.local, nonce));
+        for s in &self.shards {
+            // A full queue must not lose a reload: wait for room.
+            let _ = s.blocking_send_or_try(ShardInput::Config(core_cfg.clone()));
+        }
+        self.config.store(Arc::new(new));
+        tracing::info!(carriers = report.carriers, flow_engines = report.flow_engines, "config reloaded");
+        Ok(report)
+    }
+}
+
+trait SendOrTry {
+    fn blocking_send_or_try(&self, v: ShardInput) -> Result<(), ()>;
+}
+
+impl SendOrTry for mpsc::Sender<ShardInput> {
+    fn blocking_send_or_try(&self, v: ShardInput) -> Result<(), ()> {
+        match self.try_send(v) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(v)) => {
+                let tx = self.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(v).await;
+                });
+                Ok(())
+            }
+            Err(_) => Err(()),
+        }
+    }
+}
+
+async fn housekeeping(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        shared.flood.sweep();
+        n += 1;
+        if n % 6 == 0 {
+            let inv = shared.inventory.clone();
+            let res = tokio::task::spawn_blocking(move || inv.expire(unix_now())).await;
+            if let Ok(Ok(k)) = res {
+                if k > 0 {
+                    tracing::info!(numbers = k, "released numbers past the 7-day window removed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn sighup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        let s = shared.clone();
+        let res = tokio::task::spawn_blocking(move || s.reload()).await;
+        match res {
+            Ok(Ok(_)) => tracing::info!("SIGHUP: config reloaded"),
+            Ok(Err(e)) => tracing::error!("SIGHUP: config refused, running config kept:\n{e}"),
+            Err(_) => {}
+        }
+    }
+}
