@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use crate::admission::Admission;
 use crate::config::{Cidr, Config, ConfigErrors, FloodAction, UnknownSource};
 use crate::inventory::{Inventory, InventoryError};
-use crate::proxy::{Core, CoreConfig, DownSet, Local, UnknownSourcePolicy};
+use crate::proxy::{CallRate, Core, CoreConfig, CoreShared, DownSet, Local, UnknownSourcePolicy};
 use crate::routing::{CarrierPeers, ClaimSpec, PeerLink, Peers, RoutingTable};
 use crate::sip::{Transport, E164};
 use crate::transport::flood::{FloodGuard, FloodSettings};
@@ -275,11 +275,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     }
     hub.set_shards(inputs.clone());
     let now = std::time::Instant::now();
+    let core_shared = CoreShared {
+        routing: routing.clone(),
+        admission: admission.clone(),
+        down: down.clone(),
+        rate: Arc::new(CallRate::new(now)),
+    };
     let mut shard_tasks = Vec::new();
     for (i, rx) in receivers.into_iter().enumerate() {
         let shard = Shard {
             index: i,
-            core: Core::new(i as u32, core_cfg.clone(), routing.clone(), admission.clone(), down.clone(), now),
+            core: Core::new(i as u32, core_cfg.clone(), core_shared.clone(), now),
             udp: udp_socks.get(i).cloned(),
             rx,
             shards: inputs.clone(),

@@ -114,50 +114,42 @@ impl Core {
     pub(super) fn initial_invite(&mut self, now: Instant, from: Peer, msg: Msg, source: Source) {
         let snap = self.routing.load_full();
         self.hops.refresh(&snap.peers);
-        let decided = match source {
-            Source::Carrier(i) => decide::inbound(&msg, i, &snap, &self.admission, &self.hops, &self.down, &self.cfg),
-            Source::Platform => decide::outbound(&msg, &snap, &self.admission, &self.hops, &self.down, &self.cfg),
-            Source::Unknown => Err(Reject::UnknownSource),
+        let decided = if !self.rate.admit(now, self.cfg.new_calls_per_second) {
+            Err(Reject::RateLimited)
+        } else {
+            self.decide(&msg, source, &snap)
         };
         let direction = match source {
             Source::Carrier(_) => Direction::Inbound,
             _ => Direction::Outbound,
         };
-        let (plan, permit, number, shape) = match decided {
+        let (plan, permit, number, shape, refusal) = match decided {
             Ok(Decision { plan, permit, number, headers, user, cnam, .. }) => {
                 let plan = plan.into_iter().map(|k| (Peer::to(k.addr, k.transport), Some(k))).collect();
-                (plan, Some(permit), Some(number), Shape::Initial { user, headers, cnam })
+                (plan, Some(permit), Some(number), Shape::Initial { user, headers, cnam }, None)
             }
             Err(why) => {
                 m::call_outcome(direction.as_str(), why.outcome_label());
                 tracing::info!(call_id = msg.call_id(), peer = %from.addr, status = why.status().0, "call refused: {why}");
-                (SmallVec::new(), None, None, Shape::InDialog { pop_routes: 0 })
+                (SmallVec::new(), None, None, Shape::InDialog { pop_routes: 0 }, Some(why))
             }
         };
-        let refused = permit.is_none();
         let id = self.start_call(now, from, msg, plan, permit, number, shape, Some(direction));
-        if refused {
-            let why = match &self.calls.get(&id).map(|c| &c.invite) {
-                Some(inv) => self.refusal_of(inv, source),
-                None => return,
-            };
-            self.final_response(now, id, why);
-        } else {
-            m::call_started(direction.as_str());
-            self.try_next_hop(now, id);
+        match refusal {
+            Some(why) => self.final_response(now, id, why),
+            None => {
+                m::call_started(direction.as_str());
+                self.try_next_hop(now, id);
+            }
         }
     }
 
-    /// Re-runs the decision to learn why it refused (only on the refusal path,
-    /// where a second lookup is cheaper than carrying the reason around).
-    fn refusal_of(&self, inv: &Msg, source: Source) -> Reject {
-        let snap = self.routing.load_full();
-        let r = match source {
-            Source::Carrier(i) => decide::inbound(inv, i, &snap, &self.admission, &self.hops, &self.down, &self.cfg),
-            Source::Platform => decide::outbound(inv, &snap, &self.admission, &self.hops, &self.down, &self.cfg),
+    fn decide(&self, msg: &Msg, source: Source, snap: &crate::routing::RoutingSnapshot) -> Result<Decision, Reject> {
+        match source {
+            Source::Carrier(i) => decide::inbound(msg, i, snap, &self.admission, &self.hops, &self.down, &self.cfg),
+            Source::Platform => decide::outbound(msg, snap, &self.admission, &self.hops, &self.down, &self.cfg),
             Source::Unknown => Err(Reject::UnknownSource),
-        };
-        r.err().unwrap_or(Reject::NoRoute)
+        }
     }
 
     /// Creates the call context and its server transaction, and sends 100 Trying.

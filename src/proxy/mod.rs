@@ -26,7 +26,7 @@ pub mod txn;
 #[cfg(test)]
 mod tests;
 
-pub use context::{CoreConfig, DownSet, Local, UnknownSourcePolicy};
+pub use context::{CallRate, CoreConfig, DownSet, Local, UnknownSourcePolicy};
 pub use probe::PROBE_CALL_ID_PREFIX;
 pub use respond::Reject;
 
@@ -71,6 +71,19 @@ pub struct Transmit {
     pub payload: Bytes,
 }
 
+/// The state every shard shares: all of it lock-free to read.
+#[derive(Clone)]
+pub struct CoreShared {
+    /// The routing table (numbers, peers).
+    pub routing: Arc<RoutingTable>,
+    /// Concurrency caps.
+    pub admission: Arc<Admission>,
+    /// Next hops marked down by the health checks.
+    pub down: Arc<DownSet>,
+    /// The instance-wide new-call rate.
+    pub rate: Arc<CallRate>,
+}
+
 /// The proxy core of one shard.
 pub struct Core {
     shard: u32,
@@ -78,6 +91,7 @@ pub struct Core {
     routing: Arc<RoutingTable>,
     admission: Arc<Admission>,
     down: Arc<DownSet>,
+    rate: Arc<CallRate>,
     hops: HopCache,
     timers: TimerQueue,
     out: VecDeque<Transmit>,
@@ -93,20 +107,14 @@ pub struct Core {
 impl Core {
     /// A core for shard `shard`. Shard 0 also runs the OPTIONS health probes and
     /// publishes their verdicts into `down`, which every shard reads.
-    pub fn new(
-        shard: u32,
-        cfg: Arc<CoreConfig>,
-        routing: Arc<RoutingTable>,
-        admission: Arc<Admission>,
-        down: Arc<DownSet>,
-        now: Instant,
-    ) -> Core {
+    pub fn new(shard: u32, cfg: Arc<CoreConfig>, shared: CoreShared, now: Instant) -> Core {
         let mut core = Core {
             shard,
             cfg,
-            routing,
-            admission,
-            down,
+            routing: shared.routing,
+            admission: shared.admission,
+            down: shared.down,
+            rate: shared.rate,
             hops: HopCache::default(),
             timers: TimerQueue::default(),
             out: VecDeque::new(),

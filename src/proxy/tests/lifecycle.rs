@@ -1,0 +1,70 @@
+//! How calls end when nobody ends them: no ACK, max duration, shutdown.
+
+use super::harness::*;
+use crate::sip::Method;
+use std::time::Duration;
+
+fn answered(net: &mut Net) -> crate::sip::Msg {
+    let (inv, _) = net.invite(CARRIER_A1, DID);
+    net.deliver(CARRIER_A1, &inv);
+    let fwd = only_to(&net.sent(), FLOW_AZ1).clone();
+    net.deliver_bytes(FLOW_AZ1, answer(&fwd, 200, FLOW_AZ1));
+    only_to(&net.sent(), CARRIER_A1).clone()
+}
+
+#[test]
+fn a_2xx_never_acked_ends_the_call_both_ways() {
+    let mut net = Net::new();
+    answered(&mut net);
+    assert_eq!(net.admission.active_total(), 1);
+    net.advance(Duration::from_secs(33));
+    let sent = net.sent();
+    let byes: Vec<_> = sent.iter().filter(|(_, m)| m.method() == Some(Method::Bye)).map(|(a, _)| *a).collect();
+    assert!(byes.contains(&addr(FLOW_AZ1)) && byes.contains(&addr(CARRIER_A1)), "{:?}", summary(&sent));
+    assert_eq!(net.admission.active_total(), 0);
+}
+
+#[test]
+fn max_call_duration_ends_the_call() {
+    let mut cfg = config();
+    cfg.max_call_duration = Duration::from_secs(60);
+    let mut net = Net::with(cfg, 100);
+    let ok = answered(&mut net);
+    net.deliver(CARRIER_A1, &caller_request("ACK", &ok, CARRIER_A1, 1, "z9hG4bKa1"));
+    net.sent();
+    net.advance(Duration::from_secs(59));
+    assert_eq!(net.admission.active_total(), 1);
+    net.advance(Duration::from_secs(2));
+    let sent = net.sent();
+    assert_eq!(sent.iter().filter(|(_, m)| m.method() == Some(Method::Bye)).count(), 2, "{:?}", summary(&sent));
+    assert_eq!(net.admission.active_total(), 0);
+    // The BYE answers are absorbed; a late BYE from the caller finds no dialog.
+    net.deliver(CARRIER_A1, &caller_request("BYE", &ok, CARRIER_A1, 2, "z9hG4bKb1"));
+    assert_eq!(statuses(&net.sent(), CARRIER_A1), vec![481]);
+}
+
+#[test]
+fn shutdown_releases_every_slot() {
+    let mut net = Net::new();
+    answered(&mut net);
+    let (inv, _) = net.invite(CARRIER_A1, TOLL_FREE);
+    net.deliver(CARRIER_A1, &inv);
+    net.sent();
+    assert_eq!(net.admission.active_total(), 2);
+    net.core.shutdown(net.now);
+    assert_eq!(net.admission.active_total(), 0);
+}
+
+#[test]
+fn unanswered_invite_everywhere_ends_in_503_and_frees_the_slot() {
+    let mut net = Net::new();
+    let (inv, _) = net.invite(CARRIER_A1, DID);
+    net.deliver(CARRIER_A1, &inv);
+    net.advance(Duration::from_secs(5));
+    let sent = net.sent();
+    assert_eq!(statuses(&sent, CARRIER_A1), vec![100, 503], "{:?}", summary(&sent));
+    assert_eq!(net.admission.active_total(), 0);
+    net.advance(Duration::from_secs(60));
+    net.sent();
+    assert_eq!(net.core.counts(), (0, 0));
+}

@@ -1,0 +1,6 @@
+//! The core on a virtual network: scripted peers, a virtual clock, no sockets.
+
+mod calls;
+mod failover;
+mod harness;
+mod lifecycle;
