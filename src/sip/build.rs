@@ -57,7 +57,7 @@ fn lines_len(msg: &Msg, name: HeaderName) -> usize {
     msg.headers.iter().filter(|h| h.name == name).map(|h| h.line.range().len() + 2).sum()
 }
 
-fn first<'m>(msg: &'m Msg, name: HeaderName) -> Option<&'m Header> {
+fn first(msg: &Msg, name: HeaderName) -> Option<&Header> {
     msg.headers.iter().find(|h| h.name == name)
 }
 

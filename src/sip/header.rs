@@ -164,24 +164,10 @@ pub(crate) fn names_match(a: &[u8], b: &[u8]) -> bool {
     matches!((compact_letter(a), compact_letter(b)), (Some(x), Some(y)) if x == y)
 }
 
-/// RFC 3261 `token` characters: alphanum and `-.!%*_+`'~`.
-const fn token_table() -> [bool; 256] {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        t[i] = c.is_ascii_alphanumeric()
-            || matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~');
-        i += 1;
-    }
-    t
-}
-static TOKEN: [bool; 256] = token_table();
-
-/// Whether `c` may appear in an RFC 3261 token.
+/// Whether `c` may appear in an RFC 3261 token: alphanum and `-.!%*_+`'~`.
 #[inline]
 pub(crate) fn is_token(c: u8) -> bool {
-    TOKEN.get(usize::from(c)).copied().unwrap_or(false)
+    matches!(c, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
 }
 
 /// Whether `s` is a non-empty token.

@@ -173,6 +173,7 @@ impl Msg {
     /// [`crate::sip::framing::next_frame`]). Leading CRLFs are skipped;
     /// folded header lines are unfolded (each CRLF of a fold becomes two
     /// spaces, keeping every offset), so [`Msg::buf`] may be such a copy.
+    #[allow(clippy::result_large_err)] // `Msg` (the Ok side) is larger still: boxing the error would not shrink the Result
     pub fn parse(buf: Bytes) -> Result<Msg, ParseError> {
         super::parse::parse(buf)
     }

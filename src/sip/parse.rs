@@ -151,6 +151,7 @@ impl From<ParseErrorKind> for Fail {
 }
 
 /// Entry point behind [`Msg::parse`].
+#[allow(clippy::result_large_err)] // see `Msg::parse`
 pub(crate) fn parse(buf: Bytes) -> Result<Msg, ParseError> {
     let lead = leading_crlfs(&buf);
     let buf = if lead > 0 { buf.slice(lead..) } else { buf };

@@ -16,6 +16,7 @@ pub(crate) fn fixture(rel: &str) -> Vec<u8> {
 }
 
 /// Parses text with `\n` line ends turned into CRLF.
+#[allow(clippy::result_large_err)] // as `Msg::parse`
 pub(crate) fn parse_text(s: &str) -> Result<Msg, super::ParseError> {
     Msg::parse(Bytes::from(s.replace('\n', "\r\n")))
 }
