@@ -147,7 +147,11 @@ impl Admission {
         }
         let counter = self.counter(number);
         self.take_slots(&counter, cap, instance_cap)?;
-        Ok(Permit { admission: Arc::clone(self), counter, number })
+        Ok(Permit {
+            admission: Arc::clone(self),
+            counter,
+            number,
+        })
     }
 
     /// Takes the number slot, then the instance slot; all or nothing. The caller wraps a
@@ -225,7 +229,9 @@ impl Permit {
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Permit").field("number", &self.number).finish()
+        f.debug_struct("Permit")
+            .field("number", &self.number)
+            .finish()
     }
 }
 
