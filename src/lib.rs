@@ -2,4 +2,5 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
 pub mod admission;
+pub mod failover;
 pub mod sip;
