@@ -9,7 +9,7 @@
 //! shard read lock held only for the lookup) and then compare-and-add loops on atomics.
 //! A number's counter is created on its first admission and then kept for the life of the
 //! `Admission`, so its high-water mark survives idle periods. Only routable numbers reach
-//! admission, so the map is bounded by the number inventory (about 60 bytes a number).
+//! admission, so the map is bounded by the number inventory (about 70 bytes a number).
 
 #[cfg(test)]
 mod tests;
@@ -36,27 +36,42 @@ pub enum Reject {
     InstanceFull,
 }
 
+/// The instance-wide counts, shared by the `Admission` and every number's counter.
+#[derive(Debug)]
+struct Instance {
+    /// Calls currently admitted on the whole instance.
+    active: AtomicU32,
+    /// `max_concurrent_calls`; 0 = unlimited. Atomic so a config reload can change it live.
+    cap: AtomicU32,
+    /// Highest `active` ever reached.
+    high_water: AtomicU32,
+    /// Handle to [`ACTIVE_CALLS`], resolved once so the hot path skips the registry lookup.
+    gauge: metrics::Gauge,
+}
+
 /// Live and peak call counts of one number.
-#[derive(Debug, Default)]
+///
+/// It points at the instance counts itself so that a permit is a single `Arc`: one
+/// reference-count increment per call instead of two, on a cache line the number's own
+/// counts share.
+#[derive(Debug)]
 struct Counter {
     /// Calls currently holding a permit for the number.
     active: AtomicU32,
     /// Highest `active` ever reached.
     high_water: AtomicU32,
+    /// The number counted.
+    number: E164,
+    /// The instance the number's calls also count against.
+    instance: Arc<Instance>,
 }
 
 /// The admission state shared by every dialog of the instance.
 pub struct Admission {
     /// One counter per number ever admitted; see the module doc for why entries stay.
     per_number: DashMap<u64, Arc<Counter>, ahash::RandomState>,
-    /// Calls currently admitted on the whole instance.
-    instance: AtomicU32,
-    /// `max_concurrent_calls`; 0 = unlimited. Atomic so a config reload can change it live.
-    instance_cap: AtomicU32,
-    /// Highest `instance` ever reached.
-    instance_high_water: AtomicU32,
-    /// Handle to [`ACTIVE_CALLS`], resolved once so the hot path skips the registry lookup.
-    active_gauge: metrics::Gauge,
+    /// Instance-wide counts and cap.
+    instance: Arc<Instance>,
 }
 
 impl fmt::Debug for Admission {
@@ -64,7 +79,7 @@ impl fmt::Debug for Admission {
         f.debug_struct("Admission")
             .field("numbers", &self.per_number.len())
             .field("active_total", &self.active_total())
-            .field("instance_cap", &self.instance_cap.load(Ordering::Relaxed))
+            .field("instance_cap", &self.instance_cap())
             .finish()
     }
 }
@@ -106,6 +121,24 @@ fn raise(high_water: &AtomicU32, value: u32) {
     }
 }
 
+/// Takes the number slot, then the instance slot; all or nothing. The caller wraps a
+/// success in a `Permit` at once.
+fn take_slots(counter: &Counter, cap: u32, instance_cap: u32) -> Result<(), Reject> {
+    let instance = &*counter.instance;
+    let Some(active) = try_take(&counter.active, cap) else {
+        return Err(Reject::NumberFull);
+    };
+    let Some(total) = try_take(&instance.active, instance_cap) else {
+        // Give the number slot back: the call was never admitted.
+        counter.active.fetch_sub(1, Ordering::Release);
+        return Err(Reject::InstanceFull);
+    };
+    raise(&counter.high_water, active);
+    raise(&instance.high_water, total);
+    instance.gauge.increment(1.0);
+    Ok(())
+}
+
 impl Admission {
     /// A fresh admission state with `max_concurrent_calls = instance_cap` (0 = unlimited).
     ///
@@ -114,22 +147,24 @@ impl Admission {
     pub fn new(instance_cap: u32) -> Admission {
         Admission {
             per_number: DashMap::with_hasher(ahash::RandomState::new()),
-            instance: AtomicU32::new(0),
-            instance_cap: AtomicU32::new(instance_cap),
-            instance_high_water: AtomicU32::new(0),
-            active_gauge: metrics::gauge!(ACTIVE_CALLS),
+            instance: Arc::new(Instance {
+                active: AtomicU32::new(0),
+                cap: AtomicU32::new(instance_cap),
+                high_water: AtomicU32::new(0),
+                gauge: metrics::gauge!(ACTIVE_CALLS),
+            }),
         }
     }
 
     /// Changes `max_concurrent_calls` (config reload; 0 = unlimited). Calls already
     /// admitted are kept; a lower cap only refuses new calls until enough have ended.
     pub fn set_instance_cap(&self, cap: u32) {
-        self.instance_cap.store(cap, Ordering::Relaxed);
+        self.instance.cap.store(cap, Ordering::Relaxed);
     }
 
     /// The current `max_concurrent_calls` (0 = unlimited).
     pub fn instance_cap(&self) -> u32 {
-        self.instance_cap.load(Ordering::Relaxed)
+        self.instance.cap.load(Ordering::Relaxed)
     }
 
     /// Admits one call for `number` under the number's `cap` (0 = unlimited) and the
@@ -141,34 +176,13 @@ impl Admission {
     /// survives the call. A cheap pre-check of the instance counter keeps an overloaded
     /// instance from churning number counters.
     pub fn try_admit(self: &Arc<Self>, number: E164, cap: u32) -> Result<Permit, Reject> {
-        let instance_cap = self.instance_cap.load(Ordering::Relaxed);
-        if self.instance.load(Ordering::Relaxed) >= limit(instance_cap) {
+        let instance_cap = self.instance_cap();
+        if self.instance.active.load(Ordering::Relaxed) >= limit(instance_cap) {
             return Err(Reject::InstanceFull);
         }
         let counter = self.counter(number);
-        self.take_slots(&counter, cap, instance_cap)?;
-        Ok(Permit {
-            admission: Arc::clone(self),
-            counter,
-            number,
-        })
-    }
-
-    /// Takes the number slot, then the instance slot; all or nothing. The caller wraps a
-    /// success in a `Permit` at once.
-    fn take_slots(&self, counter: &Counter, cap: u32, instance_cap: u32) -> Result<(), Reject> {
-        let Some(active) = try_take(&counter.active, cap) else {
-            return Err(Reject::NumberFull);
-        };
-        let Some(total) = try_take(&self.instance, instance_cap) else {
-            // Give the number slot back: the call was never admitted.
-            counter.active.fetch_sub(1, Ordering::Release);
-            return Err(Reject::InstanceFull);
-        };
-        raise(&counter.high_water, active);
-        raise(&self.instance_high_water, total);
-        self.active_gauge.increment(1.0);
-        Ok(())
+        take_slots(&counter, cap, instance_cap)?;
+        Ok(Permit { counter })
     }
 
     /// The number's counter, created on first use.
@@ -180,7 +194,15 @@ impl Admission {
         }
         // `entry` re-checks under the shard write lock, so two racing first admissions
         // share one counter.
-        Arc::clone(self.per_number.entry(key).or_default().value())
+        let entry = self.per_number.entry(key).or_insert_with(|| {
+            Arc::new(Counter {
+                active: AtomicU32::new(0),
+                high_water: AtomicU32::new(0),
+                number,
+                instance: Arc::clone(&self.instance),
+            })
+        });
+        Arc::clone(entry.value())
     }
 
     /// Calls currently admitted for `number`.
@@ -192,7 +214,7 @@ impl Admission {
 
     /// Calls currently admitted on the instance.
     pub fn active_total(&self) -> u32 {
-        self.instance.load(Ordering::Relaxed)
+        self.instance.active.load(Ordering::Relaxed)
     }
 
     /// The most calls `number` ever had at once.
@@ -204,7 +226,7 @@ impl Admission {
 
     /// The most calls the instance ever had at once.
     pub fn high_water_total(&self) -> u32 {
-        self.instance_high_water.load(Ordering::Relaxed)
+        self.instance.high_water.load(Ordering::Relaxed)
     }
 }
 
@@ -212,25 +234,22 @@ impl Admission {
 ///
 /// Not `Clone`: `Drop` gives both slots back, and it runs exactly once.
 pub struct Permit {
-    /// Keeps the instance counter (and the gauge handle) alive while the call is.
-    admission: Arc<Admission>,
-    /// The number's counter, held directly so release needs no map lookup.
+    /// The number's counter (which reaches the instance's), held directly so release
+    /// needs no map lookup, and alive as long as the call even if the `Admission` is not.
     counter: Arc<Counter>,
-    /// The number the slot was taken for.
-    number: E164,
 }
 
 impl Permit {
     /// The number this permit counts against.
     pub fn number(&self) -> E164 {
-        self.number
+        self.counter.number
     }
 }
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
-            .field("number", &self.number)
+            .field("number", &self.counter.number)
             .finish()
     }
 }
@@ -239,8 +258,9 @@ impl Drop for Permit {
     fn drop(&mut self) {
         // Release: see `try_take`. Neither counter can underflow: this permit's own
         // increment is still counted in each.
+        let instance = &*self.counter.instance;
         self.counter.active.fetch_sub(1, Ordering::Release);
-        self.admission.instance.fetch_sub(1, Ordering::Release);
-        self.admission.active_gauge.decrement(1.0);
+        instance.active.fetch_sub(1, Ordering::Release);
+        instance.gauge.decrement(1.0);
     }
 }

@@ -69,17 +69,14 @@ fn drop_releases_the_slot_exactly_once() {
 }
 
 #[test]
-fn permit_outlives_its_handle() {
-    // The dialog may keep the permit after everything else dropped the Admission.
+fn permit_outlives_the_admission() {
+    // A dialog may end after a reload or shutdown dropped the Admission it came from.
     let a = adm(10);
     let n = num("+18005550100");
     let p = a.try_admit(n, 1).unwrap();
-    let weak = Arc::downgrade(&a);
     drop(a);
-    let a = weak.upgrade().unwrap();
-    assert_eq!(a.active(n), 1);
+    assert_eq!(p.number(), n);
     drop(p);
-    assert_eq!(a.active(n), 0);
 }
 
 #[test]
@@ -107,7 +104,7 @@ fn instance_full_after_the_number_slot_gives_it_back() {
     let n = num("+18005550100");
     let _p = a.try_admit(n, 0).unwrap();
     let counter = a.counter(n);
-    assert_eq!(a.take_slots(&counter, 5, 1), Err(Reject::InstanceFull));
+    assert_eq!(take_slots(&counter, 5, 1), Err(Reject::InstanceFull));
     assert_eq!(a.active(n), 1);
     assert_eq!(a.high_water(n), 1);
     assert_eq!(a.active_total(), 1);
