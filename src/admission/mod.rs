@@ -5,8 +5,10 @@
 //! so each call's slots are released exactly once however the call ends (STYLE practice 8,
 //! after pingora-limits' `Guard`).
 //!
-//! Sans-IO and lock-free on the hot path: one `DashMap` read of an existing counter (a
-//! shard read lock held only for the lookup) and then compare-and-add loops on atomics.
+//! Sans-IO, and no mutex on the hot path: one `DashMap` read of an existing counter (a
+//! shard read lock held only for the lookup), then compare-and-add loops on atomics. A
+//! permit is a single `Arc` to the number's counter, which itself points at the instance
+//! counts, so releasing needs no lookup and works even after the `Admission` is gone.
 //! A number's counter is created on its first admission and then kept for the life of the
 //! `Admission`, so its high-water mark survives idle periods. Only routable numbers reach
 //! admission, so the map is bounded by the number inventory (about 70 bytes a number).
@@ -171,11 +173,14 @@ impl Admission {
     /// instance cap, or says which cap refused it.
     ///
     /// The number slot is taken before the instance slot: the frequent refusal (a busy
-    /// number, 486) then touches nothing shared by the whole instance. If the instance is
+    /// number, 486) then takes nothing from the instance, so it cannot make a concurrent
+    /// call on another number see a full instance. If the instance is
     /// full the number slot is given back before returning, so no half-taken reservation
     /// survives the call. A cheap pre-check of the instance counter keeps an overloaded
     /// instance from churning number counters.
-    pub fn try_admit(self: &Arc<Self>, number: E164, cap: u32) -> Result<Permit, Reject> {
+    ///
+    /// Takes `&self` (callers hold an `Arc<Admission>`; the permit does not need it).
+    pub fn try_admit(&self, number: E164, cap: u32) -> Result<Permit, Reject> {
         let instance_cap = self.instance_cap();
         if self.instance.active.load(Ordering::Relaxed) >= limit(instance_cap) {
             return Err(Reject::InstanceFull);

@@ -145,7 +145,9 @@ impl Health {
     /// Records one result for `key`: a probe's (any response is `ok`; a timeout or
     /// transport error is not), or a real call's transport error or timeout (`ok = false`).
     /// Returns the flip of the damped state, if this result caused one. Results for hops
-    /// no longer tracked are ignored.
+    /// no longer tracked are ignored. Any result also ends the hop's probe in flight (a
+    /// call's result cannot be told from a probe's); at worst a second probe is sent
+    /// early, and both results are real observations.
     pub fn record(&mut self, key: &HopKey, ok: bool) -> Option<Change> {
         let st = self.hops.get_mut(key)?;
         st.in_flight = false;
