@@ -8,15 +8,22 @@
 //! - `failover/`: hop plans, failure classification, health hysteresis.
 //! - `inventory/`: the durable number lifecycle (redb).
 //! - `config/`: the TOML config, its validation, the numbers seed file.
+//! - `transport/`: the only socket code: UDP/TCP drivers, sharding, flood control.
+//! - `admin/`, `ctl`: the HTTP control plane and its command-line client.
+//! - `app`: wiring, reload, shutdown. `cli`: the command line.
 //! - `metrics`: metric names and hot-path counters.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod ctl;
+pub mod failover;
+pub mod inventory;
 pub mod metrics;
 pub mod proxy;
+pub mod routing;
 pub mod sip;
 pub mod transport;
