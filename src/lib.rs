@@ -1,4 +1,5 @@
 //! sipedge: the carrier-facing SIP edge of a contact-center platform.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
+pub mod routing;
 pub mod sip;
