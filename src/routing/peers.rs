@@ -111,7 +111,7 @@ impl Peers {
             })
             .collect();
         // Most specific first; the sort is stable, so config order breaks ties.
-        cidrs.sort_by(|a, b| b.1.cmp(&a.1));
+        cidrs.sort_by_key(|c| std::cmp::Reverse(c.1));
         Peers { carriers, flow_engine, by_ip, cidrs, addrs, conflicts }
     }
 
