@@ -1,0 +1,275 @@
+//! The durable number lifecycle: claims, releases (a 7-day deletion queue),
+//! restores, flows and port orders, kept in an embedded redb store and
+//! mirrored into the [`RoutingTable`].
+//!
+//! Every event follows the same three steps, under one writer mutex:
+//!
+//! 1. **validate** against the current snapshot and peers (pure; `routing::events`);
+//!    bad input returns an error and changes nothing;
+//! 2. **commit** the change to the store in one transaction (fsync);
+//! 3. **apply** it to the routing table with one swap, then answer.
+//!
+//! So an acknowledged event survives a crash, and the table never shows a
+//! change the store does not have. No tokio here: the control plane calls
+//! these blocking methods through `spawn_blocking`.
+//!
+//! # Layout
+//!
+//! * `store.rs`: the redb tables and their encoding.
+//! * `lifecycle.rs`: claim, release, restore, set flow, expire.
+//! * `ports.rs`: port orders (create, cancel, complete).
+
+mod lifecycle;
+mod ports;
+mod store;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::routing::{
+    build_record, ClaimSpec, NumberMap, NumberRecord, NumberState, Peers, RoutingError, RoutingSnapshot,
+    RoutingTable,
+};
+use crate::sip::E164;
+
+pub use ports::{PortDirection, PortOrder, PortRequest, PortStatus};
+use store::{Batch, Interner, Store};
+
+/// How long a released number stays restorable before it is gone for good.
+pub const RELEASE_WINDOW_S: u64 = 7 * 24 * 3600;
+/// File name of the store inside `[edge].data_dir`.
+pub const STORE_FILE: &str = "inventory.redb";
+
+/// Why an inventory operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The event was refused; nothing changed.
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    /// The store failed (open, transaction, I/O, commit); nothing was applied.
+    /// Boxed: redb's error is large and errors are rare.
+    #[error("store: {0}")]
+    Store(#[source] Box<redb::Error>),
+    /// A stored value could not be decoded (written by something else?).
+    #[error("store: undecodable value in {table} at key {key}: {source}")]
+    Corrupt {
+        /// Which table.
+        table: &'static str,
+        /// Which key.
+        key: u64,
+        /// The decoding error.
+        source: serde_json::Error,
+    },
+    /// A stored value does not belong to the key it is stored under.
+    #[error("store: value in {table} at key {key} names another key")]
+    KeyMismatch {
+        /// Which table.
+        table: &'static str,
+        /// Which key.
+        key: u64,
+    },
+    /// Encoding a value failed (not expected for our types; kept to avoid a panic).
+    #[error("store: cannot encode value: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The store was written by an incompatible version of sipedge.
+    #[error("store: format version {found}, this build reads {supported}")]
+    Version {
+        /// Version in the file.
+        found: u64,
+        /// Version this build writes.
+        supported: u64,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A seed entry is invalid; the seed was not imported.
+    #[error("seed entry {number}: {source}")]
+    Seed {
+        /// The offending number.
+        number: E164,
+        /// What is wrong with it.
+        source: RoutingError,
+    },
+}
+
+impl InventoryError {
+    /// The control-plane status: the routing error's 4xx, else 500.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            InventoryError::Routing(e) => e.http_status(),
+            _ => 500,
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for InventoryError {
+            fn from(e: $t) -> Self {
+                InventoryError::Store(Box::new(redb::Error::from(e)))
+            }
+        }
+    )*};
+}
+from_redb!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// The durable inventory; owns the store and is the only writer of the
+/// table's numbers.
+pub struct Inventory {
+    store: Store,
+    table: Arc<RoutingTable>,
+    /// Serializes events: validation sees the state the commit will change.
+    state: Mutex<State>,
+}
+
+/// In-memory indexes, changed only after a successful commit.
+#[derive(Default)]
+struct State {
+    ports: BTreeMap<u64, PortOrder>,
+    next_port_id: u64,
+    /// `(released_at, number)` of every released number: expiry walks the
+    /// front of it instead of scanning millions of records.
+    released: BTreeSet<(u64, E164)>,
+}
+
+impl Inventory {
+    /// Opens/creates `<data_dir>/inventory.redb`, loads every record into a
+    /// snapshot with `peers`, and returns the inventory with its table. If
+    /// the store has never been seeded, holds no number and no port order,
+    /// and `seed` is `Some`, the seed is imported (once, atomically).
+    pub fn open(
+        data_dir: &Path,
+        peers: Arc<Peers>,
+        seed: Option<Vec<(E164, ClaimSpec)>>,
+    ) -> Result<(Inventory, Arc<RoutingTable>), InventoryError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| InventoryError::DataDir { path: data_dir.to_owned(), source })?;
+        let store = Store::open(&data_dir.join(STORE_FILE))?;
+        let loaded = store.load()?;
+        let mut names = Interner::default();
+        let mut records: Vec<NumberRecord> =
+            loaded.records.into_iter().map(|r| r.into_record(&peers, &mut names)).collect();
+
+        if let Some(seed) = seed {
+            if !loaded.seeded && records.is_empty() && loaded.ports.is_empty() {
+                let batch = seed_batch(seed, &peers)?;
+                store.write(&batch)?;
+                tracing::info!(numbers = batch.numbers.len(), "imported the number seed");
+                records = batch.numbers.into_iter().filter_map(|(_, r)| r).collect();
+            }
+        }
+
+        let unknown = records
+            .iter()
+            .filter(|r| r.carriers.iter().any(|c| peers.carrier(c).is_none()))
+            .count();
+        if unknown > 0 {
+            tracing::warn!(numbers = unknown, "stored numbers refer to carriers missing from the config");
+        }
+        let released = records
+            .iter()
+            .filter_map(|r| match r.state {
+                NumberState::Released { released_at_unix_s } => Some((released_at_unix_s, r.e164)),
+                _ => None,
+            })
+            .collect();
+        let state = State {
+            ports: loaded.ports.into_iter().map(|p| (p.id, p)).collect(),
+            next_port_id: loaded.next_port_id,
+            released,
+        };
+        let snapshot = RoutingSnapshot::new(NumberMap::from_records(records), peers);
+        let table = Arc::new(RoutingTable::new(snapshot));
+        let inv = Inventory { store, table: Arc::clone(&table), state: Mutex::new(state) };
+        Ok((inv, table))
+    }
+
+    /// The routing table this inventory writes to.
+    pub fn table(&self) -> &Arc<RoutingTable> {
+        &self.table
+    }
+
+    /// The current record of `n` (any state).
+    pub fn get(&self, n: E164) -> Option<NumberRecord> {
+        self.table.load().record(n).cloned()
+    }
+
+    /// The port order `id`.
+    pub fn port(&self, id: u64) -> Option<PortOrder> {
+        self.lock().ports.get(&id).cloned()
+    }
+
+    /// Every port order, by id.
+    pub fn ports(&self) -> Vec<PortOrder> {
+        self.lock().ports.values().cloned().collect()
+    }
+
+    /// Republishes the table with new peers (config reload); numbers untouched.
+    pub fn set_peers(&self, peers: Arc<Peers>) {
+        let _st = self.lock();
+        self.table.set_peers(peers);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // State is only changed after a commit, in steps that cannot panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Step 2 and 3: commit `batch`, then update the indexes and the table.
+    fn commit(&self, st: &mut State, batch: Batch) -> Result<(), InventoryError> {
+        self.store.write(&batch)?;
+        let snap = self.table.load();
+        for (n, new) in &batch.numbers {
+            if let Some(NumberState::Released { released_at_unix_s }) = snap.record(*n).map(|r| &r.state) {
+                st.released.remove(&(*released_at_unix_s, *n));
+            }
+            if let Some(NumberState::Released { released_at_unix_s }) = new.as_ref().map(|r| &r.state) {
+                st.released.insert((*released_at_unix_s, *n));
+            }
+        }
+        drop(snap);
+        self.table.apply(&batch.numbers);
+        for p in batch.ports {
+            st.ports.insert(p.id, p);
+        }
+        if let Some(id) = batch.next_port_id {
+            st.next_port_id = id;
+        }
+        Ok(())
+    }
+}
+
+/// The seed as one batch of active records; any bad entry refuses the whole seed.
+fn seed_batch(seed: Vec<(E164, ClaimSpec)>, peers: &Peers) -> Result<Batch, InventoryError> {
+    let mut seen = HashSet::with_capacity(seed.len());
+    let mut numbers = Vec::with_capacity(seed.len());
+    for (n, spec) in seed {
+        if !seen.insert(n) {
+            return Err(InventoryError::Seed { number: n, source: RoutingError::AlreadyClaimed(n) });
+        }
+        let rec = build_record(n, &spec, peers, NumberState::Active)
+            .map_err(|source| InventoryError::Seed { number: n, source })?;
+        numbers.push((n, Some(rec)));
+    }
+    Ok(Batch { numbers, seeded: true, ..Batch::default() })
+}
+
+/// The record of `n` unless it is a release whose window is over (those are
+/// gone for every purpose but the purge itself).
+fn live(snap: &RoutingSnapshot, n: E164, now_unix_s: u64) -> Option<&NumberRecord> {
+    snap.record(n).filter(|r| !is_expired(r, now_unix_s))
+}
+
+fn is_expired(r: &NumberRecord, now_unix_s: u64) -> bool {
+    matches!(r.state, NumberState::Released { released_at_unix_s }
+        if now_unix_s >= released_at_unix_s.saturating_add(RELEASE_WINDOW_S))
+}

@@ -1,0 +1,221 @@
+//! The durable layer: a redb database (pure Rust, ACID, fsync on commit).
+//!
+//! Tables, keyed by integers so a record's key is its number's digits:
+//!
+//! * `numbers`: E.164 digits → JSON of [`StoredRecord`] (any lifecycle state);
+//! * `ports`: order id → JSON of [`PortOrder`];
+//! * `meta`: `"version"`, `"seeded"` (1 once the seed was imported),
+//!   `"next_port_id"`.
+//!
+//! JSON keeps the file inspectable and tolerant to added optional fields;
+//! the store is read in full only at start-up, so its cost does not matter.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::ports::PortOrder;
+use super::InventoryError;
+use crate::routing::{NumberRecord, NumberState, Peers};
+use crate::sip::{NumberKind, E164};
+
+const NUMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("numbers");
+const PORTS: TableDefinition<u64, &[u8]> = TableDefinition::new("ports");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_VERSION: &str = "version";
+const META_SEEDED: &str = "seeded";
+const META_NEXT_PORT: &str = "next_port_id";
+/// Format of the stored values; bump on an incompatible change.
+const FORMAT_VERSION: u64 = 1;
+
+/// A number record as stored: plain strings, no shared pointers.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredRecord {
+    e164: E164,
+    kind: NumberKind,
+    #[serde(default)]
+    flow: Option<String>,
+    carriers: Vec<String>,
+    #[serde(default)]
+    max_concurrent: Option<u32>,
+    #[serde(default)]
+    cnam: Option<String>,
+    state: NumberState,
+}
+
+impl From<&NumberRecord> for StoredRecord {
+    fn from(r: &NumberRecord) -> Self {
+        StoredRecord {
+            e164: r.e164,
+            kind: r.kind,
+            flow: r.flow.as_deref().map(str::to_owned),
+            carriers: r.carriers.iter().map(|c| c.to_string()).collect(),
+            max_concurrent: r.max_concurrent,
+            cnam: r.cnam.as_deref().map(str::to_owned),
+            state: r.state.clone(),
+        }
+    }
+}
+
+/// Shares one `Arc<str>` per distinct carrier and flow name while loading
+/// millions of records (a handful of carriers, far fewer flows than numbers).
+#[derive(Default)]
+pub(crate) struct Interner(HashMap<String, Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, s: String) -> Arc<str> {
+        if let Some(a) = self.0.get(&s) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = Arc::from(s.as_str());
+        self.0.insert(s, Arc::clone(&a));
+        a
+    }
+}
+
+impl StoredRecord {
+    /// The in-memory record; carrier names come from `peers` when known.
+    pub(crate) fn into_record(self, peers: &Peers, names: &mut Interner) -> NumberRecord {
+        let carriers = self
+            .carriers
+            .into_iter()
+            .map(|c| match peers.carrier(&c) {
+                Some((_, cp)) => Arc::clone(&cp.name),
+                None => names.get(c),
+            })
+            .collect();
+        NumberRecord {
+            e164: self.e164,
+            kind: self.kind,
+            flow: self.flow.map(|f| names.get(f)),
+            carriers,
+            max_concurrent: self.max_concurrent,
+            cnam: self.cnam.map(|c| Arc::from(c.as_str())),
+            state: self.state,
+        }
+    }
+}
+
+/// Everything one accepted event writes, committed in one transaction.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Number → new record, or `None` to delete it.
+    pub numbers: Vec<(E164, Option<NumberRecord>)>,
+    /// Port orders to insert or overwrite.
+    pub ports: Vec<PortOrder>,
+    /// New value of the port id counter.
+    pub next_port_id: Option<u64>,
+    /// Marks the seed as imported.
+    pub seeded: bool,
+}
+
+/// What the store holds, read at start-up.
+pub(crate) struct Loaded {
+    pub records: Vec<StoredRecord>,
+    pub ports: Vec<PortOrder>,
+    pub next_port_id: u64,
+    pub seeded: bool,
+}
+
+/// The open database.
+pub(crate) struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens or creates the database file and makes sure every table exists.
+    pub(crate) fn open(path: &Path) -> Result<Store, InventoryError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(NUMBERS)?;
+            txn.open_table(PORTS)?;
+            let mut meta = txn.open_table(META)?;
+            let version = meta.get(META_VERSION)?.map(|v| v.value());
+            match version {
+                None => {
+                    meta.insert(META_VERSION, FORMAT_VERSION)?;
+                }
+                Some(FORMAT_VERSION) => {}
+                Some(found) => return Err(InventoryError::Version { found, supported: FORMAT_VERSION }),
+            }
+        }
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// Reads every number, port order and counter.
+    pub(crate) fn load(&self) -> Result<Loaded, InventoryError> {
+        let txn = self.db.begin_read()?;
+        let numbers = txn.open_table(NUMBERS)?;
+        let mut records = Vec::with_capacity(usize::try_from(numbers.len()?).unwrap_or(0));
+        for row in numbers.iter()? {
+            let (k, v) = row?;
+            let key = k.value();
+            let r: StoredRecord = serde_json::from_slice(v.value())
+                .map_err(|source| InventoryError::Corrupt { table: "numbers", key, source })?;
+            if r.e164.as_u64() != key {
+                return Err(InventoryError::KeyMismatch { table: "numbers", key });
+            }
+            records.push(r);
+        }
+        let mut ports = Vec::new();
+        for row in txn.open_table(PORTS)?.iter()? {
+            let (k, v) = row?;
+            let key = k.value();
+            let p: PortOrder = serde_json::from_slice(v.value())
+                .map_err(|source| InventoryError::Corrupt { table: "ports", key, source })?;
+            if p.id != key {
+                return Err(InventoryError::KeyMismatch { table: "ports", key });
+            }
+            ports.push(p);
+        }
+        let meta = txn.open_table(META)?;
+        let get = |k: &str| -> Result<Option<u64>, InventoryError> {
+            Ok(meta.get(k)?.map(|v| v.value()))
+        };
+        let max_id = ports.iter().map(|p| p.id).max().unwrap_or(0);
+        // Never hand out an id twice, even if the counter were behind.
+        let next_port_id = get(META_NEXT_PORT)?.unwrap_or(1).max(max_id + 1);
+        let seeded = get(META_SEEDED)?.is_some_and(|v| v != 0);
+        Ok(Loaded { records, ports, next_port_id, seeded })
+    }
+
+    /// Writes `batch` in one transaction and commits it durably (redb's
+    /// default `Durability::Immediate`: fsync before `commit` returns).
+    /// On any error nothing is written (the transaction aborts on drop).
+    pub(crate) fn write(&self, batch: &Batch) -> Result<(), InventoryError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut numbers = txn.open_table(NUMBERS)?;
+            for (n, rec) in &batch.numbers {
+                match rec {
+                    Some(r) => {
+                        let bytes = serde_json::to_vec(&StoredRecord::from(r)).map_err(InventoryError::Encode)?;
+                        numbers.insert(n.as_u64(), bytes.as_slice())?;
+                    }
+                    None => {
+                        numbers.remove(n.as_u64())?;
+                    }
+                }
+            }
+            let mut ports = txn.open_table(PORTS)?;
+            for p in &batch.ports {
+                let bytes = serde_json::to_vec(p).map_err(InventoryError::Encode)?;
+                ports.insert(p.id, bytes.as_slice())?;
+            }
+            let mut meta = txn.open_table(META)?;
+            if let Some(id) = batch.next_port_id {
+                meta.insert(META_NEXT_PORT, id)?;
+            }
+            if batch.seeded {
+                meta.insert(META_SEEDED, 1)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! The number map: a frozen hash map plus a small persistent overlay.
+//!
+//! # Why this shape
+//!
+//! Every lifecycle event publishes a whole new snapshot, yet at 10 M numbers
+//! copying a hash map per event would cost hundreds of milliseconds. So the
+//! map has two layers:
+//!
+//! * `base`: a plain `HashMap` (ahash) behind an `Arc`, never mutated once
+//!   built. Lookups in it are as fast as in any hash map; snapshots share it.
+//! * `delta`: an `im::HashMap` (a hash array mapped trie) of the entries that
+//!   changed since `base` was built, `None` being a tombstone. Cloning it is
+//!   O(1) and an insert copies only the O(log₃₂ n) nodes on one path, so an
+//!   event costs microseconds whatever the table size.
+//!
+//! A lookup checks the delta first (skipped when it is empty), then the base.
+//! The table folds the delta into a new base off the event path when it grows
+//! past a threshold (see `table.rs`), which keeps the delta small and lookups
+//! close to a frozen hash map.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::snapshot::NumberRecord;
+use crate::sip::E164;
+
+/// The frozen layer: digits → record.
+pub(crate) type Base = HashMap<u64, Arc<NumberRecord>, ahash::RandomState>;
+/// The overlay: digits → new record, or `None` for "removed from the base".
+pub(crate) type Delta = im::HashMap<u64, Option<Arc<NumberRecord>>, ahash::RandomState>;
+
+/// Number → record, cheap to clone and to derive a changed copy from.
+#[derive(Clone)]
+pub struct NumberMap {
+    pub(crate) base: Arc<Base>,
+    pub(crate) delta: Delta,
+    /// Live records (base minus tombstones plus delta additions), kept so
+    /// `len` is O(1).
+    len: usize,
+}
+
+impl Default for NumberMap {
+    fn default() -> Self {
+        NumberMap::from_base(Arc::new(Base::default()))
+    }
+}
+
+impl NumberMap {
+    /// Builds a map whose base holds `recs` (a later record for the same number wins).
+    pub fn from_records(recs: impl IntoIterator<Item = NumberRecord>) -> NumberMap {
+        let iter = recs.into_iter();
+        let mut base = Base::with_capacity_and_hasher(iter.size_hint().0, ahash::RandomState::new());
+        for r in iter {
+            base.insert(r.e164.as_u64(), Arc::new(r));
+        }
+        NumberMap::from_base(Arc::new(base))
+    }
+
+    pub(crate) fn from_base(base: Arc<Base>) -> NumberMap {
+        let len = base.len();
+        NumberMap { base, delta: Delta::default(), len }
+    }
+
+    pub(crate) fn from_parts(base: Arc<Base>, delta: Delta, len: usize) -> NumberMap {
+        NumberMap { base, delta, len }
+    }
+
+    /// The record of `n`, if any.
+    #[inline]
+    pub fn get(&self, n: E164) -> Option<&NumberRecord> {
+        self.get_arc(n.as_u64()).map(|a| &**a)
+    }
+
+    #[inline]
+    pub(crate) fn get_arc(&self, k: u64) -> Option<&Arc<NumberRecord>> {
+        // Most of the time the delta is small or empty; skipping the trie
+        // walk when it is empty keeps lookups at hash-map speed right after
+        // a compaction.
+        if !self.delta.is_empty() {
+            if let Some(v) = self.delta.get(&k) {
+                return v.as_ref();
+            }
+        }
+        self.base.get(&k)
+    }
+
+    /// How many numbers have a record.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no number has a record.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many entries the overlay holds (what compaction would fold).
+    pub fn delta_len(&self) -> usize {
+        self.delta.len()
+    }
+
+    /// Every record, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &NumberRecord> {
+        let delta = &self.delta;
+        let from_base = self
+            .base
+            .iter()
+            .filter(move |(k, _)| delta.is_empty() || !delta.contains_key(*k))
+            .map(|(_, v)| &**v);
+        let from_delta = self.delta.values().filter_map(|v| v.as_deref());
+        from_base.chain(from_delta)
+    }
+
+    /// A copy with `n` set to `rec` (`None` removes it). O(log of the delta).
+    #[must_use]
+    pub fn with(&self, n: E164, rec: Option<Arc<NumberRecord>>) -> NumberMap {
+        let mut m = self.clone();
+        m.set(n.as_u64(), rec);
+        m
+    }
+
+    /// Sets `k` in place (the copy-on-write trie only copies shared nodes).
+    pub(crate) fn set(&mut self, k: u64, rec: Option<Arc<NumberRecord>>) {
+        let had = self.get_arc(k).is_some();
+        let has = rec.is_some();
+        let in_base = self.base.get(&k);
+        let same_as_base = match (&rec, in_base) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if same_as_base {
+            // Back to what the base says: no overlay entry needed.
+            self.delta.remove(&k);
+        } else {
+            self.delta.insert(k, rec);
+        }
+        match (had, has) {
+            (false, true) => self.len += 1,
+            (true, false) => self.len = self.len.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    /// A new base with the delta folded in: O(n), meant for a background thread.
+    pub(crate) fn fold(&self) -> Base {
+        // Cloning keeps the table layout (no rehash of n keys); only the
+        // delta's entries are hashed again.
+        let mut base = Base::clone(&self.base);
+        base.reserve(self.delta.len());
+        for (k, v) in self.delta.iter() {
+            match v {
+                Some(r) => {
+                    base.insert(*k, Arc::clone(r));
+                }
+                None => {
+                    base.remove(k);
+                }
+            }
+        }
+        base
+    }
+}
+
+impl std::fmt::Debug for NumberMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NumberMap")
+            .field("len", &self.len)
+            .field("base", &self.base.len())
+            .field("delta", &self.delta.len())
+            .finish()
+    }
+}
