@@ -40,11 +40,11 @@ pub enum Decision {
     /// Abandon this hop and try the next one in the plan (503 upstream if none is left).
     Next,
     /// Send the answer upstream as is. For a transport error or timeout after a 18x there
-    /// is no answer to relay: the proxy answers upstream itself (408 for a timeout, 503
-    /// for a transport error) and does not fail over.
+    /// is no answer to relay: the proxy does not fail over but ends the call upstream with
+    /// an answer of its own (a 408, say).
     Relay,
-    /// Keep waiting on this hop: a 100 Trying says the hop is alive and is not forwarded
-    /// (RFC 3261 §16.7); it stops request retransmissions only.
+    /// Keep waiting on this hop: a 100 Trying is hop-by-hop and not forwarded
+    /// (RFC 3261 §16.7).
     Wait,
 }
 
