@@ -6,7 +6,6 @@
 //! call was set up, so a request can never be steered to an address that is
 //! not a configured peer (no open relay).
 
-use bytes::Bytes;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -15,7 +14,8 @@ use super::timer::{Owner, Timer};
 use super::{Core, Peer, Reject};
 use crate::admission::Permit;
 use crate::metrics as m;
-use crate::sip::{build, ForwardEdits, HeaderName, Method, Msg, E164};
+use crate::sip::build::ForwardEdits;
+use crate::sip::{build, HeaderName, Method, Msg, E164};
 
 /// One established call.
 pub(super) struct Dialog {
@@ -142,6 +142,7 @@ impl Core {
             }
             return;
         };
+        let pop = self.our_routes(&msg);
         let Some(d) = self.dialogs.by_key.get_mut(&k) else { return };
         let (expected, to) = match side {
             Side::Caller => (d.caller, d.callee),
@@ -160,7 +161,6 @@ impl Core {
         }
         // Answers to the caller go back on the connection the call came in on.
         let to = if side == Side::Callee { to } else { Peer { conn: None, ..to } };
-        let pop = self.our_routes(&msg);
         match method {
             Method::Ack => {
                 d.acked = true;
@@ -235,7 +235,7 @@ impl Core {
             &d.to_hdr,
             &d.call_id,
             d.caller_cseq.saturating_add(1),
-            &[("Max-Forwards", "70"), ("Reason", "SIP;cause=200;text=\"ended by edge\"")],
+            &[("Reason", "SIP;cause=200;text=\"ended by edge\"")],
         );
         let b2 = self.new_branch();
         let to_caller = build::request(
@@ -246,7 +246,7 @@ impl Core {
             &d.from_hdr,
             &d.call_id,
             d.callee_cseq.saturating_add(1).max(1),
-            &[("Max-Forwards", "70"), ("Reason", "SIP;cause=200;text=\"ended by edge\"")],
+            &[("Reason", "SIP;cause=200;text=\"ended by edge\"")],
         );
         self.originate(now, d.callee, to_callee);
         self.originate(now, d.caller, to_caller);
@@ -282,10 +282,12 @@ impl Core {
         let from = ok.header(HeaderName::From).unwrap_or("");
         let to_hdr = ok.header(HeaderName::To).unwrap_or("");
         let seq = ok.cseq().seq;
-        let ack_via = self.via(to.transport, &self.new_branch());
-        let ack = build::request(Method::Ack, &target, &ack_via, from, to_hdr, ok.call_id(), seq, &[("Max-Forwards", "70")]);
+        let ab = self.new_branch();
+        let ack_via = self.via(to.transport, &ab);
+        let ack = build::request(Method::Ack, &target, &ack_via, from, to_hdr, ok.call_id(), seq, &[]);
         self.send(to, ack);
-        let bye_via = self.via(to.transport, &self.new_branch());
+        let bb = self.new_branch();
+        let bye_via = self.via(to.transport, &bb);
         let bye = build::request(
             Method::Bye,
             &target,
@@ -294,7 +296,7 @@ impl Core {
             to_hdr,
             ok.call_id(),
             seq.saturating_add(1),
-            &[("Max-Forwards", "70")],
+            &[],
         );
         tracing::info!(call_id = ok.call_id(), peer = %to.addr, "late 2xx on an abandoned branch: ACK + BYE");
         self.originate(now, to, bye);

@@ -15,7 +15,8 @@ use crate::admission::Permit;
 use crate::failover::{classify, Decision as Next, HopKey, Outcome};
 use crate::metrics as m;
 use crate::routing::Source;
-use crate::sip::{build, ForwardEdits, Method, Msg, Transport, E164};
+use crate::sip::build::ForwardEdits;
+use crate::sip::{build, Method, Msg, Transport, E164};
 
 /// Where CANCEL stands on a branch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

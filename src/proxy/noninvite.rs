@@ -8,7 +8,8 @@ use std::time::Instant;
 use super::timer::{Fired, Owner};
 use super::txn::{Action, Actions, ClientNonInvite, Delivery, ServerNonInvite, TimerOutcome};
 use super::{Core, Peer, Reject};
-use crate::sip::{build, ForwardEdits, Msg, Transport};
+use crate::sip::build::ForwardEdits;
+use crate::sip::{build, Msg, Transport};
 
 /// One non-INVITE transaction through the edge.
 pub(super) struct Nit {

@@ -107,7 +107,7 @@ impl Core {
                         &format!("<sip:{}>", key.addr),
                         &format!("{PROBE_CALL_ID_PREFIX}{:x}-{:x}", self.cfg.instance_nonce, p.seq),
                         1,
-                        &[("Max-Forwards", "70")],
+                        &[],
                     );
                     self.send(Peer::to(key.addr, key.transport), bytes);
                     p.inflight.insert(branch.into_boxed_str(), (key, now + p.timeout));

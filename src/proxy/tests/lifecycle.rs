@@ -36,7 +36,11 @@ fn max_call_duration_ends_the_call() {
     assert_eq!(net.admission.active_total(), 1);
     net.advance(Duration::from_secs(2));
     let sent = net.sent();
-    assert_eq!(sent.iter().filter(|(_, m)| m.method() == Some(Method::Bye)).count(), 2, "{:?}", summary(&sent));
+    let mut to: Vec<_> = sent.iter().filter(|(_, m)| m.method() == Some(Method::Bye)).map(|(a, _)| *a).collect();
+    to.dedup();
+    to.sort();
+    to.dedup();
+    assert_eq!(to, vec![addr(CARRIER_A1), addr(FLOW_AZ1)], "one BYE each way (plus retransmissions): {:?}", summary(&sent));
     assert_eq!(net.admission.active_total(), 0);
     // The BYE answers are absorbed; a late BYE from the caller finds no dialog.
     net.deliver(CARRIER_A1, &caller_request("BYE", &ok, CARRIER_A1, 2, "z9hG4bKb1"));
@@ -62,7 +66,8 @@ fn unanswered_invite_everywhere_ends_in_503_and_frees_the_slot() {
     net.deliver(CARRIER_A1, &inv);
     net.advance(Duration::from_secs(5));
     let sent = net.sent();
-    assert_eq!(statuses(&sent, CARRIER_A1), vec![100, 503], "{:?}", summary(&sent));
+    // The 503 is retransmitted (timer G) until the carrier ACKs it.
+    assert_eq!(statuses(&sent, CARRIER_A1)[..2], [100, 503], "{:?}", summary(&sent));
     assert_eq!(net.admission.active_total(), 0);
     net.advance(Duration::from_secs(60));
     net.sent();
