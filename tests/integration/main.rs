@@ -1,0 +1,7 @@
+//! Black-box tests against the real `sipedge` binary on loopback.
+//! Each test gets its own 127.x.y.0/24 block, so they run in parallel.
+
+mod support;
+
+mod sip_answers;
+mod sipp;
