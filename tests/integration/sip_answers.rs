@@ -140,7 +140,8 @@ fn malformed_request_gets_400_naming_the_problem() {
     assert!(status_line.to_ascii_lowercase().contains("call-id"), "the reason names the problem: {status_line}");
     // No readable Via: dropped and counted.
     carrier.send_bytes(b"INVITE sip:x SIP/2.0\r\nFrom: a\r\n\r\n");
-    assert!(carrier.recv(Duration::from_millis(300)).is_none());
+    let got = carrier.recv_raw(Duration::from_millis(300));
+    assert!(got.is_none(), "{:?}", got.map(|g| String::from_utf8_lossy(&g).to_string()));
     assert!(edge.metric("sipedge_parse_errors_total").unwrap_or(0.0) >= 2.0);
     // The edge still answers OPTIONS.
     let opt = format!(
