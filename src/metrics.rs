@@ -15,7 +15,7 @@ pub const ACTIVE_CALLS: &str = "sipedge_active_calls";
 pub const ACTIVE_DIALOGS: &str = "sipedge_active_dialogs";
 /// Failovers away from a next hop, by carrier and AZ.
 pub const FAILOVERS_TOTAL: &str = "sipedge_failovers_total";
-/// 1 when a next hop is up, 0 when down (damped by the health checks).
+/// Next hops of a carrier (or the flow engine) in an AZ that are up (damped by the health checks); 0 = that AZ is lost.
 pub const LINK_UP: &str = "sipedge_link_up";
 /// Routing snapshots published.
 pub const ROUTING_SWAPS_TOTAL: &str = "sipedge_routing_swaps_total";
@@ -62,7 +62,7 @@ pub fn describe() {
     describe_gauge!(ACTIVE_CALLS, "Calls holding a concurrency slot");
     describe_gauge!(ACTIVE_DIALOGS, "Established dialogs");
     describe_counter!(FAILOVERS_TOTAL, "Failovers away from a next hop");
-    describe_gauge!(LINK_UP, "Next hop up (1) or down (0)");
+    describe_gauge!(LINK_UP, "Next hops up for a carrier and AZ (0 = none)");
     describe_counter!(ROUTING_SWAPS_TOTAL, "Routing snapshots published");
     describe_counter!(SIP_MESSAGES_TOTAL, "SIP messages by transport and kind");
     describe_counter!(PARSE_ERRORS_TOTAL, "Unparseable SIP messages");

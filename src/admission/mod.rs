@@ -25,7 +25,7 @@ use dashmap::DashMap;
 use crate::sip::E164;
 
 /// Name of the gauge of calls holding a permit (SPEC §7).
-pub const ACTIVE_CALLS: &str = "sipedge_active_calls";
+pub use crate::metrics::ACTIVE_CALLS;
 
 /// Why a call was not admitted. `proxy::respond` maps these to SIP statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::plan::HopKey;
 
 /// Name of the gauge of links up per carrier and AZ (SPEC §7).
-pub const LINK_UP: &str = "sipedge_link_up";
+pub use crate::metrics::LINK_UP;
 
 /// A flip of a hop's damped state.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,8 +32,6 @@ impl Direction {
 
 /// Everything needed to forward an admitted INVITE.
 pub struct Decision {
-    /// Which way.
-    pub direction: Direction,
     /// The number the call counts against.
     pub number: E164,
     /// Its concurrency slot; released when the call ends.
@@ -110,7 +108,7 @@ pub fn inbound(
     headers.push(("X-Flow-Id", flow));
     headers.push(("X-Number-Kind", Arc::from(rec.kind.as_str())));
     headers.push(("X-Carrier", carrier_name));
-    Ok(Decision { direction: Direction::Inbound, number, permit, plan, headers, user, cnam: None })
+    Ok(Decision { number, permit, plan, headers, user, cnam: None })
 }
 
 /// A call from the flow engine to the PSTN, with one of our numbers as caller ID.
@@ -148,7 +146,6 @@ pub fn outbound(
     let plan = plan_of(&groups, cfg, down)?;
     let permit = admit(adm, rec, cfg)?;
     Ok(Decision {
-        direction: Direction::Outbound,
         number,
         permit,
         plan,

@@ -76,7 +76,6 @@ pub(super) struct Call {
     pub shape: Shape,
     pub cancelled: bool,
     pub final_sent: bool,
-    pub started: Instant,
 }
 
 impl Call {
@@ -192,7 +191,6 @@ impl Core {
                 shape,
                 cancelled: false,
                 final_sent: false,
-                started: now,
             },
         );
         id

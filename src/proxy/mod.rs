@@ -39,7 +39,7 @@ use std::time::Instant;
 use crate::admission::Admission;
 use crate::metrics as m;
 use crate::routing::{RoutingTable, Source};
-use crate::sip::{build, HeaderName, Method, Msg, Transport};
+use crate::sip::{build, Method, Msg, Transport};
 use context::HopCache;
 use timer::{Fired, Owner, TimerQueue};
 use txn::{Action, Actions};
@@ -382,9 +382,5 @@ impl Core {
             k.push_str(msg.from_tag().unwrap_or(""));
         }
         Some(k.into_boxed_str())
-    }
-
-    fn header_present(msg: &Msg, name: HeaderName) -> bool {
-        msg.header(name).is_some()
     }
 }

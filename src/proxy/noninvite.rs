@@ -37,12 +37,6 @@ fn client_key(branch: &str, method: &str) -> Box<str> {
     k.into_boxed_str()
 }
 
-impl Table {
-    /// Transactions in flight.
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-}
 
 impl Core {
     /// A retransmitted non-INVITE request gets the last answer again.
