@@ -79,8 +79,7 @@ pub fn uac(ip: std::net::Ipv4Addr, edge: std::net::SocketAddr, scen: &str, trans
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let get = |name: &str| -> u64 {
         text.lines()
-            .filter(|l| l.trim_start().starts_with(name))
-            .last()
+            .rfind(|l| l.trim_start().starts_with(name))
             .and_then(|l| l.split('|').nth(2))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)

@@ -66,6 +66,7 @@ pub fn numbers() -> Vec<NumberRecord> {
     ]
 }
 
+#[allow(dead_code)]
 pub struct Net {
     pub core: Core,
     pub now: Instant,

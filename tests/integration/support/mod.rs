@@ -1,4 +1,6 @@
 //! Test support: spawn the edge, scripted SIP peers, loopback address blocks.
+// Shared by every test module; not each uses every helper.
+#![allow(dead_code)]
 
 pub mod edge;
 pub mod net;

@@ -100,17 +100,11 @@ impl Peer {
         match self {
             Peer::Udp { sock, .. } => {
                 let mut buf = vec![0u8; 65536];
-                loop {
-                    let left = end.checked_duration_since(Instant::now())?;
-                    sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
-                    match sock.recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            let m = Msg::parse(Bytes::copy_from_slice(&buf[..n])).expect("edge sent unparseable bytes");
-                            return Some((m, from));
-                        }
-                        Err(_) => return None,
-                    }
-                }
+                let left = end.checked_duration_since(Instant::now())?;
+                sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+                let (n, from) = sock.recv_from(&mut buf).ok()?;
+                let m = Msg::parse(Bytes::copy_from_slice(&buf[..n])).expect("edge sent unparseable bytes");
+                Some((m, from))
             }
             Peer::Tcp { stream, buf, .. } => loop {
                 if let Frame::Complete(n) = next_frame(buf, 1 << 20) {
