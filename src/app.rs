@@ -228,6 +228,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             .map_err(|source| AppError::Bind { transport: "udp", addr: l.addr, source })?;
         bound.udp = socks.first().and_then(|s| s.local_addr().ok());
         for s in socks {
+            if let Err(e) = udp::enable_icmp_errors(&s) {
+                tracing::warn!(error = %e, "no ICMP error reporting: UDP failover waits for failover_ms");
+            }
             let s = tokio::net::UdpSocket::from_std(s)
                 .map_err(|source| AppError::Bind { transport: "udp", addr: l.addr, source })?;
             udp_socks.push(Arc::new(s));

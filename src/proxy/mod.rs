@@ -148,6 +148,9 @@ impl Core {
             Ok(msg) => msg,
             Err(e) => return self.on_parse_error(from, e),
         };
+        // One span per call, keyed by Call-ID (debug level: free when disabled).
+        let span = tracing::debug_span!("call", call_id = msg.call_id());
+        let _entered = span.enter();
         if msg.is_request() {
             self.on_request(now, from, msg);
         } else {

@@ -67,6 +67,10 @@ impl Shard {
                     None => return,
                 },
                 r = recv(udp.as_deref(), &mut buf) => {
+                    if r.is_err() {
+                        // ICMP errors (IP_RECVERR) surface as a failed receive.
+                        self.on_icmp_errors();
+                    }
                     if let Ok(from) = r {
                         self.on_datagram(from, &mut buf);
                         // Drain what is already queued before going back to select.
@@ -86,6 +90,15 @@ impl Shard {
                 }
             }
             self.flush().await;
+        }
+    }
+
+    /// Every queued "port unreachable": calls waiting on that hop fail over now.
+    fn on_icmp_errors(&mut self) {
+        let Some(sock) = self.udp.as_deref() else { return };
+        for addr in super::udp::drain_icmp_errors(sock) {
+            tracing::debug!(hop = %addr, "ICMP unreachable");
+            self.core.handle_send_error(Instant::now(), Peer::to(addr, Transport::Udp));
         }
     }
 
@@ -123,7 +136,7 @@ impl Shard {
         while let Some(t) = self.core.poll_transmit() {
             match t.to.transport {
                 Transport::Udp => {
-                    let Some(sock) = self.udp.as_deref() else { continue };
+                    let Some(sock) = self.udp.clone() else { continue };
                     match sock.try_send_to(&t.payload, t.to.addr) {
                         Ok(_) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -132,7 +145,9 @@ impl Shard {
                         Err(e) => {
                             tracing::debug!(to = %t.to.addr, error = %e, "udp send failed");
                             if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                                self.core.handle_send_error(Instant::now(), t.to);
+                                // An earlier datagram's ICMP error, reported on this send.
+                                self.on_icmp_errors();
+                                let _ = sock.try_send_to(&t.payload, t.to.addr);
                             }
                         }
                     }

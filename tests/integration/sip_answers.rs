@@ -152,3 +152,21 @@ fn malformed_request_gets_400_naming_the_problem() {
     carrier.send(&opt);
     carrier.expect_status(200, T);
 }
+
+#[test]
+fn a_hop_with_no_listener_fails_over_on_icmp_without_waiting() {
+    let b = Block::new();
+    let mut spec = standard(b, "udp");
+    // A failover timer far longer than the test's patience: only ICMP can explain a quick failover.
+    spec.toml = spec.toml.replace("failover_ms = 500", "failover_ms = 30000");
+    let edge = Edge::start(b, spec);
+    let mut carrier = Peer::udp(b.addr(2, 5060), edge.sip);
+    // Nothing listens on the az1 flow engine (.10); az2 (.11) answers.
+    let mut flow2 = Peer::udp(b.addr(11, 5060), edge.sip);
+    let inv = invite(carrier.local(), "UDP", edge.sip, "+18005550100", "call-icmp", "i1");
+    carrier.send(&inv);
+    let (fwd, from) = flow2.expect_request("INVITE", Duration::from_secs(5));
+    flow2.answer(&fwd, 200, from);
+    carrier.expect_status(200, T);
+    assert!(edge.metric("sipedge_failovers_total").unwrap_or(0.0) >= 1.0);
+}
