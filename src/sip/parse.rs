@@ -12,7 +12,7 @@
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
-use super::header::{is_token, is_token_str, is_ws, name_addr_valid, ListIter};
+use super::header::{is_token_str, is_ws, name_addr_valid, run_end, ListIter, TOKEN};
 use super::msg::{CSeq, Header, HeaderName, Mandatory, Method, Msg, Span, StartLine};
 use super::uri::parse_uri;
 use super::via::parse_via_parm;
@@ -156,11 +156,11 @@ pub(crate) fn parse(buf: Bytes) -> Result<Msg, ParseError> {
     let lead = leading_crlfs(&buf);
     let buf = if lead > 0 { buf.slice(lead..) } else { buf };
     let fail = match scan(&buf) {
-        Ok(msg) => return Ok(msg),
+        Ok(msg) => return Ok(Msg { buf, ..msg }),
         Err(Fail::Fold) => {
             let unfolded = unfold(&buf);
             match scan(&unfolded) {
-                Ok(msg) => return Ok(msg),
+                Ok(msg) => return Ok(Msg { buf: unfolded, ..msg }),
                 Err(Fail::Fold) => ParseErrorKind::BadHeaderLine,
                 Err(Fail::Bad(k)) => k,
             }
@@ -271,11 +271,8 @@ fn scan(buf: &Bytes) -> Result<Msg, Fail> {
         if is_ws(at(b, pos)) {
             return Err(if headers.is_empty() { K::BadHeaderLine.into() } else { Fail::Fold });
         }
-        let mut i = pos;
-        while i < line_end && is_token(at(b, i)) {
-            i += 1;
-        }
-        let name_end = i;
+        let name_end = run_end(b, pos, &TOKEN).min(line_end);
+        let mut i = name_end;
         while i < line_end && is_ws(at(b, i)) {
             i += 1;
         }
@@ -367,7 +364,8 @@ fn scan(buf: &Bytes) -> Result<Msg, Fail> {
         None => available,
     };
     Ok(Msg {
-        buf: buf.clone(),
+        // Moved in by the caller, saving a reference-count round trip.
+        buf: Bytes::new(),
         start,
         headers,
         head_end: head_end as u32,
@@ -426,11 +424,17 @@ fn start_line(line: &str) -> Result<StartLine, ParseErrorKind> {
         let reason_start = line.len() - reason.len();
         return Ok(StartLine::Response { status, reason: Span::new(reason_start, line.len()) });
     }
-    let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(K::BadStartLine);
-    };
+    // Exactly `Method SP Request-URI SP SIP-Version`: a doubled or trailing
+    // SP leaves an empty part or a version with a space in it (RFC 4475
+    // lwsstart, trws, lwsruri).
+    let b = line.as_bytes();
+    let sp1 = memchr::memchr(b' ', b).ok_or(K::BadStartLine)?;
+    let sp2 = sp1 + 1 + memchr::memchr(b' ', b.get(sp1 + 1..).unwrap_or_default()).ok_or(K::BadStartLine)?;
+    let (method, uri, version) = (
+        line.get(..sp1).unwrap_or(""),
+        line.get(sp1 + 1..sp2).unwrap_or(""),
+        line.get(sp2 + 1..).unwrap_or(""),
+    );
     if !is_token_str(method.as_bytes()) || uri.is_empty() {
         return Err(K::BadStartLine);
     }
