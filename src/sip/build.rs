@@ -274,8 +274,7 @@ pub fn forward_request(req: &Msg, edits: &ForwardEdits<'_>) -> Bytes {
     }
     let mut to_pop = edits.pop_routes;
     for h in &req.headers {
-        if h.name == HeaderName::ContentLength
-            || edits.remove.iter().any(|r| names_match(req.name_of(h), r.as_bytes()))
+        if h.name == HeaderName::ContentLength || edits.remove.iter().any(|r| names_match(req.name_of(h), r.as_bytes()))
         {
             continue;
         }

@@ -14,8 +14,8 @@ pub use super::header::HeaderName;
 use super::header::{self, name_addr, names_match, ListIter};
 use super::parse::ParseError;
 use super::uri::{parse_uri, UriParts};
-pub use super::via::Via;
 use super::via::parse_via_parm;
+pub use super::via::Via;
 
 /// A SIP method. Methods are case-sensitive (RFC 3261 §7.1); anything not
 /// listed is `Other` and its text is available from [`Msg::method_str`].
@@ -264,10 +264,7 @@ impl Msg {
     /// The first header with this name (case-insensitive; compact forms
     /// match their long names), for headers without an enum variant.
     pub fn header_by_name(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|h| names_match(self.name_of(h), name.as_bytes()))
-            .map(|h| self.value_of(h))
+        self.headers.iter().find(|h| names_match(self.name_of(h), name.as_bytes())).map(|h| self.value_of(h))
     }
 
     /// The first via-parm of the first Via line.
@@ -344,17 +341,10 @@ impl Msg {
 
 /// The URI of the first element of a name-addr list, if it looks like one.
 fn first_uri(value: &str) -> Option<&str> {
-    ListIter::new(value)
-        .next()
-        .and_then(name_addr)
-        .map(|na| na.uri)
-        .filter(|u| u.contains(':'))
+    ListIter::new(value).next().and_then(name_addr).map(|na| na.uri).filter(|u| u.contains(':'))
 }
 
 /// The URIs of every element of every value (Route, Record-Route).
 fn uris<'a>(values: impl Iterator<Item = &'a str>) -> impl Iterator<Item = &'a str> {
-    values
-        .flat_map(ListIter::new)
-        .filter_map(|e| name_addr(e).map(|na| na.uri))
-        .filter(|u| !u.is_empty())
+    values.flat_map(ListIter::new).filter_map(|e| name_addr(e).map(|na| na.uri)).filter(|u| !u.is_empty())
 }

@@ -58,8 +58,9 @@ pub enum ParseErrorKind {
     /// The header section is not UTF-8 (bodies may be anything).
     #[error("header section is not UTF-8")]
     NotUtf8,
-    /// A header line has no name or colon, a line ends in a bare LF, or a
-    /// continuation line has nothing to continue.
+    /// A header line has no name or colon, a line ends in a bare LF, a CR
+    /// occurs outside a line end, or a continuation line has nothing to
+    /// continue.
     #[error("malformed header line")]
     BadHeaderLine,
     /// A mandatory header is absent (RFC 4475 insuf).
@@ -186,8 +187,7 @@ fn unfold(buf: &Bytes) -> Bytes {
     let mut out = BytesMut::from(buf.as_ref());
     let mut i = 0;
     while i < end {
-        let is_fold = out.get(i..i + 2) == Some(b"\r\n")
-            && out.get(i + 2).is_some_and(|&c| is_ws(c));
+        let is_fold = out.get(i..i + 2) == Some(b"\r\n") && out.get(i + 2).is_some_and(|&c| is_ws(c));
         if is_fold {
             if let Some(pair) = out.get_mut(i..i + 2) {
                 pair.copy_from_slice(b"  ");
@@ -300,7 +300,15 @@ fn scan(buf: &Bytes) -> Result<Msg, Fail> {
         });
         pos = nl + 1;
     };
-    let head = std::str::from_utf8(b.get(..head_end).unwrap_or_default()).map_err(|_| K::NotUtf8)?;
+    let head_bytes = b.get(..head_end).unwrap_or_default();
+    // CR only as part of a line end: a bare CR inside a value would be
+    // copied into forwarded messages, where some parsers end the line at it
+    // (header injection). The count vectorises; lines are start line,
+    // headers and the empty line.
+    if head_bytes.iter().filter(|&&c| c == b'\r').count() != headers.len() + 2 {
+        return Err(K::BadHeaderLine.into());
+    }
+    let head = std::str::from_utf8(head_bytes).map_err(|_| K::NotUtf8)?;
     let start = start_line(head.get(..sl_end).unwrap_or(""))?;
     let text = |h: Option<u16>, missing: HeaderName| -> Result<(u16, &str), ParseErrorKind> {
         let i = h.ok_or(K::MissingHeader(missing))?;
@@ -430,11 +438,8 @@ fn start_line(line: &str) -> Result<StartLine, ParseErrorKind> {
     let b = line.as_bytes();
     let sp1 = memchr::memchr(b' ', b).ok_or(K::BadStartLine)?;
     let sp2 = sp1 + 1 + memchr::memchr(b' ', b.get(sp1 + 1..).unwrap_or_default()).ok_or(K::BadStartLine)?;
-    let (method, uri, version) = (
-        line.get(..sp1).unwrap_or(""),
-        line.get(sp1 + 1..sp2).unwrap_or(""),
-        line.get(sp2 + 1..).unwrap_or(""),
-    );
+    let (method, uri, version) =
+        (line.get(..sp1).unwrap_or(""), line.get(sp1 + 1..sp2).unwrap_or(""), line.get(sp2 + 1..).unwrap_or(""));
     if !is_token_str(method.as_bytes()) || uri.is_empty() {
         return Err(K::BadStartLine);
     }
@@ -461,7 +466,6 @@ fn is_sip_version(v: &str) -> bool {
     let Some(rest) = v.get(..4).filter(|p| p.eq_ignore_ascii_case("SIP/")).and_then(|_| v.get(4..)) else {
         return false;
     };
-    rest.split_once('.').is_some_and(|(a, b)| {
-        !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
-    })
+    rest.split_once('.')
+        .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit()))
 }

@@ -60,9 +60,7 @@ impl<'a> UriParts<'a> {
 /// accept: controls, space, DEL, non-ASCII, and the delimiters of name-addr
 /// (`<`, `>`, `"`). Branch-free so the compiler can vectorise it.
 pub(crate) fn uri_chars_ok(b: &[u8]) -> bool {
-    let bad = b.iter().fold(false, |acc, &c| {
-        acc | (c <= b' ') | (c >= 0x7f) | (c == b'<') | (c == b'>') | (c == b'"')
-    });
+    let bad = b.iter().fold(false, |acc, &c| acc | (c <= b' ') | (c >= 0x7f) | (c == b'<') | (c == b'>') | (c == b'"'));
     !bad
 }
 
@@ -127,8 +125,7 @@ pub(crate) fn ipv6_reference_valid(inner: &str) -> bool {
             n += 1;
         }
     }
-    std::str::from_utf8(tmp.get(..n).unwrap_or_default())
-        .is_ok_and(|s| s.parse::<Ipv6Addr>().is_ok())
+    std::str::from_utf8(tmp.get(..n).unwrap_or_default()).is_ok_and(|s| s.parse::<Ipv6Addr>().is_ok())
 }
 
 /// Splits `host[:port]` (no params, no headers).
@@ -160,7 +157,8 @@ fn host_port(s: &str) -> Option<(&str, Option<u16>)> {
 /// Characters of a tel: number (RFC 3966 global or local, visual separators,
 /// escapes).
 fn is_tel_char(c: u8) -> bool {
-    c.is_ascii_hexdigit() || matches!(c, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'%' | b'p' | b'w' | b'P' | b'W')
+    c.is_ascii_hexdigit()
+        || matches!(c, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'%' | b'p' | b'w' | b'P' | b'W')
 }
 
 /// Parses a URI. `None` if it is malformed: no scheme, spaces or angle
@@ -324,7 +322,17 @@ mod tests {
 
     #[test]
     fn malformed_and_foreign() {
-        for bad in ["<sip:user@example.com>", "sip:user@example.com;", "sip:user@ho st", "sip:", "sip:@host", "sip:user@host:99999", "sip:user@host:", "1sip:x", "nocolon"] {
+        for bad in [
+            "<sip:user@example.com>",
+            "sip:user@example.com;",
+            "sip:user@ho st",
+            "sip:",
+            "sip:@host",
+            "sip:user@host:99999",
+            "sip:user@host:",
+            "1sip:x",
+            "nocolon",
+        ] {
             assert!(parse_uri(bad).is_none(), "{bad}");
         }
         let u = parse_uri("sip:user@example.com?Route=%3Csip:example.com%3E").unwrap();

@@ -31,9 +31,7 @@ impl<'a> Via<'a> {
     /// Any parameter of this via-parm by name (case-insensitive); a valueless
     /// parameter yields `Some("")`.
     pub fn param(&self, name: &str) -> Option<&'a str> {
-        let params = memchr::memchr(b';', self.raw.as_bytes())
-            .and_then(|i| self.raw.get(i..))
-            .unwrap_or("");
+        let params = memchr::memchr(b';', self.raw.as_bytes()).and_then(|i| self.raw.get(i..)).unwrap_or("");
         super::header::param(params, name)
     }
 

@@ -152,14 +152,16 @@ fn check(dir: &str, table: &[(&str, Expect, &str)]) {
 
 #[test]
 fn rfc4475_table() {
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sip/torture/rfc4475")).unwrap().count();
+    let files =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sip/torture/rfc4475")).unwrap().count();
     assert_eq!(files, RFC4475.len(), "every fixture has a row");
     check("rfc4475", RFC4475);
 }
 
 #[test]
 fn rfc5118_table() {
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sip/torture/rfc5118")).unwrap().count();
+    let files =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sip/torture/rfc5118")).unwrap().count();
     assert_eq!(files, RFC5118.len(), "every fixture has a row");
     check("rfc5118", RFC5118);
 }
@@ -232,7 +234,10 @@ fn poke(bytes: &[u8]) {
             let _ = (m.routes().count(), m.record_routes().count(), m.request_uri_parts());
             let _ = build::response(&m, 400, "x", Some("t"), &[]);
             let _ = build::forward_response(&m);
-            let _ = build::forward_request(&m, &ForwardEdits { pop_routes: 2, from_display: Some("d"), ..Default::default() });
+            let _ = build::forward_request(
+                &m,
+                &ForwardEdits { pop_routes: 2, from_display: Some("d"), ..Default::default() },
+            );
             let _ = (build::cancel_for(&m), build::ack_for_non2xx(&m, &m));
         }
         Err(e) => {
