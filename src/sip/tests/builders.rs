@@ -209,3 +209,20 @@ fn new_request_for_probes() {
     assert_eq!((r.cseq().seq, r.cseq().method), (42, Method::Options));
     assert_eq!((r.max_forwards(), r.header(HeaderName::UserAgent)), (Some(70), Some("sipedge")));
 }
+
+#[test]
+fn forward_request_keeps_our_headers_whatever_remove_says() {
+    let req = parse_text(INVITE).unwrap();
+    let edits = ForwardEdits {
+        via: "SIP/2.0/UDP me;branch=z9hG4bK3",
+        record_route: Some("<sip:me;lr>"),
+        max_forwards: 12,
+        remove: &["Record-Route", "Max-Forwards", "Content-Length", "m"],
+        ..ForwardEdits::default()
+    };
+    let f = reparse(build::forward_request(&req, &edits));
+    assert_eq!(f.record_routes().collect::<Vec<_>>(), ["sip:me;lr"], "theirs removed, ours kept");
+    assert_eq!(f.max_forwards(), Some(12));
+    assert_eq!(f.header(HeaderName::ContentLength), Some("4"));
+    assert_eq!(f.contact_uri(), None, "compact m: removed by its letter");
+}
