@@ -412,11 +412,6 @@ pub(crate) fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
     found
 }
 
-/// Whether `params` is a well-formed parameter list.
-pub(crate) fn params_valid(params: &str) -> bool {
-    walk_params(params, |_, _| true)
-}
-
 /// Whether `s` looks like a URI we can carry: `scheme ":" rest` with no
 /// white space, angle brackets or quotes (RFC 4475 badaspec).
 fn uri_shape_valid(s: &str) -> bool {
@@ -431,13 +426,13 @@ fn uri_shape_valid(s: &str) -> bool {
         && super::uri::uri_chars_ok(b)
 }
 
-/// Validates a From/To value: balanced quotes (quotbal), a display name of
-/// tokens or one quoted string (baddn), a URI without spaces (badaspec) and
-/// well-formed parameters.
-pub(crate) fn name_addr_valid(value: &str) -> bool {
-    let Some(na) = name_addr(value) else {
-        return false;
-    };
+/// Validates a From/To/Contact element and returns its `tag` parameter
+/// (`Some(None)` when there is none); `None` when it is malformed:
+/// unbalanced quotes (quotbal), a display name that is neither tokens nor
+/// one quoted string (baddn), a URI with spaces (badaspec) or, outside
+/// `<>`, with `,` or `?` (regbadct), malformed parameters.
+pub(crate) fn name_addr_tag(value: &str) -> Option<Option<&str>> {
+    let na = name_addr(value)?;
     let display_ok = if na.display.starts_with('"') {
         quoted_end(na.display.as_bytes(), 0) == Some(na.display.len())
     } else {
@@ -446,5 +441,20 @@ pub(crate) fn name_addr_valid(value: &str) -> bool {
     // RFC 3261 §20: a URI holding `,`, `?` or `;` must be in `<>`; `;`
     // already ended the addr-spec, so `,` and `?` are what is left to check.
     let bare_ok = na.angled || memchr::memchr2(b',', b'?', na.uri.as_bytes()).is_none();
-    display_ok && bare_ok && uri_shape_valid(na.uri) && params_valid(na.params)
+    if !display_ok || !bare_ok || !uri_shape_valid(na.uri) {
+        return None;
+    }
+    let mut tag = None;
+    let params_ok = walk_params(na.params, |n, v| {
+        if tag.is_none() && n.eq_ignore_ascii_case("tag") {
+            tag = Some(v.unwrap_or(""));
+        }
+        true
+    });
+    params_ok.then_some(tag)
+}
+
+/// Whether a From/To/Contact element is well-formed (see [`name_addr_tag`]).
+pub(crate) fn name_addr_valid(value: &str) -> bool {
+    name_addr_tag(value).is_some()
 }

@@ -11,10 +11,9 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 pub use super::header::HeaderName;
-use super::header::{self, name_addr, names_match, ListIter};
+use super::header::{name_addr, names_match, ListIter};
 use super::parse::ParseError;
 use super::uri::{parse_uri, UriParts};
-use super::via::parse_via_parm;
 pub use super::via::Via;
 
 /// A SIP method. Methods are case-sensitive (RFC 3261 §7.1); anything not
@@ -146,10 +145,22 @@ pub(crate) enum StartLine {
 /// successful parse.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Mandatory {
-    pub via: u16,
     pub from: u16,
     pub to: u16,
     pub call_id: u16,
+}
+
+/// The top via-parm, read once during parsing (every transaction lookup
+/// needs its branch).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TopVia {
+    pub transport: Span,
+    pub host: Span,
+    pub port: Option<u16>,
+    pub branch: Option<Span>,
+    pub rport: bool,
+    pub received: Option<Span>,
+    pub raw: Span,
 }
 
 /// A parsed SIP request or response.
@@ -162,6 +173,9 @@ pub struct Msg {
     pub(crate) head_end: u32,
     pub(crate) body: Span,
     pub(crate) idx: Mandatory,
+    pub(crate) top_via: TopVia,
+    pub(crate) from_tag: Option<Span>,
+    pub(crate) to_tag: Option<Span>,
     pub(crate) cseq: CSeq,
     pub(crate) max_forwards: Option<u32>,
     pub(crate) via_count: u32,
@@ -267,9 +281,19 @@ impl Msg {
         self.headers.iter().find(|h| names_match(self.name_of(h), name.as_bytes())).map(|h| self.value_of(h))
     }
 
-    /// The first via-parm of the first Via line.
+    /// The first via-parm of the first Via line. Always `Some` after a
+    /// successful parse.
     pub fn top_via(&self) -> Option<Via<'_>> {
-        ListIter::new(self.mandatory(self.idx.via)).next().and_then(parse_via_parm)
+        let t = &self.top_via;
+        Some(Via {
+            transport: self.text(t.transport),
+            host: self.text(t.host),
+            port: t.port,
+            branch: t.branch.map(|s| self.text(s)),
+            rport: t.rport,
+            received: t.received.map(|s| self.text(s)),
+            raw: self.text(t.raw),
+        })
     }
 
     /// The number of via-parms over all Via lines.
@@ -289,12 +313,12 @@ impl Msg {
 
     /// The `tag` parameter of From.
     pub fn from_tag(&self) -> Option<&str> {
-        name_addr(self.mandatory(self.idx.from)).and_then(|na| header::param(na.params, "tag"))
+        self.from_tag.map(|s| self.text(s))
     }
 
     /// The `tag` parameter of To.
     pub fn to_tag(&self) -> Option<&str> {
-        name_addr(self.mandatory(self.idx.to)).and_then(|na| header::param(na.params, "tag"))
+        self.to_tag.map(|s| self.text(s))
     }
 
     /// The URI of From (the addr-spec, with or without `<>` in the header).

@@ -12,8 +12,8 @@
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
-use super::header::{is_token_str, is_ws, name_addr_valid, run_end, ListIter, TOKEN};
-use super::msg::{CSeq, Header, HeaderName, Mandatory, Method, Msg, Span, StartLine};
+use super::header::{is_token_str, is_ws, name_addr_tag, name_addr_valid, run_end, ListIter, TOKEN};
+use super::msg::{CSeq, Header, HeaderName, Mandatory, Method, Msg, Span, StartLine, TopVia};
 use super::uri::parse_uri;
 use super::via::parse_via_parm;
 
@@ -315,7 +315,7 @@ fn scan(buf: &Bytes) -> Result<Msg, Fail> {
         let hd = headers.get(usize::from(i)).ok_or(K::MissingHeader(missing))?;
         Ok((i, head.get(hd.value.range()).unwrap_or("")))
     };
-    let (via, _) = text(seen.via, HeaderName::Via)?;
+    text(seen.via, HeaderName::Via)?;
     let (from, from_v) = text(seen.from, HeaderName::From)?;
     let (to, to_v) = text(seen.to, HeaderName::To)?;
     let (call_id, call_id_v) = text(seen.call_id, HeaderName::CallId)?;
@@ -331,16 +331,25 @@ fn scan(buf: &Bytes) -> Result<Msg, Fail> {
         }
     }
     let cseq = CSeq { seq, method: Method::from_token(cseq_method.as_bytes()) };
-    if !name_addr_valid(from_v) {
-        return Err(K::BadFrom.into());
-    }
-    if !name_addr_valid(to_v) {
-        return Err(K::BadTo.into());
-    }
+    let span = |sub: &str| span_in(head, sub);
+    let from_tag = name_addr_tag(from_v).ok_or(K::BadFrom)?.map(span);
+    let to_tag = name_addr_tag(to_v).ok_or(K::BadTo)?.map(span);
     let mut via_count = 0u32;
+    let mut top_via = TopVia::default();
     for h in headers.iter().filter(|h| h.name == HeaderName::Via) {
         for parm in ListIter::new(head.get(h.value.range()).unwrap_or("")) {
-            parse_via_parm(parm).ok_or(K::BadVia)?;
+            let v = parse_via_parm(parm).ok_or(K::BadVia)?;
+            if via_count == 0 {
+                top_via = TopVia {
+                    transport: span(v.transport),
+                    host: span(v.host),
+                    port: v.port,
+                    branch: v.branch.map(span),
+                    rport: v.rport,
+                    received: v.received.map(span),
+                    raw: span(v.raw),
+                };
+            }
             via_count += 1;
         }
     }
@@ -378,12 +387,25 @@ fn scan(buf: &Bytes) -> Result<Msg, Fail> {
         headers,
         head_end: head_end as u32,
         body: Span::new(head_end, head_end + body_len),
-        idx: Mandatory { via, from, to, call_id },
+        idx: Mandatory { from, to, call_id },
+        top_via,
+        from_tag,
+        to_tag,
         cseq,
         max_forwards,
         via_count,
         has_content_length: seen.content_length.is_some(),
     })
+}
+
+/// The range of `sub` within `base` (it must be a slice of it; otherwise
+/// an empty range, which reads as `""`).
+fn span_in(base: &str, sub: &str) -> Span {
+    let off = (sub.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+    match off.checked_add(sub.len()) {
+        Some(end) if end <= base.len() => Span::new(off, end),
+        _ => Span::default(),
+    }
 }
 
 /// A decimal number of at most 9 digits (so it fits in `u32` without
