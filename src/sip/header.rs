@@ -56,9 +56,11 @@ impl HeaderName {
     /// Dispatches on length first so the common case is one or two compares.
     pub fn from_bytes(n: &[u8]) -> HeaderName {
         use HeaderName::*;
-        // Names hold only letters and `-`, for which `| 0x20` lower-cases
-        // letters and keeps `-`; folding without early exit lets the
-        // compiler unroll the compare. `lit` must be lower-case.
+        // Our names hold only letters and `-`. `c | 0x20` equals a lower-case
+        // letter only for that letter in either case, and equals `-` only for
+        // `-` or CR, which no token contains; so this is an exact
+        // case-insensitive compare. Folding without early exit lets the
+        // compiler unroll it. `lit` must be lower-case.
         let eq = |lit: &str| {
             lit.len() == n.len() && n.iter().zip(lit.as_bytes()).fold(0u8, |acc, (a, b)| acc | ((a | 0x20) ^ b)) == 0
         };
