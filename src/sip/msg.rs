@@ -192,7 +192,9 @@ impl Msg {
         super::parse::parse(buf)
     }
 
-    /// The message bytes the ranges refer to.
+    /// The message bytes the ranges refer to: the received buffer without
+    /// leading CRLFs (unfolded if it had folds), possibly followed by bytes
+    /// beyond Content-Length that are not part of the message.
     pub fn buf(&self) -> &Bytes {
         &self.buf
     }
