@@ -274,19 +274,24 @@ pub fn forward_request(req: &Msg, edits: &ForwardEdits<'_>) -> Bytes {
     }
     let mut to_pop = edits.pop_routes;
     for h in &req.headers {
-        if h.name == HeaderName::ContentLength
-            || edits.remove.iter().any(|r| names_match(req.name_of(h), r.as_bytes()))
-        {
-            continue;
-        }
-        match (h.name, edits.from_display) {
-            (HeaderName::MaxForwards, _) => put_mf(&mut out),
-            (HeaderName::RecordRoute, _) => {
+        match h.name {
+            HeaderName::ContentLength => continue,
+            // Ours to set, whatever `remove` says.
+            HeaderName::MaxForwards => {
+                put_mf(&mut out);
+                continue;
+            }
+            HeaderName::RecordRoute => {
                 if let Some(rr) = rr_pending.take() {
                     put_header(&mut out, "Record-Route", rr);
                 }
-                put_line(&mut out, req, h);
             }
+            _ => {}
+        }
+        if edits.remove.iter().any(|r| names_match(req.name_of(h), r.as_bytes())) {
+            continue;
+        }
+        match (h.name, edits.from_display) {
             (HeaderName::Route, _) if to_pop > 0 => put_route_popped(&mut out, req, h, &mut to_pop),
             (HeaderName::From | HeaderName::PAssertedIdentity, Some(d)) => {
                 put_with_display(&mut out, h.name, req.value_of(h), d);

@@ -56,40 +56,52 @@ impl HeaderName {
     /// Dispatches on length first so the common case is one or two compares.
     pub fn from_bytes(n: &[u8]) -> HeaderName {
         use HeaderName::*;
-        let eq = |s: &str| n.eq_ignore_ascii_case(s.as_bytes());
-        match n.len() {
-            1 => match n.first().map(u8::to_ascii_lowercase) {
-                Some(b'v') => Via,
-                Some(b'f') => From,
-                Some(b't') => To,
-                Some(b'i') => CallId,
-                Some(b'm') => Contact,
-                Some(b'l') => ContentLength,
-                Some(b'c') => ContentType,
-                Some(b'k') => Supported,
-                Some(b's') => Subject,
+        // Our names hold only letters and `-`. `c | 0x20` equals a lower-case
+        // letter only for that letter in either case, and equals `-` only for
+        // `-` or CR, which no token contains; so this is an exact
+        // case-insensitive compare. Folding without early exit lets the
+        // compiler unroll it. `lit` must be lower-case.
+        let eq = |lit: &str| {
+            lit.len() == n.len() && n.iter().zip(lit.as_bytes()).fold(0u8, |acc, (a, b)| acc | ((a | 0x20) ^ b)) == 0
+        };
+        let Some(first) = n.first().map(|c| c | 0x20) else {
+            return Other;
+        };
+        if n.len() == 1 {
+            return match first {
+                b'v' => Via,
+                b'f' => From,
+                b't' => To,
+                b'i' => CallId,
+                b'm' => Contact,
+                b'l' => ContentLength,
+                b'c' => ContentType,
+                b'k' => Supported,
+                b's' => Subject,
                 _ => Other,
-            },
-            2 if eq("To") => To,
-            3 if eq("Via") => Via,
-            4 if eq("From") => From,
-            4 if eq("CSeq") => CSeq,
-            5 if eq("Route") => Route,
-            5 if eq("Allow") => Allow,
-            6 if eq("Server") => Server,
-            7 if eq("Call-ID") => CallId,
-            7 if eq("Contact") => Contact,
-            7 if eq("Subject") => Subject,
-            7 if eq("Require") => Require,
-            9 if eq("Supported") => Supported,
-            10 if eq("User-Agent") => UserAgent,
-            11 if eq("Retry-After") => RetryAfter,
-            12 if eq("Max-Forwards") => MaxForwards,
-            12 if eq("Content-Type") => ContentType,
-            12 if eq("Record-Route") => RecordRoute,
-            13 if eq("Proxy-Require") => ProxyRequire,
-            14 if eq("Content-Length") => ContentLength,
-            19 if eq("P-Asserted-Identity") => PAssertedIdentity,
+            };
+        }
+        match (first, n.len()) {
+            (b't', 2) if eq("to") => To,
+            (b'v', 3) if eq("via") => Via,
+            (b'f', 4) if eq("from") => From,
+            (b'c', 4) if eq("cseq") => CSeq,
+            (b'r', 5) if eq("route") => Route,
+            (b'a', 5) if eq("allow") => Allow,
+            (b's', 6) if eq("server") => Server,
+            (b'c', 7) if eq("call-id") => CallId,
+            (b'c', 7) if eq("contact") => Contact,
+            (b's', 7) if eq("subject") => Subject,
+            (b'r', 7) if eq("require") => Require,
+            (b's', 9) if eq("supported") => Supported,
+            (b'u', 10) if eq("user-agent") => UserAgent,
+            (b'r', 11) if eq("retry-after") => RetryAfter,
+            (b'm', 12) if eq("max-forwards") => MaxForwards,
+            (b'c', 12) if eq("content-type") => ContentType,
+            (b'r', 12) if eq("record-route") => RecordRoute,
+            (b'p', 13) if eq("proxy-require") => ProxyRequire,
+            (b'c', 14) if eq("content-length") => ContentLength,
+            (b'p', 19) if eq("p-asserted-identity") => PAssertedIdentity,
             _ => Other,
         }
     }
@@ -145,10 +157,7 @@ fn compact_letter(name: &[u8]) -> Option<u8> {
         let c = c.to_ascii_lowercase();
         return TABLE.iter().any(|&(_, l)| l == c).then_some(c);
     }
-    TABLE
-        .iter()
-        .find(|(long, _)| long.as_bytes().eq_ignore_ascii_case(name))
-        .map(|&(_, l)| l)
+    TABLE.iter().find(|(long, _)| long.as_bytes().eq_ignore_ascii_case(name)).map(|&(_, l)| l)
 }
 
 /// Whether two header names denote the same header: equal ignoring case, or
@@ -164,15 +173,52 @@ pub(crate) fn names_match(a: &[u8], b: &[u8]) -> bool {
     matches!((compact_letter(a), compact_letter(b)), (Some(x), Some(y)) if x == y)
 }
 
-/// Whether `c` may appear in an RFC 3261 token: alphanum and `-.!%*_+`'~`.
+/// A byte class as a lookup table: ASCII alphanumerics plus `extra`.
+#[allow(clippy::indexing_slicing)] // const evaluation: an out-of-range index fails the build, not at run time
+pub(crate) const fn class(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).is_ascii_alphanumeric();
+        i += 1;
+    }
+    let mut j = 0;
+    while j < extra.len() {
+        t[extra[j] as usize] = true;
+        j += 1;
+    }
+    t
+}
+
+/// RFC 3261 `token`: alphanum and `-.!%*_+`'~`.
+pub(crate) static TOKEN: [bool; 256] = class(b"-.!%*_+`'~");
+/// A parameter value without quotes: token, host or IPv6 reference.
+pub(crate) static PARAM_VALUE: [bool; 256] = class(b"-.!%*_+`'~:[]");
+/// A host name or IPv4 address (`_` tolerated).
+pub(crate) static HOST: [bool; 256] = class(b"-._");
+
+/// Whether `c` is in the class `t`.
+#[inline]
+pub(crate) fn in_class(t: &[bool; 256], c: u8) -> bool {
+    // `u8` is always in range; the `get` compiles to a plain load.
+    t.get(usize::from(c)).copied().unwrap_or(false)
+}
+
+/// The index of the first byte at or after `i` that is not in class `t`.
+#[inline]
+pub(crate) fn run_end(b: &[u8], i: usize, t: &[bool; 256]) -> usize {
+    b.get(i..).map_or(i, |r| i + r.iter().position(|&c| !in_class(t, c)).unwrap_or(r.len()))
+}
+
+/// Whether `c` may appear in an RFC 3261 token.
 #[inline]
 pub(crate) fn is_token(c: u8) -> bool {
-    matches!(c, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+    in_class(&TOKEN, c)
 }
 
 /// Whether `s` is a non-empty token.
 pub(crate) fn is_token_str(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&c| is_token(c))
+    !s.is_empty() && run_end(s, 0, &TOKEN) == s.len()
 }
 
 /// Linear white space inside one (unfolded) header line.
@@ -182,8 +228,22 @@ pub(crate) fn is_ws(c: u8) -> bool {
 }
 
 /// Trims SP/HT (and, for safety on raw input, CR/LF) from both ends.
+#[inline]
 pub(crate) fn trim(s: &str) -> &str {
-    s.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+    let b = s.as_bytes();
+    let lws = |c: u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let start = b.iter().position(|&c| !lws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| !lws(c)).map_or(start, |i| i + 1);
+    s.get(start..end).unwrap_or("")
+}
+
+/// Index of the first byte at or after `i` that is not SP/HT.
+#[inline]
+pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).copied().is_some_and(is_ws) {
+        i += 1;
+    }
+    i
 }
 
 /// Index just past a quoted string that starts at `start` (which must be a
@@ -230,23 +290,18 @@ impl<'a> Iterator for ListIter<'a> {
         let b = self.s.as_bytes();
         let start = self.pos;
         let mut i = start;
-        let mut angle = false;
-        while let Some(&c) = b.get(i) {
-            match c {
-                b'"' => {
-                    // An unterminated quote swallows the rest; validators catch it.
-                    i = quoted_end(b, i).unwrap_or(b.len());
-                    continue;
-                }
-                b'<' => angle = true,
-                b'>' => angle = false,
-                b',' if !angle => {
+        // Jump between the only bytes that matter: quotes, `<` and commas.
+        while let Some(off) = b.get(i..).and_then(|r| memchr::memchr3(b'"', b'<', b',', r)) {
+            i += off;
+            match b.get(i) {
+                // An unterminated quote or `<` swallows the rest; validators catch it.
+                Some(b'"') => i = quoted_end(b, i).unwrap_or(b.len()),
+                Some(b'<') => i = b.get(i..).and_then(|r| memchr::memchr(b'>', r)).map_or(b.len(), |j| i + j + 1),
+                _ => {
                     self.pos = i + 1;
                     return Some(trim(self.s.get(start..i).unwrap_or("")));
                 }
-                _ => {}
             }
-            i += 1;
         }
         self.done = true;
         Some(trim(self.s.get(start..).unwrap_or("")))
@@ -273,14 +328,18 @@ pub(crate) fn name_addr(elem: &str) -> Option<NameAddr<'_>> {
     let b = elem.as_bytes();
     let mut i = 0;
     let mut quoted = false;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'"' => {
+    loop {
+        let Some(off) = b.get(i..).and_then(|r| memchr::memchr3(b'"', b'<', b';', r)) else {
+            i = b.len();
+            break;
+        };
+        i += off;
+        match b.get(i) {
+            Some(b'"') => {
                 i = quoted_end(b, i)?;
                 quoted = true;
-                continue;
             }
-            b'<' => {
+            Some(b'<') => {
                 let close = i + 1 + memchr::memchr(b'>', b.get(i + 1..)?)?;
                 return Some(NameAddr {
                     display: trim(elem.get(..i)?),
@@ -289,96 +348,70 @@ pub(crate) fn name_addr(elem: &str) -> Option<NameAddr<'_>> {
                     angled: true,
                 });
             }
-            b';' if !quoted => break,
-            _ => {}
+            _ if quoted => i += 1,
+            _ => break,
         }
-        i += 1;
     }
     if quoted {
         // A display name must be followed by `<uri>`.
         return None;
     }
-    Some(NameAddr {
-        display: "",
-        uri: trim(elem.get(..i)?),
-        params: trim(elem.get(i..)?),
-        angled: false,
-    })
+    Some(NameAddr { display: "", uri: trim(elem.get(..i)?), params: trim(elem.get(i..)?), angled: false })
 }
 
-/// Iterator over `;name[=value]` parameters as `(name, value)` pairs, names
-/// and values trimmed of LWS; quoted values keep their quotes. Stops at the
-/// first malformed parameter (see [`params_valid`] to detect that).
-pub(crate) struct Params<'a> {
-    s: &'a str,
-}
-
-impl<'a> Params<'a> {
-    /// `s` is the text from the first `;` (leading LWS allowed).
-    pub(crate) fn new(s: &'a str) -> Self {
-        Params { s }
-    }
-}
-
-impl<'a> Iterator for Params<'a> {
-    type Item = (&'a str, Option<&'a str>);
-    fn next(&mut self) -> Option<Self::Item> {
-        let s = trim(self.s);
-        let rest = s.strip_prefix(';')?;
-        let b = rest.as_bytes();
-        // The parameter runs to the next `;` outside a quoted string.
-        let mut i = 0;
-        while let Some(&c) = b.get(i) {
-            match c {
-                b'"' => i = quoted_end(b, i).unwrap_or(b.len()),
-                b';' => break,
-                _ => i += 1,
-            }
+/// Walks `*( LWS ";" LWS name [ LWS "=" LWS value ] ) LWS` in one pass,
+/// calling `f(name, value)` for each parameter until it returns `false`.
+/// A value is a token (plus `:`, `[`, `]` for IPv6 `received`/`maddr`) or
+/// a quoted string (kept with its quotes). Returns whether the text is
+/// well-formed (up to where `f` stopped the walk).
+pub(crate) fn walk_params<'a>(s: &'a str, mut f: impl FnMut(&'a str, Option<&'a str>) -> bool) -> bool {
+    let b = s.as_bytes();
+    let mut i = skip_ws(b, 0);
+    while i < b.len() {
+        if b.get(i) != Some(&b';') {
+            return false;
         }
-        let (param, tail) = rest.split_at(i.min(rest.len()));
-        self.s = tail;
-        Some(match param.split_once('=') {
-            Some((n, v)) => (trim(n), Some(trim(v))),
-            None => (trim(param), None),
-        })
+        i = skip_ws(b, i + 1);
+        let name_start = i;
+        i = run_end(b, i, &TOKEN);
+        let Some(name) = s.get(name_start..i).filter(|n| !n.is_empty()) else {
+            return false;
+        };
+        i = skip_ws(b, i);
+        let mut value = None;
+        if b.get(i) == Some(&b'=') {
+            i = skip_ws(b, i + 1);
+            let value_start = i;
+            if b.get(i) == Some(&b'"') {
+                let Some(end) = quoted_end(b, i) else { return false };
+                i = end;
+            } else {
+                i = run_end(b, i, &PARAM_VALUE);
+            }
+            value = s.get(value_start..i).filter(|v| !v.is_empty());
+            if value.is_none() {
+                return false;
+            }
+            i = skip_ws(b, i);
+        }
+        if !f(name, value) {
+            return true;
+        }
     }
+    true
 }
 
 /// The value of header parameter `name` (case-insensitive) in `params`.
 /// A parameter present without a value yields `Some("")`.
 pub(crate) fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    Params::new(params)
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.unwrap_or(""))
-}
-
-/// Whether a parameter value is acceptable: a token (plus `:`, `[`, `]` for
-/// IPv6 `received`/`maddr`) or a complete quoted string.
-fn param_value_valid(v: &str) -> bool {
-    let b = v.as_bytes();
-    if b.first() == Some(&b'"') {
-        return quoted_end(b, 0) == Some(b.len());
-    }
-    !b.is_empty() && b.iter().all(|&c| is_token(c) || matches!(c, b':' | b'[' | b']'))
-}
-
-/// Whether `params` is a well-formed `*( ";" name [ "=" value ] )` sequence.
-pub(crate) fn params_valid(params: &str) -> bool {
-    let mut rest = trim(params);
-    while !rest.is_empty() {
-        if !rest.starts_with(';') {
-            return false;
+    let mut found = None;
+    walk_params(params, |n, v| {
+        if n.eq_ignore_ascii_case(name) {
+            found = Some(v.unwrap_or(""));
         }
-        let mut it = Params::new(rest);
-        let Some((name, value)) = it.next() else {
-            return false;
-        };
-        if !is_token_str(name.as_bytes()) || value.is_some_and(|v| !param_value_valid(v)) {
-            return false;
-        }
-        rest = trim(it.s);
-    }
-    true
+        found.is_none()
+    });
+    found
 }
 
 /// Whether `s` looks like a URI we can carry: `scheme ":" rest` with no
@@ -392,16 +425,16 @@ fn uri_shape_valid(s: &str) -> bool {
     scheme.first().is_some_and(u8::is_ascii_alphabetic)
         && scheme.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
         && b.get(colon + 1..).is_some_and(|r| !r.is_empty())
-        && !b.iter().any(|&c| c <= b' ' || matches!(c, b'<' | b'>' | b'"' | 0x7f))
+        && super::uri::uri_chars_ok(b)
 }
 
-/// Validates a From/To value: balanced quotes (quotbal), a display name of
-/// tokens or one quoted string (baddn), a URI without spaces (badaspec) and
-/// well-formed parameters.
-pub(crate) fn name_addr_valid(value: &str) -> bool {
-    let Some(na) = name_addr(value) else {
-        return false;
-    };
+/// Validates a From/To/Contact element and returns its `tag` parameter
+/// (`Some(None)` when there is none); `None` when it is malformed:
+/// unbalanced quotes (quotbal), a display name that is neither tokens nor
+/// one quoted string (baddn), a URI with spaces (badaspec) or, outside
+/// `<>`, with `,` or `?` (regbadct), malformed parameters.
+pub(crate) fn name_addr_tag(value: &str) -> Option<Option<&str>> {
+    let na = name_addr(value)?;
     let display_ok = if na.display.starts_with('"') {
         quoted_end(na.display.as_bytes(), 0) == Some(na.display.len())
     } else {
@@ -409,65 +442,21 @@ pub(crate) fn name_addr_valid(value: &str) -> bool {
     };
     // RFC 3261 §20: a URI holding `,`, `?` or `;` must be in `<>`; `;`
     // already ended the addr-spec, so `,` and `?` are what is left to check.
-    let bare_ok = na.angled || !na.uri.contains([',', '?']);
-    display_ok && bare_ok && uri_shape_valid(na.uri) && params_valid(na.params)
+    let bare_ok = na.angled || memchr::memchr2(b',', b'?', na.uri.as_bytes()).is_none();
+    if !display_ok || !bare_ok || !uri_shape_valid(na.uri) {
+        return None;
+    }
+    let mut tag = None;
+    let params_ok = walk_params(na.params, |n, v| {
+        if tag.is_none() && n.eq_ignore_ascii_case("tag") {
+            tag = Some(v.unwrap_or(""));
+        }
+        true
+    });
+    params_ok.then_some(tag)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_and_compact_names_map_to_the_same_header() {
-        for (a, b) in [
-            ("Via", "v"),
-            ("from", "F"),
-            ("TO", "t"),
-            ("call-id", "I"),
-            ("Contact", "m"),
-            ("content-length", "L"),
-            ("Content-Type", "c"),
-            ("Supported", "k"),
-            ("Subject", "s"),
-        ] {
-            let x = HeaderName::from_bytes(a.as_bytes());
-            assert_ne!(x, HeaderName::Other, "{a}");
-            assert_eq!(x, HeaderName::from_bytes(b.as_bytes()), "{a} vs {b}");
-            assert!(names_match(a.as_bytes(), b.as_bytes()));
-        }
-        assert_eq!(HeaderName::from_bytes(b"x"), HeaderName::Other);
-        assert_eq!(HeaderName::from_bytes(b"P-ASSERTED-IDENTITY"), HeaderName::PAssertedIdentity);
-        assert!(names_match(b"Event", b"o"));
-        assert!(names_match(b"r", b"Refer-To"));
-        assert!(!names_match(b"X-Flow-Id", b"x"));
-        assert!(!names_match(b"o", b"u"));
-    }
-
-    #[test]
-    fn list_splits_outside_quotes_and_angles() {
-        let v = r#""a,b" <sip:x@y;p=1,2>;tag=1 , <sip:z>,,"#;
-        let got: Vec<_> = ListIter::new(v).collect();
-        assert_eq!(got, vec![r#""a,b" <sip:x@y;p=1,2>;tag=1"#, "<sip:z>", "", ""]);
-    }
-
-    #[test]
-    fn name_addr_forms() {
-        let na = name_addr(r#""J \"R\"" <sip:j@x.com;lr>;tag=9"#).unwrap();
-        assert_eq!((na.display, na.uri, na.params), (r#""J \"R\"""#, "sip:j@x.com;lr", ";tag=9"));
-        let na = name_addr("sip:j@x.com ;  tag = 7").unwrap();
-        assert_eq!((na.uri, param(na.params, "TAG")), ("sip:j@x.com", Some("7")));
-        assert!(name_addr(r#""unterminated <sip:a@b>"#).is_none());
-        assert!(name_addr(r#""only display""#).is_none());
-    }
-
-    #[test]
-    fn name_addr_validation_matches_rfc4475() {
-        assert!(name_addr_valid("caller<sip:caller@example.com>;tag=323"));
-        assert!(name_addr_valid("isbn:2983792873"));
-        assert!(!name_addr_valid("Bell, Alexander <sip:a.g.bell@example.com>;tag=43"));
-        assert!(!name_addr_valid(r#""Watson, Thomas" < sip:t.watson@example.org >"#));
-        assert!(!name_addr_valid(r#""Mr. J. User <sip:j.user@example.com>"#));
-        assert!(!name_addr_valid("<sip:a@b>;;tag=1"));
-        assert!(!name_addr_valid("<sip:a@b>;tag="));
-    }
+/// Whether a From/To/Contact element is well-formed (see [`name_addr_tag`]).
+pub(crate) fn name_addr_valid(value: &str) -> bool {
+    name_addr_tag(value).is_some()
 }

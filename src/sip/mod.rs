@@ -32,7 +32,7 @@ mod tests;
 
 pub use header::HeaderName;
 pub use msg::{CSeq, Method, Msg};
-pub use number::{E164, NumberError, NumberKind};
+pub use number::{NumberError, NumberKind, E164};
 pub use parse::{ParseError, ParseErrorKind};
 pub use reply::ReplyCtx;
 pub use transport::Transport;

@@ -11,11 +11,10 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 pub use super::header::HeaderName;
-use super::header::{self, name_addr, names_match, ListIter};
+use super::header::{name_addr, names_match, ListIter};
 use super::parse::ParseError;
 use super::uri::{parse_uri, UriParts};
 pub use super::via::Via;
-use super::via::parse_via_parm;
 
 /// A SIP method. Methods are case-sensitive (RFC 3261 §7.1); anything not
 /// listed is `Other` and its text is available from [`Msg::method_str`].
@@ -146,10 +145,22 @@ pub(crate) enum StartLine {
 /// successful parse.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Mandatory {
-    pub via: u16,
     pub from: u16,
     pub to: u16,
     pub call_id: u16,
+}
+
+/// The top via-parm, read once during parsing (every transaction lookup
+/// needs its branch).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TopVia {
+    pub transport: Span,
+    pub host: Span,
+    pub port: Option<u16>,
+    pub branch: Option<Span>,
+    pub rport: bool,
+    pub received: Option<Span>,
+    pub raw: Span,
 }
 
 /// A parsed SIP request or response.
@@ -162,6 +173,9 @@ pub struct Msg {
     pub(crate) head_end: u32,
     pub(crate) body: Span,
     pub(crate) idx: Mandatory,
+    pub(crate) top_via: TopVia,
+    pub(crate) from_tag: Option<Span>,
+    pub(crate) to_tag: Option<Span>,
     pub(crate) cseq: CSeq,
     pub(crate) max_forwards: Option<u32>,
     pub(crate) via_count: u32,
@@ -178,7 +192,9 @@ impl Msg {
         super::parse::parse(buf)
     }
 
-    /// The message bytes the ranges refer to.
+    /// The message bytes the ranges refer to: the received buffer without
+    /// leading CRLFs (unfolded if it had folds), possibly followed by bytes
+    /// beyond Content-Length that are not part of the message.
     pub fn buf(&self) -> &Bytes {
         &self.buf
     }
@@ -264,15 +280,22 @@ impl Msg {
     /// The first header with this name (case-insensitive; compact forms
     /// match their long names), for headers without an enum variant.
     pub fn header_by_name(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|h| names_match(self.name_of(h), name.as_bytes()))
-            .map(|h| self.value_of(h))
+        self.headers.iter().find(|h| names_match(self.name_of(h), name.as_bytes())).map(|h| self.value_of(h))
     }
 
-    /// The first via-parm of the first Via line.
+    /// The first via-parm of the first Via line. Always `Some` after a
+    /// successful parse.
     pub fn top_via(&self) -> Option<Via<'_>> {
-        ListIter::new(self.mandatory(self.idx.via)).next().and_then(parse_via_parm)
+        let t = &self.top_via;
+        Some(Via {
+            transport: self.text(t.transport),
+            host: self.text(t.host),
+            port: t.port,
+            branch: t.branch.map(|s| self.text(s)),
+            rport: t.rport,
+            received: t.received.map(|s| self.text(s)),
+            raw: self.text(t.raw),
+        })
     }
 
     /// The number of via-parms over all Via lines.
@@ -292,12 +315,12 @@ impl Msg {
 
     /// The `tag` parameter of From.
     pub fn from_tag(&self) -> Option<&str> {
-        name_addr(self.mandatory(self.idx.from)).and_then(|na| header::param(na.params, "tag"))
+        self.from_tag.map(|s| self.text(s))
     }
 
     /// The `tag` parameter of To.
     pub fn to_tag(&self) -> Option<&str> {
-        name_addr(self.mandatory(self.idx.to)).and_then(|na| header::param(na.params, "tag"))
+        self.to_tag.map(|s| self.text(s))
     }
 
     /// The URI of From (the addr-spec, with or without `<>` in the header).
@@ -344,17 +367,10 @@ impl Msg {
 
 /// The URI of the first element of a name-addr list, if it looks like one.
 fn first_uri(value: &str) -> Option<&str> {
-    ListIter::new(value)
-        .next()
-        .and_then(name_addr)
-        .map(|na| na.uri)
-        .filter(|u| u.contains(':'))
+    ListIter::new(value).next().and_then(name_addr).map(|na| na.uri).filter(|u| u.contains(':'))
 }
 
 /// The URIs of every element of every value (Route, Record-Route).
 fn uris<'a>(values: impl Iterator<Item = &'a str>) -> impl Iterator<Item = &'a str> {
-    values
-        .flat_map(ListIter::new)
-        .filter_map(|e| name_addr(e).map(|na| na.uri))
-        .filter(|u| !u.is_empty())
+    values.flat_map(ListIter::new).filter_map(|e| name_addr(e).map(|na| na.uri)).filter(|u| !u.is_empty())
 }

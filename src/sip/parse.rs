@@ -12,8 +12,8 @@
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
-use super::header::{is_token, is_token_str, is_ws, name_addr_valid, ListIter};
-use super::msg::{CSeq, Header, HeaderName, Mandatory, Method, Msg, Span, StartLine};
+use super::header::{is_token_str, is_ws, name_addr_tag, name_addr_valid, run_end, ListIter, TOKEN};
+use super::msg::{CSeq, Header, HeaderName, Mandatory, Method, Msg, Span, StartLine, TopVia};
 use super::uri::parse_uri;
 use super::via::parse_via_parm;
 
@@ -58,8 +58,9 @@ pub enum ParseErrorKind {
     /// The header section is not UTF-8 (bodies may be anything).
     #[error("header section is not UTF-8")]
     NotUtf8,
-    /// A header line has no name or colon, a line ends in a bare LF, or a
-    /// continuation line has nothing to continue.
+    /// A header line has no name or colon, a line ends in a bare LF, a CR
+    /// occurs outside a line end, or a continuation line has nothing to
+    /// continue.
     #[error("malformed header line")]
     BadHeaderLine,
     /// A mandatory header is absent (RFC 4475 insuf).
@@ -156,11 +157,11 @@ pub(crate) fn parse(buf: Bytes) -> Result<Msg, ParseError> {
     let lead = leading_crlfs(&buf);
     let buf = if lead > 0 { buf.slice(lead..) } else { buf };
     let fail = match scan(&buf) {
-        Ok(msg) => return Ok(msg),
+        Ok(msg) => return Ok(Msg { buf, ..msg }),
         Err(Fail::Fold) => {
             let unfolded = unfold(&buf);
             match scan(&unfolded) {
-                Ok(msg) => return Ok(msg),
+                Ok(msg) => return Ok(Msg { buf: unfolded, ..msg }),
                 Err(Fail::Fold) => ParseErrorKind::BadHeaderLine,
                 Err(Fail::Bad(k)) => k,
             }
@@ -186,8 +187,7 @@ fn unfold(buf: &Bytes) -> Bytes {
     let mut out = BytesMut::from(buf.as_ref());
     let mut i = 0;
     while i < end {
-        let is_fold = out.get(i..i + 2) == Some(b"\r\n")
-            && out.get(i + 2).is_some_and(|&c| is_ws(c));
+        let is_fold = out.get(i..i + 2) == Some(b"\r\n") && out.get(i + 2).is_some_and(|&c| is_ws(c));
         if is_fold {
             if let Some(pair) = out.get_mut(i..i + 2) {
                 pair.copy_from_slice(b"  ");
@@ -271,11 +271,8 @@ fn scan(buf: &Bytes) -> Result<Msg, Fail> {
         if is_ws(at(b, pos)) {
             return Err(if headers.is_empty() { K::BadHeaderLine.into() } else { Fail::Fold });
         }
-        let mut i = pos;
-        while i < line_end && is_token(at(b, i)) {
-            i += 1;
-        }
-        let name_end = i;
+        let name_end = run_end(b, pos, &TOKEN).min(line_end);
+        let mut i = name_end;
         while i < line_end && is_ws(at(b, i)) {
             i += 1;
         }
@@ -303,14 +300,22 @@ fn scan(buf: &Bytes) -> Result<Msg, Fail> {
         });
         pos = nl + 1;
     };
-    let head = std::str::from_utf8(b.get(..head_end).unwrap_or_default()).map_err(|_| K::NotUtf8)?;
+    let head_bytes = b.get(..head_end).unwrap_or_default();
+    // CR only as part of a line end: a bare CR inside a value would be
+    // copied into forwarded messages, where some parsers end the line at it
+    // (header injection). Lines are the start line, the headers and the
+    // empty line.
+    if count_cr(head_bytes) != headers.len() + 2 {
+        return Err(K::BadHeaderLine.into());
+    }
+    let head = std::str::from_utf8(head_bytes).map_err(|_| K::NotUtf8)?;
     let start = start_line(head.get(..sl_end).unwrap_or(""))?;
     let text = |h: Option<u16>, missing: HeaderName| -> Result<(u16, &str), ParseErrorKind> {
         let i = h.ok_or(K::MissingHeader(missing))?;
         let hd = headers.get(usize::from(i)).ok_or(K::MissingHeader(missing))?;
         Ok((i, head.get(hd.value.range()).unwrap_or("")))
     };
-    let (via, _) = text(seen.via, HeaderName::Via)?;
+    text(seen.via, HeaderName::Via)?;
     let (from, from_v) = text(seen.from, HeaderName::From)?;
     let (to, to_v) = text(seen.to, HeaderName::To)?;
     let (call_id, call_id_v) = text(seen.call_id, HeaderName::CallId)?;
@@ -326,16 +331,25 @@ fn scan(buf: &Bytes) -> Result<Msg, Fail> {
         }
     }
     let cseq = CSeq { seq, method: Method::from_token(cseq_method.as_bytes()) };
-    if !name_addr_valid(from_v) {
-        return Err(K::BadFrom.into());
-    }
-    if !name_addr_valid(to_v) {
-        return Err(K::BadTo.into());
-    }
+    let span = |sub: &str| span_in(head, sub);
+    let from_tag = name_addr_tag(from_v).ok_or(K::BadFrom)?.map(span);
+    let to_tag = name_addr_tag(to_v).ok_or(K::BadTo)?.map(span);
     let mut via_count = 0u32;
+    let mut top_via = TopVia::default();
     for h in headers.iter().filter(|h| h.name == HeaderName::Via) {
         for parm in ListIter::new(head.get(h.value.range()).unwrap_or("")) {
-            parse_via_parm(parm).ok_or(K::BadVia)?;
+            let v = parse_via_parm(parm).ok_or(K::BadVia)?;
+            if via_count == 0 {
+                top_via = TopVia {
+                    transport: span(v.transport),
+                    host: span(v.host),
+                    port: v.port,
+                    branch: v.branch.map(span),
+                    rport: v.rport,
+                    received: v.received.map(span),
+                    raw: span(v.raw),
+                };
+            }
             via_count += 1;
         }
     }
@@ -367,17 +381,43 @@ fn scan(buf: &Bytes) -> Result<Msg, Fail> {
         None => available,
     };
     Ok(Msg {
-        buf: buf.clone(),
+        // Moved in by the caller, saving a reference-count round trip.
+        buf: Bytes::new(),
         start,
         headers,
         head_end: head_end as u32,
         body: Span::new(head_end, head_end + body_len),
-        idx: Mandatory { via, from, to, call_id },
+        idx: Mandatory { from, to, call_id },
+        top_via,
+        from_tag,
+        to_tag,
         cseq,
         max_forwards,
         via_count,
         has_content_length: seen.content_length.is_some(),
     })
+}
+
+/// Number of CR bytes in `b`. Counted per 64-byte block into a `u8` (at
+/// most 64, no overflow) so the compiler turns each block into a few SIMD
+/// compares and one horizontal add.
+pub(crate) fn count_cr(b: &[u8]) -> usize {
+    let mut blocks = b.chunks_exact(64);
+    let mut n = 0usize;
+    for block in &mut blocks {
+        n += usize::from(block.iter().fold(0u8, |acc, &c| acc.wrapping_add(u8::from(c == b'\r'))));
+    }
+    n + blocks.remainder().iter().filter(|&&c| c == b'\r').count()
+}
+
+/// The range of `sub` within `base` (it must be a slice of it; otherwise
+/// an empty range, which reads as `""`).
+fn span_in(base: &str, sub: &str) -> Span {
+    let off = (sub.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+    match off.checked_add(sub.len()) {
+        Some(end) if end <= base.len() => Span::new(off, end),
+        _ => Span::default(),
+    }
 }
 
 /// A decimal number of at most 9 digits (so it fits in `u32` without
@@ -426,11 +466,14 @@ fn start_line(line: &str) -> Result<StartLine, ParseErrorKind> {
         let reason_start = line.len() - reason.len();
         return Ok(StartLine::Response { status, reason: Span::new(reason_start, line.len()) });
     }
-    let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(K::BadStartLine);
-    };
+    // Exactly `Method SP Request-URI SP SIP-Version`: a doubled or trailing
+    // SP leaves an empty part or a version with a space in it (RFC 4475
+    // lwsstart, trws, lwsruri).
+    let b = line.as_bytes();
+    let sp1 = memchr::memchr(b' ', b).ok_or(K::BadStartLine)?;
+    let sp2 = sp1 + 1 + memchr::memchr(b' ', b.get(sp1 + 1..).unwrap_or_default()).ok_or(K::BadStartLine)?;
+    let (method, uri, version) =
+        (line.get(..sp1).unwrap_or(""), line.get(sp1 + 1..sp2).unwrap_or(""), line.get(sp2 + 1..).unwrap_or(""));
     if !is_token_str(method.as_bytes()) || uri.is_empty() {
         return Err(K::BadStartLine);
     }
@@ -457,7 +500,6 @@ fn is_sip_version(v: &str) -> bool {
     let Some(rest) = v.get(..4).filter(|p| p.eq_ignore_ascii_case("SIP/")).and_then(|_| v.get(4..)) else {
         return false;
     };
-    rest.split_once('.').is_some_and(|(a, b)| {
-        !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
-    })
+    rest.split_once('.')
+        .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit()))
 }

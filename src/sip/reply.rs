@@ -49,20 +49,14 @@ impl ReplyCtx {
         let line_end = |from: usize| -> usize {
             b.get(from..).and_then(|r| memchr::memchr(b'\n', r)).map_or(b.len(), |i| from + i)
         };
-        let strip_cr = |start: usize, end: usize| if end > start && b.get(end - 1) == Some(&b'\r') { end - 1 } else { end };
+        let strip_cr =
+            |start: usize, end: usize| if end > start && b.get(end - 1) == Some(&b'\r') { end - 1 } else { end };
         let sl_end = line_end(0);
         let start_line = b.get(..sl_end).unwrap_or_default();
         let is_request = !start_line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"));
         let is_ack = start_line.starts_with(b"ACK ");
-        let mut ctx = ReplyCtx {
-            vias: SmallVec::new(),
-            from: None,
-            to: None,
-            call_id: None,
-            cseq: None,
-            is_request,
-            is_ack,
-        };
+        let mut ctx =
+            ReplyCtx { vias: SmallVec::new(), from: None, to: None, call_id: None, cseq: None, is_request, is_ack };
         let mut pos = sl_end + 1;
         while pos < b.len() {
             let mut end = line_end(pos);

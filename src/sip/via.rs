@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use super::header::{is_token, is_ws, params_valid, trim, Params};
+use super::header::{is_ws, run_end, trim, walk_params, HOST, TOKEN};
 
 /// The interesting parts of one via-parm, borrowed from the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,9 +31,7 @@ impl<'a> Via<'a> {
     /// Any parameter of this via-parm by name (case-insensitive); a valueless
     /// parameter yields `Some("")`.
     pub fn param(&self, name: &str) -> Option<&'a str> {
-        let params = memchr::memchr(b';', self.raw.as_bytes())
-            .and_then(|i| self.raw.get(i..))
-            .unwrap_or("");
+        let params = memchr::memchr(b';', self.raw.as_bytes()).and_then(|i| self.raw.get(i..)).unwrap_or("");
         super::header::param(params, name)
     }
 
@@ -69,24 +67,16 @@ impl<'a> Cur<'a> {
         self.ws();
         (self.peek() == Some(c)).then(|| self.i += 1)
     }
-    /// Consumes a run of bytes matching `f`; `None` if empty.
-    fn run(&mut self, f: impl Fn(u8) -> bool) -> Option<&'a str> {
+    /// Consumes a run of bytes of class `t`; `None` if empty.
+    fn run(&mut self, t: &[bool; 256]) -> Option<&'a str> {
         let start = self.i;
-        while self.peek().is_some_and(&f) {
-            self.i += 1;
-        }
+        self.i = run_end(self.s.as_bytes(), start, t);
         (self.i > start).then(|| self.s.get(start..self.i)).flatten()
     }
     fn token(&mut self) -> Option<&'a str> {
         self.ws();
-        self.run(is_token)
+        self.run(&TOKEN)
     }
-}
-
-/// Host characters of `sent-by`: hostname / IPv4 (`_` tolerated), or a
-/// bracketed IPv6 reference handled separately.
-fn is_host_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_')
 }
 
 /// Parses one via-parm. `None` if it is malformed: wrong protocol, missing
@@ -113,24 +103,25 @@ pub(crate) fn parse_via_parm(s: &str) -> Option<Via<'_>> {
         c.i = close + 1;
         raw.get(start..=close)?
     } else {
-        c.run(is_host_char)?
+        c.run(&HOST)?
     };
     let save = c.i;
     let port = if c.sep(b':').is_some() {
         c.ws();
-        let digits = c.run(|b| b.is_ascii_digit())?;
+        let start = c.i;
+        while c.peek().is_some_and(|d| d.is_ascii_digit()) {
+            c.i += 1;
+        }
+        let digits = raw.get(start..c.i).filter(|d| !d.is_empty())?;
         Some(digits.parse::<u16>().ok()?)
     } else {
         c.i = save;
         None
     };
     let params = raw.get(c.i..)?;
-    // Anything after sent-by must be a well-formed parameter list.
-    if !params_valid(params) {
-        return None;
-    }
     let mut via = Via { transport, host, port, branch: None, rport: false, received: None, raw };
-    for (n, v) in Params::new(params) {
+    // One pass validates the parameters and picks out the ones we use.
+    let ok = walk_params(params, |n, v| {
         if n.eq_ignore_ascii_case("branch") {
             via.branch = v;
         } else if n.eq_ignore_ascii_case("rport") {
@@ -138,6 +129,10 @@ pub(crate) fn parse_via_parm(s: &str) -> Option<Via<'_>> {
         } else if n.eq_ignore_ascii_case("received") {
             via.received = v;
         }
+        true
+    });
+    if !ok {
+        return None;
     }
     Some(via)
 }

@@ -83,7 +83,10 @@ fn forward_request_applies_every_edit_and_keeps_the_rest() {
     assert_eq!(f.header_by_name("X-Flow-Id"), Some("flow-7"));
     assert_eq!(f.headers(HeaderName::Other).filter(|v| *v == "spoofed").count(), 0);
     assert_eq!(f.header_by_name("X-Number-Kind"), Some("toll-free"));
-    assert_eq!(f.header(HeaderName::From), Some(r#""ACME \"Inc\"" <sip:+13125550199@carrier.example;user=phone>;tag=ft1"#));
+    assert_eq!(
+        f.header(HeaderName::From),
+        Some(r#""ACME \"Inc\"" <sip:+13125550199@carrier.example;user=phone>;tag=ft1"#)
+    );
     assert_eq!(f.from_tag(), Some("ft1"));
     assert_eq!(
         f.header(HeaderName::PAssertedIdentity),
@@ -94,10 +97,17 @@ fn forward_request_applies_every_edit_and_keeps_the_rest() {
     assert_eq!((f.call_id(), f.cseq()), (req.call_id(), req.cseq()));
     // Untouched lines are byte-for-byte the same (compact names included).
     let text = std::str::from_utf8(&out).unwrap();
-    for line in ["t: <sip:+18005550100@carrier.example>", "i: call-1@192.0.2.1", "m: <sip:+13125550199@192.0.2.1:5060>", "c: application/sdp"] {
+    for line in [
+        "t: <sip:+18005550100@carrier.example>",
+        "i: call-1@192.0.2.1",
+        "m: <sip:+13125550199@192.0.2.1:5060>",
+        "c: application/sdp",
+    ] {
         assert!(text.contains(&format!("{line}\r\n")), "{line}");
     }
-    assert!(text.starts_with("INVITE sip:+18005550100@10.9.9.9:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKedge\r\n"));
+    assert!(text.starts_with(
+        "INVITE sip:+18005550100@10.9.9.9:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKedge\r\n"
+    ));
 }
 
 #[test]
@@ -128,7 +138,10 @@ fn forward_response_pops_exactly_one_via_parm() {
     let f = reparse(out.clone());
     assert_eq!(f.via_count(), 2);
     assert_eq!(f.top_via().unwrap().host, "up");
-    assert_eq!(f.headers(HeaderName::Via).collect::<Vec<_>>(), ["SIP/2.0/UDP up;branch=z9hG4bK0", "SIP/2.0/UDP far;branch=z9hG4bKf"]);
+    assert_eq!(
+        f.headers(HeaderName::Via).collect::<Vec<_>>(),
+        ["SIP/2.0/UDP up;branch=z9hG4bK0", "SIP/2.0/UDP far;branch=z9hG4bKf"]
+    );
     assert_eq!(f.body(), b"abc");
     assert!(!out.ends_with(b"EXTRA"));
 
@@ -195,4 +208,21 @@ fn new_request_for_probes() {
     assert_eq!((r.from_tag(), r.to_tag(), r.call_id()), (Some("p1"), None, "probe-1@10.0.0.1"));
     assert_eq!((r.cseq().seq, r.cseq().method), (42, Method::Options));
     assert_eq!((r.max_forwards(), r.header(HeaderName::UserAgent)), (Some(70), Some("sipedge")));
+}
+
+#[test]
+fn forward_request_keeps_our_headers_whatever_remove_says() {
+    let req = parse_text(INVITE).unwrap();
+    let edits = ForwardEdits {
+        via: "SIP/2.0/UDP me;branch=z9hG4bK3",
+        record_route: Some("<sip:me;lr>"),
+        max_forwards: 12,
+        remove: &["Record-Route", "Max-Forwards", "Content-Length", "m"],
+        ..ForwardEdits::default()
+    };
+    let f = reparse(build::forward_request(&req, &edits));
+    assert_eq!(f.record_routes().collect::<Vec<_>>(), ["sip:me;lr"], "theirs removed, ours kept");
+    assert_eq!(f.max_forwards(), Some(12));
+    assert_eq!(f.header(HeaderName::ContentLength), Some("4"));
+    assert_eq!(f.contact_uri(), None, "compact m: removed by its letter");
 }

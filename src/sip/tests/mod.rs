@@ -1,6 +1,7 @@
 //! Tests of the `sip` module that span several files.
 
 mod builders;
+mod header;
 mod parse;
 mod rsip_findings;
 mod torture;

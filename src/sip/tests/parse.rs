@@ -23,7 +23,10 @@ fn carrier_invite_with_compact_forms() {
     assert_eq!(m.max_forwards(), Some(70));
     assert_eq!(m.via_count(), 3);
     let v = m.top_via().unwrap();
-    assert_eq!((v.transport, v.host, v.port, v.branch, v.rport), ("UDP", "192.0.2.1", Some(5060), Some("z9hG4bKa1"), true));
+    assert_eq!(
+        (v.transport, v.host, v.port, v.branch, v.rport),
+        ("UDP", "192.0.2.1", Some(5060), Some("z9hG4bKa1"), true)
+    );
     assert_eq!(v.raw, "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa1;rport");
     assert_eq!(m.routes().collect::<Vec<_>>(), ["sip:10.0.0.1;lr", "sip:10.0.0.2;lr", "sip:10.0.0.3;lr"]);
     assert_eq!(m.record_routes().collect::<Vec<_>>(), ["sip:192.0.2.1;lr"]);
@@ -185,5 +188,32 @@ fn reason_phrases_never_break_lines() {
         let e = crate::sip::ParseError { kind, reply: None };
         let r = e.reason_phrase();
         assert!(r.starts_with("Bad Request - ") && !r.contains(['\r', '\n']), "{r}");
+    }
+}
+
+#[test]
+fn bare_cr_in_a_value_is_rejected() {
+    let raw = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nX-Evil: a\rVia: SIP/2.0/UDP evil\r\n\r\n";
+    assert_eq!(Msg::parse(Bytes::from_static(raw)).unwrap_err().kind, K::BadHeaderLine);
+}
+
+#[test]
+fn cr_count_matches_a_plain_count() {
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    for len in [0, 1, 63, 64, 65, 127, 128, 129, 300, 1000] {
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                if rng % 5 == 0 {
+                    b'\r'
+                } else {
+                    rng as u8
+                }
+            })
+            .collect();
+        let plain = data.iter().filter(|&&c| c == b'\r').count();
+        assert_eq!(crate::sip::parse::count_cr(&data), plain, "len {len}");
     }
 }
