@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::support::edge::{binary, http};
 use crate::support::peer::{in_dialog, invite};
 use crate::support::{standard, Block, Edge, Peer};
-use sipedge::sip::{HeaderName, Method};
+use sipedge::sip::{HeaderName, Method, Msg};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -41,6 +41,13 @@ pub fn state(edge: &Edge, number: &str) -> String {
     v.get("state").or_else(|| v.get("error")).and_then(Value::as_str).unwrap_or("?").to_owned()
 }
 
+/// A call that is up: the 200 the carrier got, and its Call-ID.
+pub struct Call {
+    ok: Msg,
+    fwd: Msg,
+    id: String,
+}
+
 /// A scripted carrier (.2) and flow engine (.10) placing real calls.
 pub struct Sip {
     /// The carrier side.
@@ -65,6 +72,13 @@ impl Sip {
     /// A whole call (INVITE, 200, ACK, BYE) to `number`; returns the
     /// `X-Flow-Id` the flow engine saw. Panics if the call is not routed.
     pub fn call(&mut self, number: &str) -> String {
+        let (call, flow_id) = self.setup(number);
+        self.hangup(&call);
+        flow_id
+    }
+
+    /// INVITE, 200, ACK: a call left up; returns it and its `X-Flow-Id`.
+    pub fn setup(&mut self, number: &str) -> (Call, String) {
         let id = self.next_id();
         let local = self.carrier.local();
         self.carrier.send(&invite(local, "UDP", self.edge, number, &id, &id));
@@ -75,11 +89,38 @@ impl Sip {
         let (ok, _) = self.carrier.expect(T, "200 INVITE", |m| m.status() == Some(200) && m.call_id() == id);
         self.carrier.send(&in_dialog("ACK", &ok, local, "UDP", 1, &format!("{id}a")));
         self.flow.expect_request("ACK", T);
-        self.carrier.send(&in_dialog("BYE", &ok, local, "UDP", 2, &format!("{id}b")));
+        (Call { ok, fwd, id }, flow_id)
+    }
+
+    /// The flow engine hangs up `call`: its BYE must reach the carrier.
+    pub fn hangup_from_flow(&mut self, call: &Call) {
+        let inv = &call.fwd;
+        let routes: String = inv.record_routes().map(|r| format!("Route: <{r}>\n")).collect();
+        let bye = format!(
+            "BYE {uri} SIP/2.0\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{id}fb\n{routes}From: {from};tag=uas1\nTo: {to}\nCall-ID: {id}\nCSeq: 1 BYE\nMax-Forwards: 70\n\n",
+            uri = inv.contact_uri().unwrap(),
+            local = self.flow.local(),
+            id = call.id,
+            from = inv.header(HeaderName::To).unwrap(),
+            to = inv.header(HeaderName::From).unwrap(),
+        );
+        self.flow.send(&bye);
+        let (got, from) = self.carrier.expect_request("BYE", T);
+        assert_eq!(got.call_id(), call.id);
+        self.carrier.answer(&got, 200, from);
+        let id = call.id.clone();
+        self.flow.expect(T, "200 BYE", move |m| m.status() == Some(200) && m.cseq().method == Method::Bye && m.call_id() == id);
+    }
+
+    /// The carrier hangs up `call`; `self.flow` must receive the BYE.
+    pub fn hangup(&mut self, call: &Call) {
+        let local = self.carrier.local();
+        self.carrier.send(&in_dialog("BYE", &call.ok, local, "UDP", 2, &format!("{}b", call.id)));
         let (bye, from) = self.flow.expect_request("BYE", T);
+        assert_eq!(bye.call_id(), call.id);
         self.flow.answer(&bye, 200, from);
-        self.carrier.expect(T, "200 BYE", |m| m.status() == Some(200) && m.cseq().method == Method::Bye);
-        flow_id
+        let id = call.id.clone();
+        self.carrier.expect(T, "200 BYE", move |m| m.status() == Some(200) && m.cseq().method == Method::Bye && m.call_id() == id);
     }
 
     /// A call to `number` that the edge must refuse with `code`.
