@@ -247,7 +247,9 @@ fn bad_input_gets_a_json_4xx_naming_the_problem_and_changes_nothing() {
     let before = everything(&edge);
 
     let claim = |n: &str| format!("/v1/numbers/{n}/claim");
-    let cases: Vec<(&str, String, Option<&str>, u16, &str, &str)> = vec![
+    // (method, path, body, status, error code, what the message must name)
+    type Case<'a> = (&'a str, String, Option<&'a str>, u16, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         ("POST", claim("+12065550177"), Some(r#"{"flow":"f","carriers":["carrier-a","carrier-b"]}"#), 400, "did_carrier_count", "+12065550177 is a DID"),
         ("POST", claim("+18005550177"), Some(r#"{"flow":"f","carriers":["carrier-z"]}"#), 400, "unknown_carrier", "carrier-z"),
         ("POST", claim("+12x"), Some(r#"{"flow":"f","carriers":["carrier-a"]}"#), 400, "bad_number", "+12x"),
