@@ -4,7 +4,7 @@
 //! fail and every event must be acknowledged; the achieved event rate and
 //! the median event latency are printed (not asserted: the machine is shared).
 //!
-//! Reproduce: `cargo test --release --test integration churn -- --nocapture`
+//! Reproduce: `cargo test --test integration churn -- --nocapture` (debug build).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
