@@ -68,6 +68,8 @@ pub struct Shared {
     pub local: Local,
     /// The addresses actually bound.
     pub bound: Bound,
+    /// The control plane's bearer token (`[admin].token_file`), re-read on reload.
+    pub admin_token: arc_swap::ArcSwapOption<crate::admin::Token>,
     /// Serializes reloads.
     reload_lock: std::sync::Mutex<()>,
 }
@@ -204,6 +206,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let prometheus = prometheus();
     let peers = Arc::new(peers_from_config(&cfg));
     let seed = seed_of(&cfg)?;
+    let admin_token = crate::admin::load_token(&cfg).map_err(ConfigErrors::from)?;
     let data_dir = cfg.resolve(&cfg.edge.data_dir);
     let (inventory, routing) = Inventory::open(&data_dir, peers, seed)?;
     let inventory = Arc::new(inventory);
@@ -315,6 +318,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         prometheus,
         local,
         bound,
+        admin_token: arc_swap::ArcSwapOption::from_pointee(admin_token),
         reload_lock: std::sync::Mutex::new(()),
     });
     tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
@@ -373,6 +377,8 @@ impl Shared {
             return Err(ConfigErrors(vec![crate::config::ConfigError::new("config", "the edge was not started from a file")]));
         };
         let new = Config::load(path)?;
+        // An unreadable token file refuses the whole reload, like any config error.
+        let token = crate::admin::load_token(&new).map_err(ConfigErrors::from)?;
         let old = self.config.load_full();
         let mut report = ReloadReport::default();
         if format!("{:?}", new.listen) != format!("{:?}", old.listen) {
@@ -380,6 +386,9 @@ impl Shared {
         }
         if new.admin.addr != old.admin.addr {
             report.needs_restart.push("admin.addr".into());
+        }
+        if new.admin.max_body_bytes != old.admin.max_body_bytes {
+            report.needs_restart.push("admin.max_body_bytes".into());
         }
         if new.edge.data_dir != old.edge.data_dir {
             report.needs_restart.push("edge.data_dir".into());
@@ -400,6 +409,10 @@ impl Shared {
             // A full queue must not lose a reload: wait for room.
             let _ = s.blocking_send_or_try(ShardInput::Config(core_cfg.clone()));
         }
+        if let Some(addr) = self.bound.admin {
+            crate::admin::warn_if_exposed(addr, token.is_some());
+        }
+        self.admin_token.store(token.map(Arc::new));
         self.config.store(Arc::new(new));
         tracing::info!(carriers = report.carriers, flow_engines = report.flow_engines, "config reloaded");
         Ok(report)

@@ -119,6 +119,11 @@ impl Core {
         self.timers.arm(now, max, Owner::Call(id), Timer::MaxDuration, 0);
     }
 
+    /// Whether `msg` belongs to an established dialog.
+    pub(super) fn is_in_dialog(&self, msg: &Msg) -> bool {
+        self.find_dialog(msg).is_some()
+    }
+
     fn find_dialog(&self, msg: &Msg) -> Option<(Box<str>, Side)> {
         let call_id = msg.call_id();
         if let Some(ft) = msg.from_tag() {

@@ -235,7 +235,10 @@ impl Core {
     fn on_request(&mut self, now: Instant, from: Peer, msg: Msg) {
         let method = msg.method().unwrap_or(Method::Other);
         let source = self.routing.load().peers.classify(from.addr.ip());
-        if source == Source::Unknown {
+        // A hop a reload removed may still end the dialogs it is in
+        // (`in_dialog` checks that the request comes from the dialog's peer).
+        let dialog = source == Source::Unknown && msg.to_tag().is_some() && self.is_in_dialog(&msg);
+        if source == Source::Unknown && !dialog {
             if method != Method::Ack && self.cfg.unknown_source == UnknownSourcePolicy::Reject {
                 self.reject(from, &msg, Reject::UnknownSource, None);
             }
@@ -262,17 +265,20 @@ impl Core {
     }
 
     fn on_response(&mut self, now: Instant, from: Peer, msg: Msg) {
-        if self.routing.load().peers.classify(from.addr.ip()) == Source::Unknown {
-            return;
-        }
         let Some(branch) = msg.top_via().and_then(|v| v.branch) else { return };
         let method = msg.cseq().method;
+        // An answer to one of our own client transactions (matched by our
+        // branch) is taken even from a hop a reload removed: calls set up
+        // before the reload must still end normally.
         if method == Method::Invite {
             if let Some(&(call, idx)) = self.branches.get(branch) {
                 return self.invite_response(now, call, idx, msg);
             }
         } else if self.nit_owns(branch, &msg) {
             return self.nit_response(now, msg);
+        }
+        if self.routing.load().peers.classify(from.addr.ip()) == Source::Unknown {
+            return;
         }
         if let Some(p) = self.probes.as_mut() {
             if p.on_response(branch, &self.down) {

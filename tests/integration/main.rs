@@ -5,3 +5,8 @@ mod support;
 
 mod sip_answers;
 mod sipp;
+
+mod churn;
+mod control_plane;
+mod durability;
+mod reload;
