@@ -329,6 +329,11 @@ impl Core {
         self.run(now, up, Owner::Call(id), 0, out);
     }
 
+    /// Where branch `idx` of call `id` was sent.
+    pub(super) fn branch_peer(&self, id: u64, idx: u32) -> Option<Peer> {
+        self.calls.get(&id)?.branches.get(idx as usize).map(|b| b.to)
+    }
+
     /// A response to one of our INVITE branches.
     pub(super) fn invite_response(&mut self, now: Instant, id: u64, idx: u32, msg: Msg) {
         let Some(code) = msg.status() else { return };

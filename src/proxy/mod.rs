@@ -270,12 +270,20 @@ impl Core {
         // An answer to one of our own client transactions (matched by our
         // branch) is taken even from a hop a reload removed: calls set up
         // before the reload must still end normally.
+        // Only the hop a request went to may answer it: a guessed branch from
+        // anywhere else is dropped.
         if method == Method::Invite {
             if let Some(&(call, idx)) = self.branches.get(branch) {
-                return self.invite_response(now, call, idx, msg);
+                if self.branch_peer(call, idx).is_some_and(|to| to.addr.ip() == from.addr.ip()) {
+                    return self.invite_response(now, call, idx, msg);
+                }
+                return;
             }
-        } else if self.nit_owns(branch, &msg) {
-            return self.nit_response(now, msg);
+        } else if let Some(to) = self.nit_peer(branch, &msg) {
+            if to.addr.ip() == from.addr.ip() {
+                return self.nit_response(now, msg);
+            }
+            return;
         }
         if self.routing.load().peers.classify(from.addr.ip()) == Source::Unknown {
             return;

@@ -56,10 +56,11 @@ impl Core {
         true
     }
 
-    /// Whether a response belongs to one of our non-INVITE client transactions.
-    pub(super) fn nit_owns(&self, branch: &str, msg: &Msg) -> bool {
+    /// Where the non-INVITE client transaction a response belongs to was sent, if it is ours.
+    pub(super) fn nit_peer(&self, branch: &str, msg: &Msg) -> Option<Peer> {
         let m = msg.cseq().method;
-        self.nits.by_client_key.contains_key(&client_key(branch, m.as_str()))
+        let id = self.nits.by_client_key.get(&client_key(branch, m.as_str()))?;
+        self.nits.by_id.get(id).map(|n| n.to)
     }
 
     /// Forwards a non-INVITE request statefully to `to`.

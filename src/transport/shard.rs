@@ -79,7 +79,11 @@ impl Shard {
                                 reserve(&mut buf);
                                 match sock.try_recv_buf_from(&mut buf) {
                                     Ok((_, from)) => self.on_datagram(from, &mut buf),
-                                    Err(_) => break,
+                                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                    Err(_) => {
+                                        self.on_icmp_errors();
+                                        break;
+                                    }
                                 }
                             }
                         }
@@ -98,7 +102,15 @@ impl Shard {
         let Some(sock) = self.udp.as_deref() else { return };
         for addr in super::udp::drain_icmp_errors(sock) {
             tracing::debug!(hop = %addr, "ICMP unreachable");
-            self.core.handle_send_error(Instant::now(), Peer::to(addr, Transport::Udp));
+            let peer = Peer::to(addr, Transport::Udp);
+            self.core.handle_send_error(Instant::now(), peer);
+            // The kernel hands an ICMP error to any socket of the SO_REUSEPORT
+            // group, not necessarily the one that sent: tell every shard.
+            for (i, tx) in self.shards.iter().enumerate() {
+                if i != self.index {
+                    let _ = tx.try_send(ShardInput::SendError(peer));
+                }
+            }
         }
     }
 

@@ -10,16 +10,15 @@ const T: Duration = Duration::from_secs(5);
 
 fn full_call(transport: &str) {
     let b = Block::new();
-    let edge = Edge::start(b, standard(b, transport));
-    let (mut carrier, mut flow) = match transport {
-        "tcp" => (Peer::tcp(b.ip(2).into(), edge.sip), None),
-        _ => (Peer::udp(b.addr(2, 5060), edge.sip), None::<Peer>),
-    };
-    // The flow engine listens where the edge sends (UDP socket, or TCP listener).
+    // The flow engine listens (UDP socket or TCP listener) before the edge
+    // starts, so the edge's first health probe already finds it.
     let listener = (transport == "tcp").then(|| std::net::TcpListener::bind(b.addr(10, 5060)).unwrap());
-    if transport == "udp" {
-        flow = Some(Peer::udp(b.addr(10, 5060), edge.sip));
-    }
+    let mut flow = (transport == "udp").then(|| Peer::udp(b.addr(10, 5060), b.addr(1, 5060)));
+    let edge = Edge::start(b, standard(b, transport));
+    let mut carrier = match transport {
+        "tcp" => Peer::tcp(b.ip(2).into(), edge.sip),
+        _ => Peer::udp(b.addr(2, 5060), edge.sip),
+    };
     let vt = carrier.via_transport();
     let inv = invite(carrier.local(), vt, edge.sip, "+18005550100", "call-1", "c1");
     carrier.send(&inv);
@@ -165,7 +164,8 @@ fn a_hop_with_no_listener_fails_over_on_icmp_without_waiting() {
     let mut flow2 = Peer::udp(b.addr(11, 5060), edge.sip);
     let inv = invite(carrier.local(), "UDP", edge.sip, "+18005550100", "call-icmp", "i1");
     carrier.send(&inv);
-    let (fwd, from) = flow2.expect_request("INVITE", Duration::from_secs(5));
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| flow2.expect_request("INVITE", Duration::from_secs(5))));
+    let (fwd, from) = got.unwrap_or_else(|_| panic!("no failover; edge log:\n{}", edge.log()));
     flow2.answer(&fwd, 200, from);
     carrier.expect_status(200, T);
     assert!(edge.metric("sipedge_failovers_total").unwrap_or(0.0) >= 1.0);

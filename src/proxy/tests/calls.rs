@@ -229,3 +229,16 @@ fn in_dialog_request_from_a_stranger_is_refused() {
     assert_eq!(sent.len(), 1);
     assert_eq!(net.admission.active_total(), 1);
 }
+
+#[test]
+fn an_answer_from_anyone_but_the_hop_is_ignored() {
+    let mut net = Net::new();
+    let (inv, _) = net.invite(CARRIER_A1, TOLL_FREE);
+    net.deliver(CARRIER_A1, &inv);
+    let fwd = only_to(&net.sent(), FLOW_AZ1).clone();
+    // Another configured peer forges a 200 with the right branch: dropped.
+    net.deliver_bytes(FLOW_AZ2, answer(&fwd, 200, FLOW_AZ2));
+    assert!(net.sent().is_empty());
+    net.deliver_bytes(FLOW_AZ1, answer(&fwd, 200, FLOW_AZ1));
+    assert_eq!(statuses(&net.sent(), CARRIER_A1), vec![200]);
+}

@@ -95,7 +95,7 @@ impl Edge {
         let mut child = Command::new(binary())
             .arg("--config")
             .arg(&self.config_path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("EDGE_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
