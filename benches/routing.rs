@@ -8,6 +8,8 @@
 //!   (default SipHash) with the same keys and records.
 //! * `routing/apply_one/...`: one event (update of a random number) through
 //!   `RoutingTable::apply`, background compaction on, default threshold.
+//! * `routing/apply_one_no_compaction/...`: the same with compaction off, to
+//!   separate the event path from the compaction thread competing for CPU.
 //! * `routing/apply_one_baseline_rebuild/{10k,1m}`: the naive event: clone the
 //!   whole `HashMap`, change one entry, swap an `Arc`. At 10 M it is timed by
 //!   hand over a few iterations and printed.
@@ -147,11 +149,11 @@ fn bench(c: &mut Criterion) {
         drop((snap, frozen, table));
 
         // Events: the real table, background compaction at the default threshold.
-        let table = RoutingTable::new(RoutingSnapshot::new(
+        let initial = RoutingSnapshot::new(
             NumberMap::from_records((0..n).map(|i| names.record(i, 0))),
             Arc::new(Peers::default()),
-        ));
-        g.bench_function(BenchmarkId::new("apply_one", label), |b| {
+        );
+        let apply_one = |table: &RoutingTable, b: &mut criterion::Bencher| {
             let mut rng = XorShift(0x1234_5678_9ABC_DEF1);
             let mut salt = 0;
             b.iter_batched(
@@ -163,7 +165,17 @@ fn bench(c: &mut Criterion) {
                 |change| table.apply(&change),
                 BatchSize::SmallInput,
             )
-        });
+        };
+        // The event path alone: no compaction thread competing for the two
+        // cores (in production events are rare and compactions far apart).
+        let quiet = RoutingTable::with_options(
+            initial.clone(),
+            TableOptions { compact_threshold: usize::MAX, background: false },
+        );
+        g.bench_function(BenchmarkId::new("apply_one_no_compaction", label), |b| apply_one(&quiet, b));
+        drop(quiet);
+        let table = RoutingTable::new(initial);
+        g.bench_function(BenchmarkId::new("apply_one", label), |b| apply_one(&table, b));
         table.wait_for_compaction();
         println!(
             "routing/apply_one/{label}: {} swaps, {} compactions, delta now {}",
