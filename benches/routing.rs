@@ -7,9 +7,10 @@
 //! * `routing/lookup_baseline_hashmap/...`: a frozen `std::collections::HashMap`
 //!   (default SipHash) with the same keys and records.
 //! * `routing/apply_one/...`: one event (update of a random number) through
-//!   `RoutingTable::apply`, background compaction on, default threshold.
-//! * `routing/apply_one_no_compaction/...`: the same with compaction off, to
-//!   separate the event path from the compaction thread competing for CPU.
+//!   `RoutingTable::apply`, with a delta of 4096–8192 entries and no
+//!   compaction running: the production case, where events are far apart.
+//! * `routing/apply_one_flood/...`: events back to back on a table with
+//!   background compaction, so a compaction thread competes for the CPU.
 //! * `routing/apply_one_baseline_rebuild/{10k,1m}`: the naive event: clone the
 //!   whole `HashMap`, change one entry, swap an `Arc`. At 10 M it is timed by
 //!   hand over a few iterations and printed.
@@ -146,16 +147,46 @@ fn bench(c: &mut Criterion) {
                 black_box(baseline.get(&black_box(k).as_u64()).map(|r| &**r as *const NumberRecord))
             })
         });
-        drop((snap, frozen, table));
+        drop((frozen, table));
 
-        // Events: the real table, background compaction at the default threshold.
-        let initial = RoutingSnapshot::new(
-            NumberMap::from_records((0..n).map(|i| names.record(i, 0))),
-            Arc::new(Peers::default()),
-        );
-        let apply_one = |table: &RoutingTable, b: &mut criterion::Bencher| {
+        // apply_one: the event path as in production, where events are far
+        // apart: a delta of 4096 to 8192 entries (between two compactions)
+        // and no compaction thread competing for the CPU. Every 4096 events
+        // the table restarts from `snap` (untimed).
+        let fresh = || {
+            RoutingTable::with_options(
+                RoutingSnapshot::clone(&snap),
+                TableOptions { compact_threshold: usize::MAX, background: false },
+            )
+        };
+        let mut salt = 0;
+        g.bench_function(BenchmarkId::new("apply_one", label), |b| {
             let mut rng = XorShift(0x1234_5678_9ABC_DEF1);
-            let mut salt = 0;
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut table = fresh();
+                for done in 0..iters {
+                    if done % 4096 == 4095 {
+                        table = fresh();
+                    }
+                    salt += 1;
+                    let i = rng.next() % n;
+                    let change = [(E164::from_u64(key(i)).unwrap(), Some(names.record(i, salt)))];
+                    let t = Instant::now();
+                    table.apply(&change);
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+
+        // apply_one_flood: events back to back on the real table (background
+        // compaction at the default threshold), so a compaction thread is
+        // almost always folding a base on the other core.
+        let table = RoutingTable::new(RoutingSnapshot::clone(&snap));
+        drop(snap);
+        g.bench_function(BenchmarkId::new("apply_one_flood", label), |b| {
+            let mut rng = XorShift(0x1234_5678_9ABC_DEF1);
             b.iter_batched(
                 || {
                     salt += 1;
@@ -165,20 +196,10 @@ fn bench(c: &mut Criterion) {
                 |change| table.apply(&change),
                 BatchSize::SmallInput,
             )
-        };
-        // The event path alone: no compaction thread competing for the two
-        // cores (in production events are rare and compactions far apart).
-        let quiet = RoutingTable::with_options(
-            initial.clone(),
-            TableOptions { compact_threshold: usize::MAX, background: false },
-        );
-        g.bench_function(BenchmarkId::new("apply_one_no_compaction", label), |b| apply_one(&quiet, b));
-        drop(quiet);
-        let table = RoutingTable::new(initial);
-        g.bench_function(BenchmarkId::new("apply_one", label), |b| apply_one(&table, b));
+        });
         table.wait_for_compaction();
         println!(
-            "routing/apply_one/{label}: {} swaps, {} compactions, delta now {}",
+            "routing/apply_one_flood/{label}: {} swaps, {} compactions, delta now {}",
             table.swaps(),
             table.compactions(),
             table.load().numbers.delta_len()
