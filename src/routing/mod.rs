@@ -21,7 +21,8 @@
 //!   [`RoutingTable`] swaps one `Arc`. A lookup checks the delta, then the
 //!   base; a 64 Ki-bit filter of the delta's keys lets most lookups skip the
 //!   trie walk (without it a lookup was 1.6× a plain `HashMap` at 10 k numbers).
-//! * When the delta reaches a threshold (8192 by default), a background
+//! * When the delta reaches a threshold (1/16 of the table, between 256 and
+//!   8192 entries by default), a background
 //!   thread folds it into a new base and publishes it with only the entries
 //!   changed since (see `table.rs`). Writers are serialized by one mutex that
 //!   readers never touch.
