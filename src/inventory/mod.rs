@@ -10,7 +10,7 @@
 //! 3. **apply** it to the routing table with one swap, then answer.
 //!
 //! So an acknowledged event survives a crash, and the table never shows a
-//! change the store does not have. No tokio here: the control plane calls
+//! change the store does not have. No async runtime here: the control plane calls
 //! these blocking methods through `spawn_blocking`.
 //!
 //! # Layout

@@ -342,3 +342,11 @@ fn set_peers_republishes_without_touching_numbers() {
     let e = inv.claim(n(TF2), spec("f", &["a"]), T0).unwrap_err();
     assert!(matches!(e, InventoryError::Routing(RoutingError::UnknownCarrier(_))));
 }
+
+#[test]
+fn inventory_and_table_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Inventory>();
+    shared::<RoutingTable>();
+    shared::<crate::routing::RoutingSnapshot>();
+}

@@ -142,7 +142,7 @@ pub fn build_record(
     state: NumberState,
 ) -> Result<NumberRecord, RoutingError> {
     let kind = spec.kind.unwrap_or_else(|| n.default_kind());
-    let flow = spec.flow.as_deref().map(check_flow).transpose()?;
+    let flow = spec.flow.as_deref().map(|f| check_flow(f.trim())).transpose()?;
     if spec.carriers.is_empty() {
         return Err(RoutingError::NoCarriers(n));
     }

@@ -1,6 +1,6 @@
 //! The routing table: number → record and the peers, published as one
 //! immutable [`RoutingSnapshot`] behind a single `ArcSwap` (STYLE practice 7).
-//! Sans-IO: no tokio, no clock, no sockets.
+//! Sans-IO: no async runtime, no clock, no sockets.
 //!
 //! # Design, and why
 //!
@@ -18,12 +18,20 @@
 //! * So [`NumberMap`] is a frozen `Arc<HashMap>` base plus a persistent
 //!   `im::HashMap` delta (tombstone = `None`). An event clones the snapshot
 //!   (O(1)) and inserts into the delta (O(log n) node copies), then the
-//!   [`RoutingTable`] swaps one `Arc`. A lookup checks the delta (skipped when
-//!   empty), then the base.
-//! * When the delta reaches a threshold (8192 by default), a background
+//!   [`RoutingTable`] swaps one `Arc`. A lookup checks the delta, then the
+//!   base; a 64 Ki-bit filter of the delta's keys lets most lookups skip the
+//!   trie walk (without it a lookup was 1.6× a plain `HashMap` at 10 k numbers).
+//! * When the delta reaches a threshold (1/16 of the table, between 256 and
+//!   8192 entries by default), a background
 //!   thread folds it into a new base and publishes it with only the entries
 //!   changed since (see `table.rs`). Writers are serialized by one mutex that
 //!   readers never touch.
+//!
+//! Measured (`cargo bench --bench routing`, 2 shared cores, medians): one
+//! event ≈ 2–3 µs at 10 k–1 M and ≈ 3 µs at 10 M numbers without a
+//! concurrent compaction (≈ 6 µs while one runs), against 0.1 ms / 30 ms /
+//! 1.6 s for copying the whole map; lookups at 0.6–1.1× a frozen std
+//! `HashMap` of the same size; ≈ 190 bytes per number at 10 M.
 //!
 //! # Layout
 //!

@@ -13,7 +13,14 @@
 //!   O(1) and an insert copies only the O(log₃₂ n) nodes on one path, so an
 //!   event costs microseconds whatever the table size.
 //!
-//! A lookup checks the delta first (skipped when it is empty), then the base.
+//! A lookup checks the delta first, then the base. Walking the trie costs
+//! ~15 ns even when the key is absent (measured: it made a lookup 1.6× a
+//! plain `HashMap` at 10 k numbers), so a 64 Ki-bit filter of the delta's keys
+//! lets most lookups skip it: with a 4096-entry delta only ~6 % of absent
+//! keys walk the trie. The filter is copied on write (8 KiB, once per event).
+//! Bits are never cleared until a compaction rebuilds the filter; a stale bit
+//! only costs a trie walk.
+//!
 //! The table folds the delta into a new base off the event path when it grows
 //! past a threshold (see `table.rs`), which keeps the delta small and lookups
 //! close to a frozen hash map.
@@ -29,11 +36,25 @@ pub(crate) type Base = HashMap<u64, Arc<NumberRecord>, ahash::RandomState>;
 /// The overlay: digits → new record, or `None` for "removed from the base".
 pub(crate) type Delta = im::HashMap<u64, Option<Arc<NumberRecord>>, ahash::RandomState>;
 
+/// 1024 words × 64 bits: a one-hash filter over the delta's keys.
+const FILTER_WORDS: usize = 1024;
+type Filter = [u64; FILTER_WORDS];
+
+/// Word index and bit of `k` in the filter (the top 16 bits of a
+/// multiplicative hash: cheap, and E.164 digits differ mostly in low bits).
+#[inline]
+fn filter_slot(k: u64) -> (usize, u64) {
+    let h = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48;
+    ((h >> 6) as usize, 1u64 << (h & 63))
+}
+
 /// Number → record, cheap to clone and to derive a changed copy from.
 #[derive(Clone)]
 pub struct NumberMap {
     pub(crate) base: Arc<Base>,
     pub(crate) delta: Delta,
+    /// Bit set for every key ever inserted into `delta` (see module docs).
+    filter: Arc<Filter>,
     /// Live records (base minus tombstones plus delta additions), kept so
     /// `len` is O(1).
     len: usize,
@@ -58,11 +79,24 @@ impl NumberMap {
 
     pub(crate) fn from_base(base: Arc<Base>) -> NumberMap {
         let len = base.len();
-        NumberMap { base, delta: Delta::default(), len }
+        NumberMap { base, delta: Delta::default(), filter: Arc::new([0; FILTER_WORDS]), len }
     }
 
     pub(crate) fn from_parts(base: Arc<Base>, delta: Delta, len: usize) -> NumberMap {
-        NumberMap { base, delta, len }
+        let mut filter = [0u64; FILTER_WORDS];
+        for k in delta.keys() {
+            let (w, bit) = filter_slot(*k);
+            if let Some(word) = filter.get_mut(w) {
+                *word |= bit;
+            }
+        }
+        NumberMap { base, delta, filter: Arc::new(filter), len }
+    }
+
+    #[inline]
+    fn maybe_in_delta(&self, k: u64) -> bool {
+        let (w, bit) = filter_slot(k);
+        !self.delta.is_empty() && self.filter.get(w).is_some_and(|word| word & bit != 0)
     }
 
     /// The record of `n`, if any.
@@ -73,10 +107,7 @@ impl NumberMap {
 
     #[inline]
     pub(crate) fn get_arc(&self, k: u64) -> Option<&Arc<NumberRecord>> {
-        // Most of the time the delta is small or empty; skipping the trie
-        // walk when it is empty keeps lookups at hash-map speed right after
-        // a compaction.
-        if !self.delta.is_empty() {
+        if self.maybe_in_delta(k) {
             if let Some(v) = self.delta.get(&k) {
                 return v.as_ref();
             }
@@ -105,7 +136,7 @@ impl NumberMap {
         let from_base = self
             .base
             .iter()
-            .filter(move |(k, _)| delta.is_empty() || !delta.contains_key(*k))
+            .filter(move |(k, _)| !self.maybe_in_delta(**k) || !delta.contains_key(*k))
             .map(|(_, v)| &**v);
         let from_delta = self.delta.values().filter_map(|v| v.as_deref());
         from_base.chain(from_delta)
@@ -134,6 +165,11 @@ impl NumberMap {
             self.delta.remove(&k);
         } else {
             self.delta.insert(k, rec);
+            let (w, bit) = filter_slot(k);
+            // Copies the 8 KiB filter the first time a snapshot's map is changed.
+            if let Some(word) = Arc::make_mut(&mut self.filter).get_mut(w) {
+                *word |= bit;
+            }
         }
         match (had, has) {
             (false, true) => self.len += 1,

@@ -39,15 +39,20 @@ use crate::sip::E164;
 pub const SWAPS_TOTAL: &str = "sipedge_routing_swaps_total";
 /// Counter incremented when a compaction publishes a new base.
 pub const COMPACTIONS_TOTAL: &str = "sipedge_routing_compactions_total";
-/// Delta size at which the overlay is folded into a new base.
+/// Largest delta before the overlay is folded into a new base.
 pub const DEFAULT_COMPACT_THRESHOLD: usize = 8192;
+/// Smallest threshold the size rule below picks (tests may set less).
+const MIN_COMPACT_THRESHOLD: usize = 256;
 /// How long the compaction thread waits to be the one that drops an old base.
 const OLD_BASE_WAIT: Duration = Duration::from_secs(10);
 
 /// How the table compacts (tests use a small threshold and no thread).
 #[derive(Debug, Clone, Copy)]
 pub struct TableOptions {
-    /// Delta size that triggers a compaction (at least 1).
+    /// Largest delta size before a compaction (at least 1). Small tables
+    /// compact sooner: at `len / 16` entries (but not under 256), since
+    /// folding them is cheap and a delta holding a large share of the keys
+    /// slows lookups down.
     pub compact_threshold: usize,
     /// `true`: compact on a background thread; `false`: inline, after the
     /// event that crossed the threshold (deterministic, for tests).
@@ -142,7 +147,7 @@ impl RoutingTable {
                 since.push(n.as_u64());
             }
         }
-        let due = w.since.is_none() && numbers.delta_len() >= self.inner.opts.compact_threshold;
+        let due = w.since.is_none() && numbers.delta_len() >= self.inner.threshold(numbers.len());
         let frozen = due.then(|| numbers.clone());
         let next = RoutingSnapshot { numbers, peers: Arc::clone(&cur.peers), generation: cur.generation + 1 };
         drop(cur);
@@ -162,6 +167,11 @@ impl RoutingTable {
     /// How many compactions have published a new base.
     pub fn compactions(&self) -> u64 {
         self.inner.compactions.load(Ordering::Relaxed)
+    }
+
+    /// The delta size at which the current table will be compacted.
+    pub fn compaction_threshold(&self) -> usize {
+        self.inner.threshold(self.load().numbers.len())
     }
 
     /// Blocks until no compaction is running (tests, benches, shutdown).
@@ -197,6 +207,13 @@ impl Inner {
         // The writer state is a log of keys; a panic elsewhere cannot leave
         // it half-updated in a way that matters, so poisoning is ignored.
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The compaction threshold for a table of `len` numbers: the amortized
+    /// fold cost per event stays near 16 entry copies for small tables, and
+    /// the delta (and its filter) never outgrows the configured maximum.
+    fn threshold(&self, len: usize) -> usize {
+        (len / 16).max(MIN_COMPACT_THRESHOLD).min(self.opts.compact_threshold)
     }
 
     /// Stores `next`; the caller holds the writer lock.

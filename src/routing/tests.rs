@@ -293,3 +293,13 @@ fn claim_spec_json_rejects_unknown_fields() {
     assert_eq!(s.kind, Some(NumberKind::Did));
     assert!(serde_json::from_str::<ClaimSpec>(r#"{"flow":"f","carrier":["a"]}"#).is_err());
 }
+
+#[test]
+fn small_tables_compact_sooner() {
+    let recs = |count: u64| (0..count).map(|k| rec(num(12_065_550_000 + k), "f")).collect::<Vec<_>>();
+    assert_eq!(table(vec![], TableOptions::default()).compaction_threshold(), 256);
+    assert_eq!(table(recs(10_000), TableOptions::default()).compaction_threshold(), 625);
+    assert_eq!(table(recs(140_000), TableOptions::default()).compaction_threshold(), 8192);
+    let small = TableOptions { compact_threshold: 64, background: false };
+    assert_eq!(table(recs(10_000), small).compaction_threshold(), 64);
+}
