@@ -580,7 +580,7 @@ impl Core {
             // An abandoned or cancelled branch that never answered: timer B ends it.
             let mut gave_up = false;
             if f.timer == Timer::B
-                && (b.abandoned || b.cancel == CancelState::Sent)
+                && (b.abandoned || b.cancel != CancelState::No)
                 && b.txn.state() != ClientState::Terminated
             {
                 b.abandon();
