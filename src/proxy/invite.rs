@@ -439,7 +439,11 @@ impl Core {
     /// CANCEL from the caller (§9.2, §16.10).
     pub(super) fn on_cancel(&mut self, now: Instant, from: Peer, msg: &Msg) {
         let id = Self::server_key(msg, Method::Invite).and_then(|k| self.invite_keys.get(&k).copied());
-        let Some(id) = id else {
+        // The Via branch and sent-by are the sender's to choose: a CANCEL is
+        // only taken from the peer (carrier or platform) the INVITE came from.
+        let peers = &self.routing.load().peers;
+        let same_peer = |c: &Call| peers.classify(c.upstream.addr.ip()) == peers.classify(from.addr.ip());
+        let Some(id) = id.filter(|id| self.calls.get(id).is_some_and(same_peer)) else {
             return self.reject(from, msg, Reject::NoDialog, None);
         };
         let to_tag = self.calls.get(&id).map(|c| c.to_tag.clone());
