@@ -10,7 +10,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use sipedge::fuzzing::{core_sequence, core_sequence_with, frame_stream, mutate, parse_one, Rng};
+use sipedge::fuzzing::{core_sequence, core_sequence_with, frame_stream, mutate, parse_one, raw_program, Rng};
 
 type Harness = fn(&[u8]);
 
@@ -154,6 +154,48 @@ fn core_random_programs() {
     // The programs must actually drive the core, or the pass proves nothing.
     assert!(total.transmits > total.steps / 4, "random programs barely reach the core: {total:?}");
     println!("core: 200 programs, {total:?}");
+}
+
+/// The no-relay rule at the sans-IO level over the torture corpus: every
+/// RFC 4475/5118 message (they name outside hosts: 192.0.2.x, example.com)
+/// from a carrier, the flow engine and a stranger, with the peers answering
+/// what the edge forwards. Every Transmit must go to a configured peer or to
+/// the packet's source, and nothing may be left once the clock runs out.
+#[test]
+fn torture_corpus_through_the_core() {
+    let mut inputs = Vec::new();
+    for (i, seed) in seeds().iter().enumerate() {
+        for source in [0u8, 3, 5, 6] {
+            for flags in [0u8, 1] {
+                inputs.push((format!("torture seed {i} from source {source} flags {flags}"), raw_program(flags, source, seed)));
+            }
+        }
+    }
+    let n = run_all("torture through the core", core_sequence, inputs.clone());
+    let transmits: usize = inputs.iter().map(|(_, p)| core_sequence_with(p).transmits).sum();
+    assert!(transmits > n, "the torture messages must get answers: {transmits} transmits for {n} runs");
+}
+
+/// Writes seed corpora for the cargo-fuzz targets: `FUZZ_SEED_DIR=tools/fuzz/seeds
+/// cargo test --test fuzz_replay write_seed_corpus -- --ignored`.
+#[test]
+#[ignore]
+fn write_seed_corpus() {
+    let Some(dir) = std::env::var_os("FUZZ_SEED_DIR").map(PathBuf::from) else { return };
+    for t in ["parse", "frame", "core"] {
+        std::fs::create_dir_all(dir.join(t)).unwrap();
+    }
+    for (i, s) in seeds().iter().enumerate() {
+        std::fs::write(dir.join("parse").join(format!("seed-{i}")), s).unwrap();
+        let mut f = vec![i as u8, 7, 1];
+        f.extend_from_slice(s);
+        f.extend_from_slice(b"\r\n\r\n");
+        f.extend_from_slice(s);
+        std::fs::write(dir.join("frame").join(format!("seed-{i}")), f).unwrap();
+        for source in [0u8, 3] {
+            std::fs::write(dir.join("core").join(format!("seed-{i}-{source}")), raw_program(0, source, s)).unwrap();
+        }
+    }
 }
 
 /// Triage: `FUZZ_ONE=core:path/to/input SIPEDGE_FUZZ_TRACE=1 cargo test --test

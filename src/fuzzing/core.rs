@@ -111,6 +111,26 @@ struct World {
     trace: bool,
 }
 
+/// A `core_sequence` program that delivers `datagram` from source `source`
+/// (an index into the harness's peers: 0-2 carriers, 3-4 flow engines,
+/// 5 a stranger, 6 carrier-a from another port), then lets the peers answer
+/// whatever the edge sent them and the clock run. `flags` bit 0 is
+/// `unknown_source = "drop"`.
+pub fn raw_program(flags: u8, source: u8, datagram: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(datagram.len()).unwrap_or(u16::MAX);
+    let mut p = vec![flags, OP_RAW, source];
+    p.extend_from_slice(&len.to_le_bytes());
+    p.extend_from_slice(&datagram[..usize::from(len)]);
+    // Answer with a 200, then with a 486, then run the clock 32 s.
+    p.extend_from_slice(&[OP_ANSWER, 0, 3, 0, OP_ANSWER, 0, 8, 1, OP_CALLER, 0, 1, 0, 0, OP_ADVANCE, 5]);
+    p
+}
+
+const OP_ANSWER: u8 = 3;
+const OP_CALLER: u8 = 5;
+const OP_RAW: u8 = 7;
+const OP_ADVANCE: u8 = 10;
+
 /// Runs `core_sequence_with` and discards the report.
 pub fn core_sequence(data: &[u8]) {
     let _ = core_sequence_with(data);
@@ -178,7 +198,7 @@ impl World {
             6 => self.callee_in_dialog(inp),
             7 => {
                 let from = self.source(inp);
-                let n = usize::from(inp.u16() % 2048);
+                let n = usize::from(inp.u16());
                 let raw = Bytes::copy_from_slice(inp.take(n));
                 self.deliver(from, raw);
             }

@@ -24,7 +24,7 @@
 mod core;
 mod input;
 
-pub use self::core::{core_sequence, core_sequence_with, CoreFuzzReport};
+pub use self::core::{core_sequence, core_sequence_with, raw_program, CoreFuzzReport};
 pub use input::{mutate, Input, Rng};
 
 use bytes::Bytes;

@@ -5,3 +5,7 @@ mod support;
 
 mod sip_answers;
 mod sipp;
+
+mod flood;
+mod hostile;
+mod torture;
