@@ -3,7 +3,7 @@
 use arc_swap::ArcSwap;
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,7 +15,7 @@ use crate::inventory::{Inventory, InventoryError};
 use crate::proxy::{CallRate, Core, CoreConfig, CoreShared, DownSet, Local, UnknownSourcePolicy};
 use crate::routing::{CarrierPeers, ClaimSpec, PeerLink, Peers, RoutingTable};
 use crate::sip::{Transport, E164};
-use crate::transport::flood::{FloodGuard, FloodSettings};
+use crate::transport::flood::{Exempt, FloodGuard, FloodSettings};
 use crate::transport::shard::{Shard, SHARD_QUEUE};
 use crate::transport::tcp::{TcpHub, TcpLimits};
 use crate::transport::{udp, ShardInput};
@@ -154,7 +154,7 @@ pub fn core_config(cfg: &Config, local: &Local, nonce: u32) -> CoreConfig {
     }
 }
 
-fn flood_settings(cfg: &Config) -> (FloodSettings, HashSet<IpAddr>) {
+fn flood_settings(cfg: &Config) -> (FloodSettings, Exempt) {
     let f = &cfg.flood;
     let s = FloodSettings {
         enabled: f.enabled,
@@ -163,14 +163,17 @@ fn flood_settings(cfg: &Config) -> (FloodSettings, HashSet<IpAddr>) {
         ban: Duration::from_secs(f.ban_s),
         reject: f.action == FloodAction::Reject,
     };
-    let mut exempt = HashSet::new();
+    let mut ips = HashSet::new();
+    let mut nets = Vec::new();
     if f.exempt_peers {
         for c in &cfg.carrier {
-            exempt.extend(c.link.iter().map(|l| l.addr.ip()));
+            ips.extend(c.link.iter().map(|l| l.addr.ip()));
+            // A carrier's extra source networks are the carrier too.
+            nets.extend(c.sources.iter().filter_map(|s| Cidr::parse(s).ok()));
         }
-        exempt.extend(cfg.flow_engine.iter().map(|f| f.addr.ip()));
+        ips.extend(cfg.flow_engine.iter().map(|f| f.addr.ip()));
     }
-    (s, exempt)
+    (s, Exempt::from(ips).with_nets(nets))
 }
 
 fn seed_of(cfg: &Config) -> Result<Option<Vec<(E164, ClaimSpec)>>, ConfigErrors> {
@@ -263,6 +266,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             max_connections: tcp_cfg.max_connections,
             max_per_ip: tcp_cfg.max_per_ip,
             max_message_bytes: tcp_cfg.max_message_bytes,
+            max_header_bytes: tcp_cfg.max_header_bytes,
             idle_timeout: Duration::from_secs(tcp_cfg.idle_timeout_s),
             message_deadline: Duration::from_millis(tcp_cfg.message_deadline_ms),
             connect_timeout: Duration::from_millis(cfg.timers.failover_ms.max(100)),

@@ -65,6 +65,16 @@ enum Side {
     Callee,
 }
 
+/// The Request-URI for a request the edge builds toward a peer: its Contact
+/// when that is a usable SIP/tel URI, else `sip:<the peer's address>` (a
+/// missing or `siu:`-style Contact must not make the edge send a request
+/// line nobody can parse).
+fn request_target(contact: Option<&str>, addr: std::net::SocketAddr) -> String {
+    contact
+        .filter(|c| crate::sip::parse_uri(c).is_some_and(|u| (u.is_sip() || u.is_tel()) && u.headers.is_empty()))
+        .map_or_else(|| format!("sip:{addr}"), str::to_owned)
+}
+
 /// A deterministic branch for a stateless ACK, so its retransmissions match downstream.
 fn ack_branch(incoming: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -103,8 +113,8 @@ impl Core {
             call_id: invite.call_id().into(),
             from_hdr: invite.header(HeaderName::From).unwrap_or("").into(),
             to_hdr: ok.header(HeaderName::To).unwrap_or("").into(),
-            caller_contact: invite.contact_uri().unwrap_or("").into(),
-            callee_contact: ok.contact_uri().unwrap_or("").into(),
+            caller_contact: request_target(invite.contact_uri(), caller.addr).into(),
+            callee_contact: request_target(ok.contact_uri(), callee.addr).into(),
             caller_cseq: invite.cseq().seq,
             callee_cseq: 0,
             number,
@@ -283,7 +293,7 @@ impl Core {
 
     /// Takes an unwanted 2xx (late branch, call already cancelled) and ends it.
     pub(super) fn ack_and_bye(&mut self, now: Instant, to: Peer, ok: &Msg) {
-        let target = ok.contact_uri().map(str::to_owned).unwrap_or_else(|| format!("sip:{}", to.addr));
+        let target = request_target(ok.contact_uri(), to.addr);
         let from = ok.header(HeaderName::From).unwrap_or("");
         let to_hdr = ok.header(HeaderName::To).unwrap_or("");
         let seq = ok.cseq().seq;

@@ -442,7 +442,11 @@ impl Core {
     /// CANCEL from the caller (§9.2, §16.10).
     pub(super) fn on_cancel(&mut self, now: Instant, from: Peer, msg: &Msg) {
         let id = Self::server_key(msg, Method::Invite).and_then(|k| self.invite_keys.get(&k).copied());
-        let Some(id) = id else {
+        // The Via branch and sent-by are the sender's to choose: a CANCEL is
+        // only taken from the peer (carrier or platform) the INVITE came from.
+        let peers = &self.routing.load().peers;
+        let same_peer = |c: &Call| peers.classify(c.upstream.addr.ip()) == peers.classify(from.addr.ip());
+        let Some(id) = id.filter(|id| self.calls.get(id).is_some_and(same_peer)) else {
             return self.reject(from, msg, Reject::NoDialog, None);
         };
         let to_tag = self.calls.get(&id).map(|c| c.to_tag.clone());
@@ -490,6 +494,10 @@ impl Core {
         let Ok(req) = Msg::parse(b.txn.request().clone()) else { return };
         let cancel = build::cancel_for(&req);
         self.originate(now, to, cancel);
+        // §9.1: no final within 64·T1 of the CANCEL ends the branch anyway;
+        // without this a callee that never answers would keep the call forever.
+        let wait = self.cfg.timers.t1x64();
+        self.timers.arm(now, wait, Owner::Call(id), Timer::B, slot_of(idx));
     }
 
     /// A non-2xx ACK, matched to its INVITE server transaction, or an ACK for a 2xx.
@@ -576,11 +584,20 @@ impl Core {
             }
             let to = b.to;
             let outcome = b.txn.on_timer(f.timer, &mut out);
-            // An abandoned branch that never answered: timer B ends it.
-            if f.timer == Timer::B && b.abandoned && b.txn.state() != ClientState::Terminated {
+            // An abandoned or cancelled branch that never answered: timer B ends it.
+            let mut gave_up = false;
+            if f.timer == Timer::B
+                && (b.abandoned || b.cancel != CancelState::No)
+                && b.txn.state() != ClientState::Terminated
+            {
                 b.abandon();
+                gave_up = true;
             }
             self.run(now, to, Owner::Call(id), f.slot, out);
+            if gave_up && call_cancelled(self, id) && !self.calls.get(&id).is_some_and(|c| c.final_sent) {
+                // The callee never answered our CANCEL: the caller still gets its 487.
+                self.final_487(now, id);
+            }
             if outcome == TimerOutcome::Timeout && current {
                 self.branch_failed(now, id, Failure::Timeout);
             }

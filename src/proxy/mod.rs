@@ -160,7 +160,13 @@ impl Core {
 
     /// A message from a source that flood control has banned with `action =
     /// "reject"`: a request gets 503 with Retry-After, anything else is dropped.
+    /// An unknown source with `unknown_source = "drop"` still hears nothing.
     pub fn handle_flooded(&mut self, from: Peer, bytes: Bytes) {
+        if self.cfg.unknown_source == UnknownSourcePolicy::Drop
+            && self.routing.load().peers.classify(from.addr.ip()) == Source::Unknown
+        {
+            return;
+        }
         let Ok(msg) = Msg::parse(bytes) else { return };
         if msg.is_request() && msg.method() != Some(Method::Ack) {
             self.reject(from, &msg, Reject::RateLimited, None);

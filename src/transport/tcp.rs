@@ -28,6 +28,8 @@ pub struct TcpLimits {
     pub max_per_ip: usize,
     /// Largest message (headers + body).
     pub max_message_bytes: usize,
+    /// Largest header section: a stream with no end of headers within this is closed.
+    pub max_header_bytes: usize,
     /// A connection with nothing to say for this long is closed.
     pub idle_timeout: Duration,
     /// A message that has started must be complete within this (slowloris).
@@ -142,16 +144,21 @@ impl TcpHub {
                     continue;
                 }
             };
-            if self.flood.check(peer.ip()) == Verdict::Drop {
+            // A banned source gets no connection at all (drop or reject alike:
+            // there is no message yet to answer 503 to).
+            if self.flood.check(peer.ip()) != Verdict::Pass {
                 continue;
             }
-            if self.total.load(Ordering::Relaxed) >= self.limits.max_connections {
+            // Configured peers are counted but never refused: strangers filling
+            // the table must not lock a carrier out.
+            let known = self.flood.is_exempt(peer.ip());
+            if !known && self.total.load(Ordering::Relaxed) >= self.limits.max_connections {
                 metrics::counter!(m::TCP_LIMIT_CLOSES_TOTAL, "limit" => "max_connections").increment(1);
                 continue;
             }
             {
                 let mut n = self.per_ip.entry(peer.ip()).or_insert(0);
-                if *n >= self.limits.max_per_ip {
+                if !known && *n >= self.limits.max_per_ip {
                     metrics::counter!(m::TCP_LIMIT_CLOSES_TOTAL, "limit" => "max_per_ip").increment(1);
                     continue;
                 }
@@ -197,15 +204,27 @@ impl TcpHub {
             None => return "no shards",
         };
         let mut started: Option<tokio::time::Instant> = None;
+        let mut head = HeadScan::default();
         loop {
             // Hand over every complete message in the buffer.
             loop {
+                match head.scan(&buf, self.limits.max_header_bytes) {
+                    Head::Partial => break,
+                    Head::TooLarge => {
+                        metrics::counter!(m::TCP_LIMIT_CLOSES_TOTAL, "limit" => "max_header_bytes").increment(1);
+                        m::parse_error();
+                        return "header section too large";
+                    }
+                    Head::Ended => {}
+                }
                 match next_frame(&buf, self.limits.max_message_bytes) {
                     Frame::Complete(n) => {
                         let msg = buf.split_to(n).freeze();
                         started = None;
-                        if self.flood.check(peer.ip()) == Verdict::Drop {
-                            continue;
+                        head = HeadScan::default();
+                        if self.flood.check(peer.ip()) != Verdict::Pass {
+                            metrics::counter!(m::TCP_LIMIT_CLOSES_TOTAL, "limit" => "flood").increment(1);
+                            return "source banned by flood control";
                         }
                         let shard = shard_of(&msg, shards.len(), &self.hasher);
                         let p = Peer { addr: peer, transport: Transport::Tcp, conn: Some(id) };
@@ -217,6 +236,7 @@ impl TcpHub {
                     }
                     Frame::KeepAlive(n) => {
                         let _ = buf.split_to(n);
+                        head = HeadScan::default();
                     }
                     Frame::Incomplete => break,
                     Frame::Invalid(_) => {
@@ -249,5 +269,70 @@ impl TcpHub {
                 }
             }
         }
+    }
+}
+
+/// Where the end of the header section (CRLFCRLF) was looked for already,
+/// so a message trickled in byte by byte costs O(n) to scan, not O(n²)
+/// (`next_frame` would search the whole buffer again after every read).
+#[derive(Default)]
+struct HeadScan {
+    /// Bytes at the front of the buffer known to hold no CRLFCRLF.
+    clean: usize,
+    /// The header section has ended; framing can decide.
+    ended: bool,
+}
+
+/// What [`HeadScan::scan`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// No end of headers yet: wait for more bytes.
+    Partial,
+    /// The header section ended (or the buffer starts with keep-alive CRLFs).
+    Ended,
+    /// No end of headers within `max_header_bytes`.
+    TooLarge,
+}
+
+impl HeadScan {
+    fn scan(&mut self, buf: &[u8], max_header: usize) -> Head {
+        if self.ended || buf.first().is_some_and(|b| *b == b'\r' || *b == b'\n') {
+            return Head::Ended;
+        }
+        let from = self.clean.saturating_sub(3).min(buf.len());
+        let window = buf.get(from..).unwrap_or_default();
+        match memchr::memmem::find(window, b"\r\n\r\n") {
+            Some(i) if from + i + 4 > max_header => Head::TooLarge,
+            Some(_) => {
+                self.ended = true;
+                Head::Ended
+            }
+            None if buf.len() > max_header => Head::TooLarge,
+            None => {
+                self.clean = buf.len();
+                Head::Partial
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_scan_finds_the_end_across_reads_and_enforces_the_limit() {
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\nl: 0\r\n\r\n";
+        let mut h = HeadScan::default();
+        let mut buf = Vec::new();
+        for (i, b) in msg.iter().enumerate() {
+            buf.push(*b);
+            let want = if i + 1 == msg.len() { Head::Ended } else { Head::Partial };
+            assert_eq!(h.scan(&buf, 1024), want, "after {} bytes", i + 1);
+        }
+        assert_eq!(HeadScan::default().scan(msg, msg.len() - 1), Head::TooLarge);
+        assert_eq!(HeadScan::default().scan(msg, msg.len()), Head::Ended);
+        assert_eq!(HeadScan::default().scan(&[b'a'; 100], 50), Head::TooLarge);
+        assert_eq!(HeadScan::default().scan(b"\r\n", 50), Head::Ended, "keep-alives go to framing");
     }
 }

@@ -10,3 +10,6 @@ mod churn;
 mod control_plane;
 mod durability;
 mod reload;
+mod flood;
+mod hostile;
+mod torture;

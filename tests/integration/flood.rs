@@ -1,0 +1,255 @@
+//! Overload from one source while carriers keep calling: a UDP request flood
+//! (per-source flood control bans it) and a TCP slowloris (connection limits,
+//! message deadline and idle timeout close it; carriers still get in).
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::sipp::{load_numbers, uac, uas};
+use crate::support::peer::{in_dialog, invite};
+use crate::support::{standard, Block, Edge, EdgeSpec, Peer};
+
+const T: Duration = Duration::from_secs(5);
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A flooder that sends INVITE, REGISTER and OPTIONS datagrams from `from`
+/// to `to` at about `rate` per second, until `stop` or `max` datagrams.
+fn flooder(from: SocketAddr, to: SocketAddr, rate: u64, max: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> std::thread::JoinHandle<Duration> {
+    std::thread::spawn(move || {
+        let sock = UdpSocket::bind(from).unwrap();
+        let methods = ["INVITE", "REGISTER", "OPTIONS"];
+        let start = Instant::now();
+        let mut n: u64 = 0;
+        while !stop.load(Ordering::Relaxed) && n < max {
+            // Bursts every 5 ms keep the average rate without a sleep per datagram.
+            let due = rate * start.elapsed().as_micros() as u64 / 1_000_000;
+            while n < due.min(max) {
+                let m = methods[(n % 3) as usize];
+                let msg = format!(
+                    "{m} sip:+18005550100@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKfl{n}\r\n\
+                     From: <sip:100@{from}>;tag=fl{n}\r\nTo: <sip:+18005550100@{to}>\r\nCall-ID: flood-{n}\r\n\
+                     CSeq: 1 {m}\r\nUser-Agent: friendly-scanner\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = sock.send_to(msg.as_bytes(), to);
+                n += 1;
+            }
+            sent.store(n, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        start.elapsed()
+    })
+}
+
+#[test]
+fn udp_flood_is_banned_while_carrier_calls_flow() {
+    let b = Block::new();
+    let nums = load_numbers(100);
+    let toml = format!(
+        "[health]\noptions_interval_ms = 60000\n[[carrier]]\nname = \"carrier-a\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\n\
+         [[flow_engine]]\naz = \"az1\"\naddr = \"{}\"\n",
+        b.addr(2, 5060),
+        b.addr(10, 5060)
+    );
+    let spec = EdgeSpec {
+        toml,
+        numbers: nums.iter().map(|n| format!("{n},,flow-{n},carrier-a,,")).collect(),
+        tcp: false,
+        ..EdgeSpec::default()
+    };
+    let edge = Edge::start(b, spec);
+    let dir = tempfile::tempdir().unwrap();
+    let _uas = uas(b.ip(10), "uas_200.xml", "u1", dir.path());
+    let rss_before = rss_kib(edge.pid());
+
+    let (cps, calls, flood_rate) = (100u32, 1500u32, 5000u64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let flood = flooder(b.addr(66, 5060), edge.sip, flood_rate, 120_000, stop.clone(), sent.clone());
+    // RSS sampled while both run.
+    let pid = edge.pid();
+    let stop_rss = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop_rss = stop_rss.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop_rss.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            peak
+        })
+    };
+    let dialed: Vec<&str> = nums.iter().map(|n| n.trim_start_matches('+')).collect();
+    let r = uac(b.ip(2), edge.sip, "uac_rr.xml", "u1", cps, calls, &dialed, &[], dir.path());
+    stop.store(true, Ordering::Relaxed);
+    let flood_time = flood.join().unwrap();
+    stop_rss.store(true, Ordering::Relaxed);
+    let rss_peak = sampler.join().unwrap();
+    let flooded = sent.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let bans = edge.metric("sipedge_flood_bans_total").unwrap_or(0.0);
+    let dropped = edge.metric("sipedge_flood_dropped_total").unwrap_or(0.0);
+    let absorbed = flooded as f64 / flood_time.as_secs_f64();
+    let success = r.ok as f64 / f64::from(calls);
+    println!(
+        "flood: absorbed {flooded} datagrams in {:.1} s ({absorbed:.0}/s) from one source, {dropped:.0} dropped unparsed, \
+         {bans} ban(s); carrier {}/{} calls ok ({:.2} %) at {cps} cps; edge RSS {} -> peak {} KiB",
+        flood_time.as_secs_f64(),
+        r.ok,
+        calls,
+        success * 100.0,
+        rss_before,
+        rss_peak
+    );
+    assert!(absorbed >= 10.0 * f64::from(cps), "the flood must be at least 10x the call rate: {absorbed:.0}/s");
+    assert!(r.ok + r.failed == u64::from(calls) && success >= 0.999, "carrier calls under flood:\n{}", r.stat);
+    assert!(bans >= 1.0, "the flooder was never banned");
+    assert!(dropped >= 0.9 * flooded as f64, "a banned source's datagrams are dropped before parsing: {dropped} of {flooded}");
+    assert!(rss_peak < rss_before + 64 * 1024, "edge RSS grew from {rss_before} to {rss_peak} KiB under the flood");
+    assert_eq!(edge.metric("sipedge_active_calls"), Some(0.0), "every slot released");
+}
+
+/// One slowloris connection (or a refused one): the edge closing it shows as EOF or an error.
+struct Slow {
+    stream: TcpStream,
+    trickle: bool,
+}
+
+fn connect_from(ip: IpAddr, to: SocketAddr) -> Option<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    s.bind(&SocketAddr::new(ip, 0).into()).ok()?;
+    s.connect_timeout(&to.into(), Duration::from_millis(500)).ok()?;
+    let t: TcpStream = s.into();
+    t.set_nonblocking(true).ok()?;
+    Some(t)
+}
+
+/// Whether the edge has closed `s` (EOF, reset, or a failed write).
+fn closed(s: &mut Slow) -> bool {
+    let mut buf = [0u8; 256];
+    match s.stream.read(&mut buf) {
+        Ok(0) => return true,
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(_) => return true,
+    }
+    s.trickle && s.stream.write_all(b"a").is_err()
+}
+
+/// Keeps `plan` connections per source IP open against `edge` (reconnecting
+/// what the edge closes) until `stop`: trickling ones send a partial header
+/// then one byte every 100 ms; the others are silent (half-open).
+fn slowloris(plan: Vec<(IpAddr, usize, bool)>, edge: SocketAddr, stop: Arc<AtomicBool>, churn: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut slots: Vec<(IpAddr, bool, Option<Slow>)> =
+            plan.iter().flat_map(|&(ip, n, trickle)| (0..n).map(move |_| (ip, trickle, None))).collect();
+        let end = Instant::now() + Duration::from_secs(30);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+            for (ip, trickle, slot) in slots.iter_mut() {
+                if let Some(s) = slot.as_mut() {
+                    if closed(s) {
+                        *slot = None;
+                        churn.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                if let Some(mut stream) = connect_from(*ip, edge) {
+                    if *trickle {
+                        let _ = stream.write_all(b"INVITE sip:+18005550100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP ");
+                    }
+                    *slot = Some(Slow { stream, trickle: *trickle });
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+#[test]
+fn tcp_slowloris_does_not_lock_out_a_carrier() {
+    let b = Block::new();
+    let mut spec = standard(b, "tcp");
+    spec.udp = false;
+    spec.toml.push_str("[tcp]\nmax_connections = 300\nmax_per_ip = 100\nmessage_deadline_ms = 500\nidle_timeout_s = 1\n");
+    // Reconnecting 100 connections twice a second is not what this test is
+    // about: keep per-source flood control out of the way.
+    spec.toml.push_str("[flood]\nmax_requests = 100000\n");
+    let edge = Edge::start(b, spec);
+    let flow_listener = TcpListener::bind(b.addr(10, 5060)).unwrap();
+
+    // 120 from one IP (20 over max_per_ip), 100 from three more: 420 wanted, 300 allowed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = Arc::new(AtomicU64::new(0));
+    let plan = vec![(b.ip(70).into(), 120, true), (b.ip(71).into(), 100, true), (b.ip(72).into(), 100, true), (b.ip(73).into(), 100, false)];
+    let attack = slowloris(plan, edge.sip, stop.clone(), churn.clone());
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut open = 0.0;
+    while Instant::now() < end && open < 280.0 {
+        std::thread::sleep(Duration::from_millis(100));
+        open = edge.metric("sipedge_tcp_connections").unwrap_or(0.0);
+    }
+    assert!(open >= 280.0, "the slowloris should fill the edge's table: {open} open");
+
+    // A full call from the carrier over TCP while the table is full.
+    let mut carrier = Peer::tcp(b.ip(2).into(), edge.sip);
+    let c = carrier.local();
+    carrier.send(&invite(c, "TCP", edge.sip, "+18005550100", "slow-call", "sl1"));
+    carrier.expect_status(100, T);
+    flow_listener.set_nonblocking(false).unwrap();
+    let (s, _) = flow_listener.accept().unwrap();
+    let local = s.local_addr().unwrap();
+    let mut flow = Peer::Tcp { stream: s, buf: Vec::new(), local };
+    let (fwd, from) = flow.expect_request("INVITE", T);
+    flow.answer(&fwd, 200, from);
+    let ok = carrier.expect_status(200, T);
+    carrier.send(&in_dialog("ACK", &ok, c, "TCP", 1, "sla"));
+    flow.expect_request("ACK", T);
+    carrier.send(&in_dialog("BYE", &ok, c, "TCP", 2, "slb"));
+    let (bye, from) = flow.expect_request("BYE", T);
+    flow.answer(&bye, 200, from);
+    carrier.expect_status(200, T);
+    let open_during_call = edge.metric("sipedge_tcp_connections").unwrap_or(0.0);
+
+    // The attack goes on (reconnecting) until the deadline has closed its connections a few times over.
+    let m = |limit: &str| edge.metric(&format!("sipedge_tcp_limit_closes_total{{limit=\"{limit}\"}}")).unwrap_or(0.0);
+    let end = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < end && (m("message_deadline") < 600.0 || m("idle") < 50.0) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    attack.join().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (deadline, idle, per_ip, max_conn) = (m("message_deadline"), m("idle"), m("max_per_ip"), m("max_connections"));
+    println!(
+        "slowloris: 420 connections wanted from 4 IPs, {open_during_call} open during the carrier's call, {} reconnects; \
+         closed by message_deadline {deadline}, idle {idle}, max_per_ip {per_ip}, max_connections {max_conn}",
+        churn.load(Ordering::Relaxed)
+    );
+    assert!(deadline >= 600.0, "trickled messages are closed at the deadline: {deadline}");
+    assert!(idle >= 50.0, "silent connections are closed when idle: {idle}");
+    assert!(per_ip >= 20.0, "max_per_ip is enforced: {per_ip}");
+    assert!(max_conn >= 1.0, "max_connections is enforced: {max_conn}");
+
+    // The listener still accepts: a stranger's OPTIONS gets its 403.
+    let mut stranger = Peer::tcp(b.ip(99).into(), edge.sip);
+    let s = stranger.local();
+    stranger.send(&format!(
+        "OPTIONS sip:{e} SIP/2.0\nVia: SIP/2.0/TCP {s};branch=z9hG4bKst\nFrom: <sip:x@{s}>;tag=x\nTo: <sip:{e}>\nCall-ID: st\nCSeq: 1 OPTIONS\nMax-Forwards: 70\n\n",
+        e = edge.sip
+    ));
+    stranger.expect_status(403, T);
+    assert_eq!(edge.metric("sipedge_active_calls"), Some(0.0));
+}
