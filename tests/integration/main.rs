@@ -5,3 +5,6 @@ mod support;
 
 mod sip_answers;
 mod sipp;
+mod caps;
+mod failover;
+mod chaos;
