@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::context::{CoreConfig, DownSet};
 use super::timer::{Fired, Owner, Timer};
 use super::{Core, Peer};
-use crate::failover::{Change, Health, HopKey};
+use crate::failover::{Health, HopKey};
 use crate::sip::{build, Method};
 
 /// Call-ID prefix of probes: the driver sends their answers to shard 0.
@@ -53,11 +53,8 @@ impl Prober {
     }
 
     fn record(&mut self, key: &HopKey, ok: bool, down: &DownSet) {
-        if let Some(change) = self.health.record(key, ok) {
-            match &change {
-                Change::Up(k) => tracing::info!(carrier = &*k.group, az = &*k.az, hop = %k.addr, "next hop up"),
-                Change::Down(k) => tracing::warn!(carrier = &*k.group, az = &*k.az, hop = %k.addr, "next hop down"),
-            }
+        // `Health::record` logs the change itself (once, with the thresholds).
+        if self.health.record(key, ok).is_some() {
             self.publish(down);
         }
     }
