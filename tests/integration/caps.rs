@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::failover::{invite_as, metric, place_call, topology, wait_metric, T};
+use crate::failover::{invite_as, metric, place_call, sipp_counts, topology, wait_metric, T};
 use crate::sipp::{scenario, sipp_bin, uas, Sipp};
 use crate::support::{Block, Edge, EdgeSpec, Peer};
 use bytes::Bytes;
@@ -34,15 +34,7 @@ fn hold(b: Block, edge: &Edge, dialed: &[&str], dir: &std::path::Path) -> Sipp {
 fn finish(mut s: Sipp, dir: &std::path::Path) -> (u64, u64) {
     s.0.wait().unwrap();
     let text = std::fs::read_to_string(dir.join("hold-out.txt")).unwrap_or_default();
-    let get = |name: &str| -> u64 {
-        text.lines()
-            .filter(|l| l.trim_start().starts_with(name))
-            .last()
-            .and_then(|l| l.split('|').nth(2))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (get("Successful call"), get("Failed call"))
+    sipp_counts(&text)
 }
 
 /// An INVITE that must be refused with `code`; returns the refusal.

@@ -121,6 +121,18 @@ pub fn place_call(peer: &mut Peer, invite: &str, seen: Option<&mut Vec<u16>>) ->
     code
 }
 
+/// SIPp's final (successful, failed) call counts from its stdout.
+pub fn sipp_counts(text: &str) -> (u64, u64) {
+    let get = |name: &str| -> u64 {
+        text.lines()
+            .rfind(|l| l.trim_start().starts_with(name))
+            .and_then(|l| l.split('|').nth(2))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (get("Successful call"), get("Failed call"))
+}
+
 const HEALTHY: &str = "[timers]\nfailover_ms = 300\n[health]\noptions_interval_ms = 200\ndown_after = 2\nup_after = 3\n";
 
 fn outbound(peer: &mut Peer, edge: &Edge, caller: &str, n: usize, tag: &str) -> Vec<u16> {

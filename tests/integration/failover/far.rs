@@ -63,8 +63,6 @@ struct Ctl {
 
 /// A running far end; stops (and frees its address) on drop.
 pub struct Far {
-    /// Where it listens.
-    pub addr: SocketAddr,
     ctl: Arc<Ctl>,
     thread: Option<JoinHandle<()>>,
 }
@@ -96,7 +94,7 @@ impl Far {
         });
         let c = ctl.clone();
         let thread = std::thread::spawn(move || run(sock, &c));
-        Far { addr, ctl, thread: Some(thread) }
+        Far { ctl, thread: Some(thread) }
     }
 
     /// Whether OPTIONS probes get a 200 (default) or nothing.

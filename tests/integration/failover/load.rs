@@ -93,15 +93,7 @@ fn next_hop_killed_during_a_sipp_load_run() {
 
     uac.0.wait().unwrap();
     let text = std::fs::read_to_string(dir.path().join("uac-out.txt")).unwrap();
-    let get = |name: &str| -> u64 {
-        text.lines()
-            .filter(|l| l.trim_start().starts_with(name))
-            .last()
-            .and_then(|l| l.split('|').nth(2))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let (ok, failed) = (get("Successful call"), get("Failed call"));
+    let (ok, failed) = super::sipp_counts(&text);
     let errs = std::fs::read_to_string(&errors).unwrap_or_default();
     let failed_ids = failed_call_numbers(&errs);
     let late: Vec<u64> = failed_ids
