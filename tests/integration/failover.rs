@@ -21,9 +21,14 @@ pub const T: Duration = Duration::from_secs(5);
 /// `[health]`, ... in `head`: carrier-a az1 .2 / az2 .3, carrier-b az1 .4, flow
 /// engine az1 .10 / az2 .11, all UDP on 5060. Hosts in `drain` get `drain = true`.
 pub fn topology(b: Block, head: &str, drain: &[u8]) -> String {
+    topology_over(b, head, drain, "udp")
+}
+
+/// `topology` with every link over `transport` ("udp" or "tcp").
+pub fn topology_over(b: Block, head: &str, drain: &[u8], transport: &str) -> String {
     let link = |host: u8, az: &str, table: &str| {
         format!(
-            "[[{table}]]\naz = \"{az}\"\naddr = \"{}\"\ntransport = \"udp\"\ndrain = {}\n",
+            "[[{table}]]\naz = \"{az}\"\naddr = \"{}\"\ntransport = \"{transport}\"\ndrain = {}\n",
             b.addr(host, 5060),
             drain.contains(&host)
         )
@@ -372,4 +377,53 @@ fn a_hop_answering_after_failover_is_cancelled_or_hung_up() {
     assert_eq!(f2.byes_and_cancels().0, 2, "the calls themselves were hung up on az2");
     assert_eq!(metric(&edge, "sipedge_active_calls", &[]), Some(0.0));
     assert_eq!(metric(&edge, "sipedge_active_dialogs", &[]), Some(0.0));
+}
+
+/// A DID over TCP: carrier-a's az1 link refuses connections. That is a transport
+/// error, so the call fails over at once, not after `failover_ms` (20 s here: the
+/// call must complete well within `place_call`'s 10 s).
+#[test]
+fn tcp_connection_refused_fails_over_at_once() {
+    let b = Block::new();
+    let head = "[timers]\nfailover_ms = 20000\n[health]\noptions_interval_ms = 60000\n";
+    let spec = EdgeSpec { toml: topology_over(b, head, &[], "tcp"), numbers: numbers(), ..EdgeSpec::default() };
+    let edge = Edge::start(b, spec);
+    let listener = std::net::TcpListener::bind(b.addr(3, 5060)).unwrap();
+    let mut fe = Peer::udp(b.addr(10, 5070), edge.sip);
+    let sip = edge.sip;
+    let callee = std::thread::spawn(move || {
+        // The health probe may connect first: serve every connection until the BYE.
+        let mut conns = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        let end = Instant::now() + T + T;
+        loop {
+            assert!(Instant::now() < end, "no INVITE over TCP on az2");
+            if let Ok((s, _)) = listener.accept() {
+                s.set_nonblocking(false).unwrap();
+                let local = s.local_addr().unwrap();
+                conns.push(Peer::Tcp { stream: s, buf: Vec::new(), local });
+            }
+            for p in conns.iter_mut() {
+                if let Some((m, from)) = p.recv(Duration::from_millis(20)) {
+                    match m.method_str() {
+                        "INVITE" => {
+                            p.answer(&m, 180, from);
+                            p.answer(&m, 200, from);
+                        }
+                        "BYE" => {
+                            p.answer(&m, 200, from);
+                            return;
+                        }
+                        "ACK" => {}
+                        _ => p.reply(&build::response(&m, 200, "OK", None, &[]), from),
+                    }
+                }
+            }
+        }
+    });
+    let inv = invite_as(fe.local(), sip, "+13125550000", "+12065550100", "tcp-1");
+    assert_eq!(place_call(&mut fe, &inv, None), 200, "{}", edge.log());
+    callee.join().unwrap();
+    assert_eq!(metric(&edge, "sipedge_failovers_total", &[("carrier", "carrier-a"), ("az", "az1")]), Some(1.0));
+    assert_eq!(metric(&edge, "sipedge_active_calls", &[]), Some(0.0));
 }
