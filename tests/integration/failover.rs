@@ -388,16 +388,28 @@ fn tcp_connection_refused_fails_over_at_once() {
     let head = "[timers]\nfailover_ms = 20000\n[health]\noptions_interval_ms = 60000\n";
     let spec = EdgeSpec { toml: topology_over(b, head, &[], "tcp"), numbers: numbers(), ..EdgeSpec::default() };
     let edge = Edge::start(b, spec);
-    let listener = std::net::TcpListener::bind(b.addr(3, 5060)).unwrap();
+    let callee = tcp_callee(b.addr(3, 5060), true);
     let mut fe = Peer::udp(b.addr(10, 5070), edge.sip);
     let sip = edge.sip;
-    let callee = std::thread::spawn(move || {
-        // The health probe may connect first: serve every connection until the BYE.
+    let inv = invite_as(fe.local(), sip, "+13125550000", "+12065550100", "tcp-1");
+    assert_eq!(place_call(&mut fe, &inv, None), 200, "{}", edge.log());
+    callee.join().unwrap();
+    assert_eq!(metric(&edge, "sipedge_failovers_total", &[("carrier", "carrier-a"), ("az", "az1")]), Some(1.0));
+    assert_eq!(metric(&edge, "sipedge_active_calls", &[]), Some(0.0));
+}
+
+/// A TCP UAS on `addr` on its own thread: answers INVITE 180 + 200 and, when
+/// `until_bye`, serves until it has answered a BYE; otherwise it closes everything
+/// (a crash) right after the ACK.
+fn tcp_callee(addr: std::net::SocketAddr, until_bye: bool) -> std::thread::JoinHandle<()> {
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    std::thread::spawn(move || {
+        // The health probe may connect first: serve every connection.
         let mut conns = Vec::new();
         listener.set_nonblocking(true).unwrap();
         let end = Instant::now() + T + T;
         loop {
-            assert!(Instant::now() < end, "no INVITE over TCP on az2");
+            assert!(Instant::now() < end, "TCP callee on {addr}: call not completed");
             if let Ok((s, _)) = listener.accept() {
                 s.set_nonblocking(false).unwrap();
                 let local = s.local_addr().unwrap();
@@ -414,16 +426,37 @@ fn tcp_connection_refused_fails_over_at_once() {
                             p.answer(&m, 200, from);
                             return;
                         }
+                        "ACK" if !until_bye => return,
                         "ACK" => {}
                         _ => p.reply(&build::response(&m, 200, "OK", None, &[]), from),
                     }
                 }
             }
         }
-    });
-    let inv = invite_as(fe.local(), sip, "+13125550000", "+12065550100", "tcp-1");
-    assert_eq!(place_call(&mut fe, &inv, None), 200, "{}", edge.log());
+    })
+}
+
+/// A call up over TCP whose callee then dies: the caller's BYE cannot be delivered
+/// (connection refused). RFC 3261 §16.9: a transport error counts as a 503, so the
+/// caller gets its answer at once rather than a 408 after 64·T1 (32 s here). The
+/// slot was freed at the BYE either way.
+#[test]
+fn bye_to_a_dead_tcp_hop_gets_503_at_once() {
+    let b = Block::new();
+    let head = "[health]\noptions_interval_ms = 60000\n";
+    let spec = EdgeSpec { toml: topology_over(b, head, &[], "tcp"), numbers: numbers(), ..EdgeSpec::default() };
+    let edge = Edge::start(b, spec);
+    let callee = tcp_callee(b.addr(2, 5060), false);
+    let mut fe = Peer::udp(b.addr(10, 5070), edge.sip);
+    let inv = invite_as(fe.local(), edge.sip, "+13125550000", "+12065550100", "dead-1");
+    fe.send(&inv);
+    let ok = fe.expect_status(200, T);
+    let local = fe.local();
+    fe.send(&in_dialog("ACK", &ok, local, "UDP", 1, "adead"));
     callee.join().unwrap();
-    assert_eq!(metric(&edge, "sipedge_failovers_total", &[("carrier", "carrier-a"), ("az", "az1")]), Some(1.0));
+    assert!(wait_metric(&edge, "sipedge_tcp_connections", &[], 0.0, T), "the edge saw the connection close");
+    fe.send(&in_dialog("BYE", &ok, local, "UDP", 2, "bdead"));
+    let (m, _) = fe.expect(T, "an answer to the BYE", |m| m.cseq().method == sipedge::sip::Method::Bye && m.status().is_some_and(|s| s >= 200));
+    assert_eq!(m.status(), Some(503), "{}", edge.log());
     assert_eq!(metric(&edge, "sipedge_active_calls", &[]), Some(0.0));
 }
