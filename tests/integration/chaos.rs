@@ -8,14 +8,14 @@
 
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::failover::far::{Act, Far};
-use crate::failover::{invite_as, metric, topology, wait_metric};
+use crate::failover::{invite_over, metric, topology, wait_metric};
 use crate::support::peer::{cancel, in_dialog, wire};
-use crate::support::{Block, Edge, EdgeSpec};
+use crate::support::{Block, Edge, EdgeSpec, Peer};
 use sipedge::sip::{build, Method, Msg};
 
 /// How a call goes; the far end reads it from the Call-ID.
@@ -113,26 +113,24 @@ struct Tally {
 }
 
 struct Caller {
-    sock: UdpSocket,
-    edge: SocketAddr,
+    peer: Peer,
+    /// "UDP" or "TCP", for Via.
+    t: &'static str,
     local: SocketAddr,
     byes_from_edge: BTreeSet<String>,
 }
 
 impl Caller {
-    fn send(&self, b: &[u8]) {
-        self.sock.send_to(b, self.edge).unwrap();
+    fn send(&mut self, b: &[u8]) {
+        self.peer.send_bytes(b);
     }
 
     /// The next message of `call_id` before `end`; requests of other calls
     /// (the edge's BYEs of LostAck calls, a callee's BYE) are answered on the way.
     fn next(&mut self, call_id: &str, end: Instant) -> Option<Msg> {
-        let mut buf = vec![0u8; 65536];
         loop {
             let left = end.checked_duration_since(Instant::now())?;
-            self.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
-            let (n, _) = self.sock.recv_from(&mut buf).ok()?;
-            let m = Msg::parse(Bytes::copy_from_slice(&buf[..n])).expect("edge sent unparseable bytes");
+            let (m, _) = self.peer.recv(left)?;
             if m.is_request() && m.method() == Some(Method::Bye) && m.call_id() != call_id {
                 // Retransmissions included: the BYE may wait in the socket while we pace.
                 self.byes_from_edge.insert(m.call_id().to_string());
@@ -180,8 +178,8 @@ impl Caller {
         if scen == Scen::LostAck {
             return Ok(200); // no ACK: the edge hangs up after 64·T1, `next` answers its BYE
         }
-        let (local, cid) = (self.local, call_id);
-        self.send(&wire(&in_dialog("ACK", &fin, local, "UDP", 1, &format!("a{cid}"))));
+        let (local, cid, t) = (self.local, call_id, self.t);
+        self.send(&wire(&in_dialog("ACK", &fin, local, t, 1, &format!("a{cid}"))));
         if scen == Scen::CalleeBye {
             let bye = self.next(call_id, end).ok_or("the callee's BYE never came")?;
             if bye.method() != Some(Method::Bye) {
@@ -190,12 +188,12 @@ impl Caller {
             self.send(&build::response(&bye, 200, "OK", None, &[]));
             return Ok(200);
         }
-        let bye = wire(&in_dialog("BYE", &fin, local, "UDP", 2, &format!("b{cid}")));
+        let bye = wire(&in_dialog("BYE", &fin, local, t, 2, &format!("b{cid}")));
         self.send(&bye);
         self.final_of(call_id, 2, end, 200)?;
         if scen == Scen::DuplicateBye {
             self.send(&bye); // a retransmission: absorbed, answered again or not at all
-            self.send(&wire(&in_dialog("BYE", &fin, local, "UDP", 3, &format!("c{cid}"))));
+            self.send(&wire(&in_dialog("BYE", &fin, local, t, 3, &format!("c{cid}"))));
             self.final_of(call_id, 3, end, 481)?;
         }
         Ok(200)
@@ -220,9 +218,10 @@ impl Caller {
     }
 }
 
-fn caller_thread(t: usize, sock: UdpSocket, edge: SocketAddr, inbound: bool, tally: Arc<Mutex<Tally>>) {
-    let local = sock.local_addr().unwrap();
-    let mut c = Caller { sock, edge, local, byes_from_edge: BTreeSet::new() };
+fn caller_thread(t: usize, peer: Peer, edge: SocketAddr, inbound: bool, tally: Arc<Mutex<Tally>>) {
+    let local = peer.local();
+    let via = peer.via_transport();
+    let mut c = Caller { peer, t: via, local, byes_from_edge: BTreeSet::new() };
     let start = Instant::now();
     let mut mine = Tally::default();
     for i in 0..CALLS_PER_THREAD {
@@ -236,9 +235,9 @@ fn caller_thread(t: usize, sock: UdpSocket, edge: SocketAddr, inbound: bool, tal
         let number = if round % 2 == 0 { DIDS[round / 2 % 4] } else { TFS[round / 2 % 4] };
         let call_id = format!("chaos-{}-{t}-{i}", k % ALL.len());
         let text = if inbound {
-            invite_as(local, edge, number, "+13125550199", &call_id)
+            invite_over(via, local, edge, number, "+13125550199", &call_id)
         } else {
-            invite_as(local, edge, "+13125550000", number, &call_id)
+            invite_over(via, local, edge, "+13125550000", number, &call_id)
         };
         match c.call(scen, &text, &call_id) {
             Ok(code) => {
@@ -268,6 +267,17 @@ fn caller_thread(t: usize, sock: UdpSocket, edge: SocketAddr, inbound: bool, tal
 
 #[test]
 fn chaos_3000_calls_every_slot_released_no_cap_passed() {
+    chaos("udp");
+}
+
+/// The same with the callers over TCP (far ends stay on UDP: every call crosses
+/// transports, so the edge double-record-routes, RFC 5658).
+#[test]
+fn chaos_3000_calls_with_callers_over_tcp() {
+    chaos("tcp");
+}
+
+fn chaos(callers: &str) {
     let b = Block::new();
     let head = format!(
         "[flood]\nenabled = false\n[timers]\nt1_ms = 50\nfailover_ms = 300\ntimer_c_ms = 5000\n\
@@ -275,7 +285,8 @@ fn chaos_3000_calls_every_slot_released_no_cap_passed() {
     );
     let mut numbers: Vec<String> = DIDS.iter().map(|n| format!("{n},did,flow-{n},carrier-a,{DID_CAP},")).collect();
     numbers.extend(TFS.iter().map(|n| format!("{n},toll-free,flow-{n},carrier-a;carrier-b,,")));
-    let edge = Edge::start(b, EdgeSpec { toml: topology(b, &head, &[]), numbers, tcp: false, ..EdgeSpec::default() });
+    let spec = EdgeSpec { toml: topology(b, &head, &[]), numbers, tcp: callers == "tcp", ..EdgeSpec::default() };
+    let edge = Edge::start(b, spec);
     // Own-AZ hops (tried first): carrier-a az1 (.2) and the flow engine's az1 (.10).
     let fars: Vec<Far> = [2u8, 3, 4, 10, 11]
         .into_iter()
@@ -290,10 +301,13 @@ fn chaos_3000_calls_every_slot_released_no_cap_passed() {
         .map(|t| {
             let inbound = t % 5 < 3; // 6 inbound threads, 4 outbound
             let host = if inbound { 2 } else { 10 };
-            let sock = UdpSocket::bind(b.addr(host, 6000 + t as u16)).unwrap();
+            let peer = match callers {
+                "tcp" => Peer::tcp(b.ip(host).into(), edge.sip),
+                _ => Peer::udp(b.addr(host, 6000 + t as u16), edge.sip),
+            };
             let tally = tally.clone();
             let edge_addr = edge.sip;
-            std::thread::spawn(move || caller_thread(t, sock, edge_addr, inbound, tally))
+            std::thread::spawn(move || caller_thread(t, peer, edge_addr, inbound, tally))
         })
         .collect();
     for t in threads {
@@ -304,7 +318,7 @@ fn chaos_3000_calls_every_slot_released_no_cap_passed() {
     let hw_total = metric(&edge, "sipedge_active_calls_high_water", &[]);
     let hw: Vec<(&str, Option<f64>)> =
         DIDS.iter().map(|n| (*n, metric(&edge, "sipedge_number_calls_high_water", &[("number", n)]))).collect();
-    println!("outcomes (scenario, final answer) -> calls: {:#?}", tally.outcomes);
+    println!("{callers} callers: outcomes (scenario, final answer) -> calls: {:?}", tally.outcomes);
     println!(
         "high water: instance {hw_total:?} (cap {INSTANCE_CAP}), DIDs {hw:?} (cap {DID_CAP}); \
          edge BYEs for unACKed calls {} of {} answered; far ends (INVITEs, (BYE in, BYE out, CANCEL)): {:?}",

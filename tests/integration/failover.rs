@@ -81,9 +81,14 @@ pub fn wait_metric(edge: &Edge, name: &str, labels: &[(&str, &str)], want: f64, 
 
 /// An INVITE from `from` to the edge for `dialed`, with `caller` as caller ID.
 pub fn invite_as(from: std::net::SocketAddr, edge: std::net::SocketAddr, dialed: &str, caller: &str, call_id: &str) -> String {
+    invite_over("UDP", from, edge, dialed, caller, call_id)
+}
+
+/// `invite_as` with Via transport `t` ("UDP" or "TCP").
+pub fn invite_over(t: &str, from: std::net::SocketAddr, edge: std::net::SocketAddr, dialed: &str, caller: &str, call_id: &str) -> String {
     format!(
         "INVITE sip:{dialed}@{edge} SIP/2.0\n\
-         Via: SIP/2.0/UDP {from};branch=z9hG4bK{call_id}\n\
+         Via: SIP/2.0/{t} {from};branch=z9hG4bK{call_id}\n\
          From: <sip:{caller}@{from}>;tag=f{call_id}\n\
          To: <sip:{dialed}@{edge}>\n\
          Call-ID: {call_id}\n\
