@@ -11,6 +11,15 @@ use crate::sip::Transport;
 pub const CALLS_TOTAL: &str = "sipedge_calls_total";
 /// Calls holding a concurrency slot right now.
 pub const ACTIVE_CALLS: &str = "sipedge_active_calls";
+/// The most calls the instance ever held at once (admission's high-water mark).
+pub const ACTIVE_CALLS_HIGH_WATER: &str = crate::admission::ACTIVE_CALLS_HIGH_WATER;
+/// Per number that reached its cap (label `number`): the most calls it held at once.
+pub const NUMBER_CALLS_HIGH_WATER: &str = crate::admission::NUMBER_CALLS_HIGH_WATER;
+/// The most calls ever held at once on the instance.
+pub const ACTIVE_CALLS_HIGH_WATER: &str = "sipedge_active_calls_high_water";
+/// Per number (label `number`), the most calls it ever held at once; only
+/// for numbers that reached their cap, so the label set stays small.
+pub const NUMBER_CALLS_HIGH_WATER: &str = "sipedge_number_calls_high_water";
 /// Established dialogs right now.
 pub const ACTIVE_DIALOGS: &str = "sipedge_active_dialogs";
 /// Failovers away from a next hop, by carrier and AZ.
@@ -60,6 +69,8 @@ fn handles() -> &'static Handles {
 pub fn describe() {
     describe_counter!(CALLS_TOTAL, "Calls by direction and outcome");
     describe_gauge!(ACTIVE_CALLS, "Calls holding a concurrency slot");
+    describe_gauge!(ACTIVE_CALLS_HIGH_WATER, "Most calls ever holding a slot at once");
+    describe_gauge!(NUMBER_CALLS_HIGH_WATER, "Most calls at once, for numbers that reached their cap");
     describe_gauge!(ACTIVE_DIALOGS, "Established dialogs");
     describe_counter!(FAILOVERS_TOTAL, "Failovers away from a next hop");
     describe_gauge!(LINK_UP, "Next hops up for a carrier and AZ (0 = none)");

@@ -25,7 +25,7 @@ use dashmap::DashMap;
 use crate::sip::E164;
 
 /// Name of the gauge of calls holding a permit (SPEC §7).
-pub use crate::metrics::ACTIVE_CALLS;
+pub use crate::metrics::{ACTIVE_CALLS, ACTIVE_CALLS_HIGH_WATER, NUMBER_CALLS_HIGH_WATER};
 
 /// Why a call was not admitted. `proxy::respond` maps these to SIP statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +49,8 @@ struct Instance {
     high_water: AtomicU32,
     /// Handle to [`ACTIVE_CALLS`], resolved once so the hot path skips the registry lookup.
     gauge: metrics::Gauge,
+    /// Handle to [`ACTIVE_CALLS_HIGH_WATER`]: `high_water` made visible from outside.
+    high_water_gauge: metrics::Gauge,
 }
 
 /// Live and peak call counts of one number.
@@ -115,12 +117,18 @@ fn try_take(counter: &AtomicU32, cap: u32) -> Option<u32> {
     }
 }
 
-/// Raises a high-water mark. The plain load first keeps the common case (no new peak)
-/// free of a read-modify-write on a shared cache line.
-fn raise(high_water: &AtomicU32, value: u32) {
+/// Raises a high-water mark and returns by how much it rose. The plain load first keeps
+/// the common case (no new peak) free of a read-modify-write on a shared cache line.
+///
+/// Each rise is the disjoint step `prev..value` won by one `fetch_max`, so adding the
+/// returned steps to a gauge makes it equal the mark exactly, whatever the thread order
+/// (setting the gauge to `value` could let an older, lower peak overwrite a newer one).
+fn raise(high_water: &AtomicU32, value: u32) -> u32 {
     if value > high_water.load(Ordering::Relaxed) {
-        high_water.fetch_max(value, Ordering::Relaxed);
+        let prev = high_water.fetch_max(value, Ordering::Relaxed);
+        return value.saturating_sub(prev);
     }
+    0
 }
 
 /// Takes the number slot, then the instance slot; all or nothing. The caller wraps a
@@ -135,8 +143,16 @@ fn take_slots(counter: &Counter, cap: u32, instance_cap: u32) -> Result<(), Reje
         counter.active.fetch_sub(1, Ordering::Release);
         return Err(Reject::InstanceFull);
     };
-    raise(&counter.high_water, active);
-    raise(&instance.high_water, total);
+    if raise(&counter.high_water, active) > 0 && cap != 0 && active >= cap {
+        // A new peak at the cap: rare (once per number that ever gets busy), so the
+        // labelled gauge is looked up here rather than kept per counter.
+        metrics::gauge!(NUMBER_CALLS_HIGH_WATER, "number" => counter.number.to_string())
+            .set(f64::from(counter.high_water.load(Ordering::Relaxed)));
+    }
+    let rose = raise(&instance.high_water, total);
+    if rose > 0 {
+        instance.high_water_gauge.increment(f64::from(rose));
+    }
     instance.gauge.increment(1.0);
     Ok(())
 }
@@ -144,8 +160,8 @@ fn take_slots(counter: &Counter, cap: u32, instance_cap: u32) -> Result<(), Reje
 impl Admission {
     /// A fresh admission state with `max_concurrent_calls = instance_cap` (0 = unlimited).
     ///
-    /// Resolves the [`ACTIVE_CALLS`] gauge now, so build it after the metrics recorder is
-    /// installed.
+    /// Resolves the [`ACTIVE_CALLS`] and [`ACTIVE_CALLS_HIGH_WATER`] gauges now, so build
+    /// it after the metrics recorder is installed.
     pub fn new(instance_cap: u32) -> Admission {
         Admission {
             per_number: DashMap::with_hasher(ahash::RandomState::new()),
@@ -154,6 +170,7 @@ impl Admission {
                 cap: AtomicU32::new(instance_cap),
                 high_water: AtomicU32::new(0),
                 gauge: metrics::gauge!(ACTIVE_CALLS),
+                high_water_gauge: metrics::gauge!(ACTIVE_CALLS_HIGH_WATER),
             }),
         }
     }

@@ -261,6 +261,27 @@ fn active_calls_gauge_follows_the_permits() {
 }
 
 #[test]
+fn high_water_gauges_show_the_marks() {
+    let rec = GaugeRecorder::default();
+    let a = metrics::with_local_recorder(&rec, || adm(10));
+    let busy = num("+12065550100");
+    let quiet = num("+12065550101");
+    let held = metrics::with_local_recorder(&rec, || {
+        let mut v: Vec<Permit> = (0..3).map(|_| a.try_admit(busy, 3).unwrap()).collect();
+        v.push(a.try_admit(quiet, 5).unwrap());
+        assert!(a.try_admit(busy, 3).is_err());
+        v
+    });
+    assert_eq!(rec.value(ACTIVE_CALLS_HIGH_WATER), Some(4.0));
+    // Only the number that reached its cap has a labelled gauge, at its cap.
+    assert_eq!(rec.value(NUMBER_CALLS_HIGH_WATER), Some(3.0));
+    assert_eq!(rec.gauges.lock().unwrap().iter().filter(|(n, _)| n == NUMBER_CALLS_HIGH_WATER).count(), 1);
+    drop(held);
+    assert_eq!(rec.value(ACTIVE_CALLS_HIGH_WATER), Some(4.0), "a mark stays after the calls end");
+    assert_eq!(rec.value(ACTIVE_CALLS), Some(0.0));
+}
+
+#[test]
 fn try_take_stops_at_the_limit_without_wrapping() {
     let c = AtomicU32::new(u32::MAX - 1);
     assert_eq!(try_take(&c, 0), Some(u32::MAX));

@@ -538,6 +538,10 @@ impl Core {
         self.note_failover(id, idx, 0);
         if provisional {
             self.send_cancel(now, id, idx);
+        } else if let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) {
+            // Given up before any provisional: a CANCEL may not be sent yet (§9.1), but a
+            // late 18x must get one, or the hop rings on with nobody behind the call.
+            b.cancel = CancelState::Pending;
         }
         if call_cancelled(self, id) {
             return self.final_487(now, id);

@@ -174,7 +174,8 @@ impl Core {
     }
 
     /// The driver could not deliver to `to` (TCP connect refused or reset, UDP
-    /// ICMP port unreachable): every call waiting on that hop fails over now.
+    /// ICMP port unreachable): every call waiting on that hop fails over now, and
+    /// every other request waiting on it is answered 503.
     pub fn handle_send_error(&mut self, now: Instant, to: Peer) {
         let ids: Vec<u64> = self
             .calls
@@ -185,6 +186,7 @@ impl Core {
         for id in ids {
             self.branch_failed(now, id, invite::Failure::Transport);
         }
+        self.nits_send_error(now, to.addr);
         if let Some(p) = self.probes.as_mut() {
             p.on_send_error(to.addr, &self.down);
         }

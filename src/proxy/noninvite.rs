@@ -182,6 +182,26 @@ impl Core {
         }
     }
 
+    /// Delivery to `to` failed (TCP connect refused or reset): each request forwarded
+    /// there still waiting for its final answer ends now, and its sender gets a 503
+    /// (§16.9: a transport error counts as a 503), not a 408 after 64·T1.
+    pub(super) fn nits_send_error(&mut self, now: Instant, to: std::net::SocketAddr) {
+        let ids: Vec<u64> = self.nits.by_id.iter().filter(|(_, n)| n.to.addr == to).map(|(id, _)| *id).collect();
+        for id in ids {
+            let Some(nit) = self.nits.by_id.get_mut(&id) else { continue };
+            if nit.client.on_transport_error() != TimerOutcome::Timeout {
+                continue;
+            }
+            let resp = self.nits.by_id.get(&id).and_then(|n| n.upstream.as_ref()).map(|(_, _, _, req)| {
+                self.response(req, 503, "Service Unavailable", None, &[])
+            });
+            if let Some(bytes) = resp {
+                self.nit_respond_upstream(now, id, 503, bytes);
+            }
+            self.nit_client_done(id);
+        }
+    }
+
     fn nit_client_done(&mut self, id: u64) {
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
         let key = std::mem::take(&mut nit.client_key);

@@ -164,7 +164,7 @@ impl Shard {
                         }
                     }
                 }
-                Transport::Tcp => self.tcp.send(t.to, t.payload, self.index),
+                Transport::Tcp => self.tcp.send(t.to, t.payload),
             }
         }
     }

@@ -86,8 +86,8 @@ impl TcpHub {
     }
 
     /// Sends on the request's connection, else on the peer's connection,
-    /// else over a new one. A failure is reported to `origin` as SendError.
-    pub fn send(self: &Arc<Self>, to: Peer, payload: Bytes, origin: usize) {
+    /// else over a new one. A failed connect is reported to every shard as SendError.
+    pub fn send(self: &Arc<Self>, to: Peer, payload: Bytes) {
         let id = to.conn.filter(|id| self.conns.contains_key(id)).or_else(|| self.by_peer.get(&to.addr).map(|e| *e));
         if let Some(id) = id {
             if let Some(c) = self.conns.get(&id) {
@@ -97,10 +97,10 @@ impl TcpHub {
                 return;
             }
         }
-        self.connect(to.addr, payload, origin);
+        self.connect(to.addr, payload);
     }
 
-    fn connect(self: &Arc<Self>, addr: SocketAddr, first: Bytes, origin: usize) {
+    fn connect(self: &Arc<Self>, addr: SocketAddr, first: Bytes) {
         let (tx, rx) = mpsc::channel(CONN_QUEUE);
         let _ = tx.try_send(first);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -119,7 +119,9 @@ impl TcpHub {
                 _ => {
                     tracing::info!(peer = %addr, "tcp connect to next hop failed");
                     hub.forget(id, addr);
-                    if let Some(s) = hub.shards.get().and_then(|s| s.get(origin)) {
+                    // Every shard: while the connect was pending, any shard may have queued
+                    // messages on it (a health probe from shard 0, an INVITE from another).
+                    for s in hub.shards.get().into_iter().flatten() {
                         let _ = s.try_send(ShardInput::SendError(Peer::to(addr, Transport::Tcp)));
                     }
                 }

@@ -13,3 +13,6 @@ mod reload;
 mod flood;
 mod hostile;
 mod torture;
+mod caps;
+mod failover;
+mod chaos;

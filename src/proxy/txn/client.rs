@@ -173,6 +173,18 @@ impl ClientNonInvite {
         }
     }
 
+    /// The transport could not deliver the request (§17.1.4): a transaction still waiting
+    /// for its final answer ends at once, and `Timeout` tells the TU to answer for it.
+    pub fn on_transport_error(&mut self) -> TimerOutcome {
+        match self.state {
+            ClientState::Calling | ClientState::Proceeding => {
+                self.state = ClientState::Terminated;
+                TimerOutcome::Timeout
+            }
+            _ => TimerOutcome::Nothing,
+        }
+    }
+
     /// A timer armed by this transaction fired.
     pub fn on_timer(&mut self, timer: Timer, tv: &TimerValues, out: &mut Actions) -> TimerOutcome {
         match (timer, self.state) {

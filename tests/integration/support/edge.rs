@@ -175,11 +175,13 @@ impl Edge {
         http(self.admin, method, path, body, None)
     }
 
-    /// Scrapes /metrics and returns the value of the sample whose line starts with `prefix`.
+    /// Scrapes /metrics and returns the value of the sample whose line starts with `prefix`
+    /// (a whole metric name: `sipedge_active_calls` does not match `sipedge_active_calls_high_water`).
     pub fn metric(&self, prefix: &str) -> Option<f64> {
         let (_, text) = self.http("GET", "/metrics", None);
+        let name_goes_on = |l: &str| l[prefix.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':');
         text.lines()
-            .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+            .filter(|l| !l.starts_with('#') && l.starts_with(prefix) && !name_goes_on(l))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .next()
     }
