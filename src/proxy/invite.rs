@@ -67,7 +67,7 @@ pub(super) struct Call {
     pub invite: Msg,
     pub server: ServerInvite,
     pub to_tag: String,
-    pub plan: SmallVec<[(Peer, Option<HopKey>); 8]>,
+    pub plan: SmallVec<[(Peer, Option<HopKey>); 2]>,
     pub next_hop: usize,
     pub branches: SmallVec<[Branch; 2]>,
     pub permit: Option<Permit>,
@@ -160,7 +160,7 @@ impl Core {
         now: Instant,
         from: Peer,
         msg: Msg,
-        plan: SmallVec<[(Peer, Option<HopKey>); 8]>,
+        plan: SmallVec<[(Peer, Option<HopKey>); 2]>,
         permit: Option<Permit>,
         number: Option<E164>,
         shape: Shape,
@@ -177,7 +177,7 @@ impl Core {
         self.invite_keys.insert(key.clone(), id);
         self.calls.insert(
             id,
-            Call {
+            Box::new(Call {
                 key,
                 upstream: from,
                 invite: msg,
@@ -193,7 +193,7 @@ impl Core {
                 cancelled: false,
                 final_sent: false,
                 started: now,
-            },
+            }),
         );
         id
     }
