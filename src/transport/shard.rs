@@ -54,8 +54,16 @@ impl Shard {
     pub async fn run(mut self) {
         let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        // One Sleep for the shard's life, moved only when the core's next
+        // deadline changes: a fresh sleep_until per wake-up registers and
+        // deregisters a tokio timer entry for every datagram.
+        let sleep = tokio::time::sleep_until(far);
+        tokio::pin!(sleep);
         loop {
             let deadline = self.core.poll_timeout().map(tokio::time::Instant::from_std).unwrap_or(far);
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
             let udp = self.udp.clone();
             tokio::select! {
                 biased;
@@ -83,7 +91,7 @@ impl Shard {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut sleep => {
                     self.core.handle_timeout(Instant::now());
                 }
             }
