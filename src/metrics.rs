@@ -12,13 +12,8 @@ pub const CALLS_TOTAL: &str = "sipedge_calls_total";
 /// Calls holding a concurrency slot right now.
 pub const ACTIVE_CALLS: &str = "sipedge_active_calls";
 /// The most calls the instance ever held at once (admission's high-water mark).
-pub const ACTIVE_CALLS_HIGH_WATER: &str = crate::admission::ACTIVE_CALLS_HIGH_WATER;
-/// Per number that reached its cap (label `number`): the most calls it held at once.
-pub const NUMBER_CALLS_HIGH_WATER: &str = crate::admission::NUMBER_CALLS_HIGH_WATER;
-/// The most calls ever held at once on the instance.
 pub const ACTIVE_CALLS_HIGH_WATER: &str = "sipedge_active_calls_high_water";
-/// Per number (label `number`), the most calls it ever held at once; only
-/// for numbers that reached their cap, so the label set stays small.
+/// Per number that reached its cap (label `number`): the most calls it held at once.
 pub const NUMBER_CALLS_HIGH_WATER: &str = "sipedge_number_calls_high_water";
 /// Established dialogs right now.
 pub const ACTIVE_DIALOGS: &str = "sipedge_active_dialogs";

@@ -6,11 +6,11 @@
 //! call was set up, so a request can never be steered to an address that is
 //! not a configured peer (no open relay).
 
-use std::collections::HashMap;
+use super::FastMap;
 use std::time::Instant;
 
 use super::invite::Shape;
-use super::timer::{Owner, Timer};
+use super::timer::{Owner, Timer, TimerKey};
 use super::{Core, Peer, Reject};
 use crate::admission::Permit;
 use crate::metrics as m;
@@ -34,13 +34,15 @@ pub(super) struct Dialog {
     callee_cseq: u32,
     number: Option<E164>,
     since: Instant,
+    /// AckWait and MaxDuration, cancelled when the dialog ends.
+    timers: [Option<TimerKey>; 2],
 }
 
 /// The dialogs of a shard, keyed by Call-ID and the caller's tag.
 #[derive(Default)]
 pub(super) struct Table {
-    by_key: HashMap<Box<str>, Dialog>,
-    by_id: HashMap<u64, Box<str>>,
+    by_key: FastMap<Box<str>, Dialog>,
+    by_id: FastMap<u64, Box<str>>,
 }
 
 impl Table {
@@ -103,7 +105,7 @@ impl Core {
         if self.dialogs.by_key.contains_key(&k) {
             return;
         }
-        let d = Dialog {
+        let mut d = Dialog {
             id,
             caller,
             callee,
@@ -119,14 +121,15 @@ impl Core {
             callee_cseq: 0,
             number,
             since: now,
+            timers: [None, None],
         };
+        let tv = self.cfg.timers;
+        d.timers[0] = Some(self.timers.arm(now, tv.t1x64(), Owner::Call(id), Timer::AckWait, 0));
+        let max = self.cfg.max_call_duration;
+        d.timers[1] = Some(self.timers.arm(now, max, Owner::Call(id), Timer::MaxDuration, 0));
         self.dialogs.by_id.insert(id, k.clone());
         self.dialogs.by_key.insert(k, d);
         m::active_dialogs_inc();
-        let tv = self.cfg.timers;
-        self.timers.arm(now, tv.t1x64(), Owner::Call(id), Timer::AckWait, 0);
-        let max = self.cfg.max_call_duration;
-        self.timers.arm(now, max, Owner::Call(id), Timer::MaxDuration, 0);
     }
 
     /// Whether `msg` belongs to an established dialog.
@@ -213,6 +216,9 @@ impl Core {
     fn end_dialog(&mut self, k: &str, how: &'static str) -> Option<Dialog> {
         let mut d = self.dialogs.by_key.remove(k)?;
         self.dialogs.by_id.remove(&d.id);
+        for t in d.timers.iter_mut().filter_map(Option::take) {
+            self.timers.cancel(t);
+        }
         m::active_dialogs_dec();
         if d.permit.take().is_some() {
             tracing::debug!(call_id = &*d.call_id, number = ?d.number, how, "call ended");

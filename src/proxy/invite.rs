@@ -67,7 +67,7 @@ pub(super) struct Call {
     pub invite: Msg,
     pub server: ServerInvite,
     pub to_tag: String,
-    pub plan: SmallVec<[(Peer, Option<HopKey>); 8]>,
+    pub plan: SmallVec<[(Peer, Option<HopKey>); 2]>,
     pub next_hop: usize,
     pub branches: SmallVec<[Branch; 2]>,
     pub permit: Option<Permit>,
@@ -159,7 +159,7 @@ impl Core {
         now: Instant,
         from: Peer,
         msg: Msg,
-        plan: SmallVec<[(Peer, Option<HopKey>); 8]>,
+        plan: SmallVec<[(Peer, Option<HopKey>); 2]>,
         permit: Option<Permit>,
         number: Option<E164>,
         shape: Shape,
@@ -176,7 +176,7 @@ impl Core {
         self.invite_keys.insert(key.clone(), id);
         self.calls.insert(
             id,
-            Call {
+            Box::new(Call {
                 key,
                 upstream: from,
                 invite: msg,
@@ -191,7 +191,7 @@ impl Core {
                 shape,
                 cancelled: false,
                 final_sent: false,
-            },
+            }),
         );
         id
     }
@@ -446,7 +446,7 @@ impl Core {
         // only taken from the peer (carrier or platform) the INVITE came from.
         let peers = &self.routing.load().peers;
         let same_peer = |c: &Call| peers.classify(c.upstream.addr.ip()) == peers.classify(from.addr.ip());
-        let Some(id) = id.filter(|id| self.calls.get(id).is_some_and(same_peer)) else {
+        let Some(id) = id.filter(|id| self.calls.get(id).is_some_and(|c| same_peer(c))) else {
             return self.reject(from, msg, Reject::NoDialog, None);
         };
         let to_tag = self.calls.get(&id).map(|c| c.to_tag.clone());

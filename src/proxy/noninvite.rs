@@ -2,7 +2,7 @@
 //! requests the edge originates itself (CANCEL, BYE at a call's forced end).
 
 use bytes::Bytes;
-use std::collections::HashMap;
+use super::FastMap;
 use std::time::Instant;
 
 use super::timer::{Fired, Owner};
@@ -23,9 +23,9 @@ pub(super) struct Nit {
 /// Every non-INVITE transaction of a shard.
 #[derive(Default)]
 pub(super) struct Table {
-    by_id: HashMap<u64, Nit>,
-    by_server_key: HashMap<Box<str>, u64>,
-    by_client_key: HashMap<Box<str>, u64>,
+    by_id: FastMap<u64, Nit>,
+    by_server_key: FastMap<Box<str>, u64>,
+    by_client_key: FastMap<Box<str>, u64>,
 }
 
 /// The client-side key: our branch and the CSeq method.

@@ -71,6 +71,10 @@ pub struct Fired {
     pub slot: u32,
 }
 
+/// Identifies one armed timer, for [`TimerQueue::cancel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerKey(Instant, u64);
+
 /// Deadlines ordered by time; ties broken by insertion order.
 #[derive(Default, Debug)]
 pub struct TimerQueue {
@@ -79,11 +83,19 @@ pub struct TimerQueue {
 }
 
 impl TimerQueue {
-    /// Arms `timer` for `owner` to fire at `now + after`.
-    pub fn arm(&mut self, now: Instant, after: Duration, owner: Owner, timer: Timer, slot: u32) {
+    /// Arms `timer` for `owner` to fire at `now + after`; the key cancels it.
+    pub fn arm(&mut self, now: Instant, after: Duration, owner: Owner, timer: Timer, slot: u32) -> TimerKey {
         self.seq = self.seq.wrapping_add(1);
-        self.queue
-            .insert((now + after, self.seq), Fired { owner, timer, slot });
+        let key = TimerKey(now + after, self.seq);
+        self.queue.insert((key.0, key.1), Fired { owner, timer, slot });
+        key
+    }
+
+    /// Disarms a timer that has not fired yet. Long timers (a dialog's
+    /// max duration, hours) must be cancelled when their owner goes, or the
+    /// queue grows with every call made during that time.
+    pub fn cancel(&mut self, key: TimerKey) {
+        self.queue.remove(&(key.0, key.1));
     }
 
     /// The earliest deadline, if any timer is armed.

@@ -2,7 +2,7 @@
 //! socket, and an input queue fed by the other shards and TCP connections.
 //! It sleeps until the core's next timer, and sends whatever the core queues.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::UdpSocket;
@@ -21,8 +21,10 @@ pub const SHARD_QUEUE: usize = 16_384;
 /// Datagrams read per wake-up before yielding to timers and the queue.
 const RECV_BATCH: usize = 64;
 
-/// Receive buffer chunk; each datagram is split off it without a copy.
-const CHUNK: usize = 256 * 1024;
+/// The receive buffer, reused for every datagram. Each datagram is copied out
+/// into its own exact-size `Bytes`: the core keeps some messages for the whole
+/// call (the INVITE, for RFC 6026 timers), and a message split off a shared
+/// chunk would pin the whole chunk for that long (~10 KiB of RSS per call).
 const MAX_DATAGRAM: usize = 65_536;
 
 /// Everything one shard runs with.
@@ -50,10 +52,18 @@ pub struct Shard {
 impl Shard {
     /// Runs until shutdown; then ends every call (BYE both ways) and flushes.
     pub async fn run(mut self) {
-        let mut buf = BytesMut::with_capacity(CHUNK);
+        let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        // One Sleep for the shard's life, moved only when the core's next
+        // deadline changes: a fresh sleep_until per wake-up registers and
+        // deregisters a tokio timer entry for every datagram.
+        let sleep = tokio::time::sleep_until(far);
+        tokio::pin!(sleep);
         loop {
             let deadline = self.core.poll_timeout().map(tokio::time::Instant::from_std).unwrap_or(far);
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
             let udp = self.udp.clone();
             tokio::select! {
                 biased;
@@ -89,7 +99,7 @@ impl Shard {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut sleep => {
                     self.core.handle_timeout(Instant::now());
                 }
             }
@@ -124,7 +134,8 @@ impl Shard {
     }
 
     fn on_datagram(&mut self, from: std::net::SocketAddr, buf: &mut BytesMut) {
-        let bytes = buf.split().freeze();
+        let bytes = Bytes::copy_from_slice(buf);
+        buf.clear();
         match self.flood.check(from.ip()) {
             Verdict::Pass => {}
             Verdict::Drop => return,
@@ -171,8 +182,9 @@ impl Shard {
 }
 
 fn reserve(buf: &mut BytesMut) {
+    buf.clear();
     if buf.capacity() < MAX_DATAGRAM {
-        *buf = BytesMut::with_capacity(CHUNK);
+        buf.reserve(MAX_DATAGRAM);
     }
 }
 

@@ -2,7 +2,7 @@
 //! and a registry so answers go back on the connection a request came in on
 //! and requests to a TCP next hop reuse one connection.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use dashmap::DashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -221,7 +221,10 @@ impl TcpHub {
                 }
                 match next_frame(&buf, self.limits.max_message_bytes) {
                     Frame::Complete(n) => {
-                        let msg = buf.split_to(n).freeze();
+                        // Copied out so a message the core keeps for the whole call
+                        // does not pin this connection's read buffer.
+                        let msg = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                        buf.advance(n);
                         started = None;
                         head = HeadScan::default();
                         if self.flood.check(peer.ip()) != Verdict::Pass {

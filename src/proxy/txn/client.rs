@@ -69,6 +69,9 @@ impl ClientInvite {
             }
             (ClientState::Calling | ClientState::Proceeding, 200..=299) => {
                 self.state = ClientState::Accepted;
+                // Nothing is built from the request any more (no CANCEL after a
+                // final, the 2xx ACK is end to end): free it for the 32 s of timer M.
+                self.request = Bytes::new();
                 out.push(Action::Arm(Timer::M, tv.t1x64()));
                 Delivery::Deliver
             }
