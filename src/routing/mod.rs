@@ -27,11 +27,13 @@
 //!   changed since (see `table.rs`). Writers are serialized by one mutex that
 //!   readers never touch.
 //!
-//! Measured (`cargo bench --bench routing`, 2 shared cores, medians): one
-//! event ≈ 2–3 µs at 10 k–1 M and ≈ 3 µs at 10 M numbers without a
-//! concurrent compaction (≈ 6 µs while one runs), against 0.1 ms / 30 ms /
-//! 1.6 s for copying the whole map; lookups at 0.6–1.1× a frozen std
-//! `HashMap` of the same size; ≈ 190 bytes per number at 10 M.
+//! Measured (`cargo bench --bench routing`, 2 cores shared with other
+//! jobs, so noisy; medians): one event 1.6–2.8 µs from 10 k to 10 M numbers
+//! between compactions; back-to-back events racing a 10 M-number compaction
+//! on the other core 5–18 µs depending on machine load; copying the whole map
+//! instead costs 0.15 ms / 30 ms / 1.6–5 s at 10 k / 1 M / 10 M. Lookups take
+//! 0.55–0.7× the time of a frozen std `HashMap` (SipHash) of the same size.
+//! About 190 bytes per number at 10 M (records + base map).
 //!
 //! # Layout
 //!
