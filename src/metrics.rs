@@ -23,6 +23,8 @@ pub const FAILOVERS_TOTAL: &str = "sipedge_failovers_total";
 pub const LINK_UP: &str = "sipedge_link_up";
 /// Routing snapshots published.
 pub const ROUTING_SWAPS_TOTAL: &str = "sipedge_routing_swaps_total";
+/// Routing-table compactions (delta folded into a new base; content unchanged).
+pub const ROUTING_COMPACTIONS_TOTAL: &str = "sipedge_routing_compactions_total";
 /// SIP messages by transport and kind (received, sent).
 pub const SIP_MESSAGES_TOTAL: &str = "sipedge_sip_messages_total";
 /// Messages that could not be parsed (answered 400 or dropped).
@@ -70,6 +72,7 @@ pub fn describe() {
     describe_counter!(FAILOVERS_TOTAL, "Failovers away from a next hop");
     describe_gauge!(LINK_UP, "Next hops up for a carrier and AZ (0 = none)");
     describe_counter!(ROUTING_SWAPS_TOTAL, "Routing snapshots published");
+    describe_counter!(ROUTING_COMPACTIONS_TOTAL, "Routing delta folded into a new base");
     describe_counter!(SIP_MESSAGES_TOTAL, "SIP messages by transport and kind");
     describe_counter!(PARSE_ERRORS_TOTAL, "Unparseable SIP messages");
     describe_counter!(FLOOD_DROPS_TOTAL, "Messages refused by flood control");

@@ -36,9 +36,9 @@ use super::snapshot::{NumberRecord, RoutingSnapshot};
 use crate::sip::E164;
 
 /// Counter incremented on every published change (SPEC §7).
-pub const SWAPS_TOTAL: &str = "sipedge_routing_swaps_total";
+pub use crate::metrics::ROUTING_SWAPS_TOTAL as SWAPS_TOTAL;
 /// Counter incremented when a compaction publishes a new base.
-pub const COMPACTIONS_TOTAL: &str = "sipedge_routing_compactions_total";
+pub use crate::metrics::ROUTING_COMPACTIONS_TOTAL as COMPACTIONS_TOTAL;
 /// Largest delta before the overlay is folded into a new base.
 pub const DEFAULT_COMPACT_THRESHOLD: usize = 8192;
 /// Smallest threshold the size rule below picks (tests may set less).
