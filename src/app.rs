@@ -39,6 +39,9 @@ pub enum AppError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A shard thread could not be started.
+    #[error("cannot start a shard thread: {0}")]
+    Thread(std::io::Error),
     /// The config asks for something this build does not do.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -237,9 +240,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             if let Err(e) = udp::enable_icmp_errors(&s) {
                 tracing::warn!(error = %e, "no ICMP error reporting: UDP failover waits for failover_ms");
             }
-            let s = tokio::net::UdpSocket::from_std(s)
-                .map_err(|source| AppError::Bind { transport: "udp", addr: l.addr, source })?;
-            udp_socks.push(Arc::new(s));
+            // Registered with its shard's own runtime, on the shard's thread.
+            udp_socks.push(s);
         }
     }
     let mut tcp_listener = None;
@@ -291,20 +293,35 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         down: down.clone(),
         rate: Arc::new(CallRate::new(now)),
     };
-    let mut shard_tasks = Vec::new();
+    // Each shard runs on its own OS thread with a current-thread runtime: a
+    // call's messages never hop between threads and no work-stealing wake-ups
+    // are paid per message (measured: tools/load, docs/PERFORMANCE.md).
+    let mut shard_threads = Vec::new();
+    let mut udp_socks = udp_socks.into_iter();
     for (i, rx) in receivers.into_iter().enumerate() {
-        let shard = Shard {
-            index: i,
-            core: Core::new(i as u32, core_cfg.clone(), core_shared.clone(), now),
-            udp: udp_socks.get(i).cloned(),
-            rx,
-            shards: inputs.clone(),
-            tcp: hub.clone(),
-            flood: flood.clone(),
-            hasher: hasher.clone(),
-            shutdown: stop_rx.clone(),
-        };
-        shard_tasks.push(tokio::spawn(shard.run()));
+        let core = Core::new(i as u32, core_cfg.clone(), core_shared.clone(), now);
+        let sock = udp_socks.next();
+        let (inputs, hub, flood, hasher, stop_rx) = (inputs.clone(), hub.clone(), flood.clone(), hasher.clone(), stop_rx.clone());
+        let thread = std::thread::Builder::new().name(format!("sipedge-shard-{i}")).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!(shard = i, error = %e, "shard runtime failed to start"),
+            };
+            rt.block_on(async move {
+                let udp = match sock.map(tokio::net::UdpSocket::from_std).transpose() {
+                    Ok(u) => u.map(Arc::new),
+                    Err(e) => return tracing::error!(shard = i, error = %e, "shard socket failed"),
+                };
+                let shard = Shard { index: i, core, udp, rx, shards: inputs, tcp: hub, flood, hasher, shutdown: stop_rx };
+                shard.run().await;
+                // Let TCP writers spawned on this runtime drain the final BYEs.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+        });
+        match thread {
+            Ok(t) => shard_threads.push(t),
+            Err(source) => return Err(AppError::Thread(source)),
+        }
     }
     if let Some(l) = tcp_listener {
         tokio::spawn(hub.clone().accept_loop(l));
@@ -344,9 +361,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     shutdown.await;
     tracing::info!("shutting down: ending calls");
     let _ = stop_tx.send(true);
-    for t in shard_tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
-    }
+    let joined = tokio::task::spawn_blocking(move || {
+        for t in shard_threads {
+            let _ = t.join();
+        }
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(3), joined).await;
     // Let TCP writers drain the final BYEs.
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
