@@ -93,7 +93,7 @@ impl Shard {
         let now = Instant::now();
         match input {
             ShardInput::Message(peer, bytes) => self.core.handle_message(now, peer, bytes),
-            ShardInput::SendError(peer) => self.core.handle_send_error(now, peer),
+            ShardInput::SendError(peer, bytes) => self.core.handle_send_error(now, peer, &bytes),
             ShardInput::Config(cfg) => self.core.set_config(cfg),
         }
     }
@@ -132,7 +132,7 @@ impl Shard {
                         Err(e) => {
                             tracing::debug!(to = %t.to.addr, error = %e, "udp send failed");
                             if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                                self.core.handle_send_error(Instant::now(), t.to);
+                                self.core.handle_send_error(Instant::now(), t.to, &t.payload);
                             }
                         }
                     }
