@@ -10,13 +10,15 @@ const T: Duration = Duration::from_secs(5);
 
 fn full_call(transport: &str) {
     let b = Block::new();
+    // The flow engine listens where the edge sends (UDP socket, or TCP listener), from
+    // before the edge starts: its first health probe must not be refused, or an INVITE
+    // queued behind that connect attempt is lost with it (and fails over to az2).
+    let listener = (transport == "tcp").then(|| std::net::TcpListener::bind(b.addr(10, 5060)).unwrap());
     let edge = Edge::start(b, standard(b, transport));
     let (mut carrier, mut flow) = match transport {
         "tcp" => (Peer::tcp(b.ip(2).into(), edge.sip), None),
         _ => (Peer::udp(b.addr(2, 5060), edge.sip), None::<Peer>),
     };
-    // The flow engine listens where the edge sends (UDP socket, or TCP listener).
-    let listener = (transport == "tcp").then(|| std::net::TcpListener::bind(b.addr(10, 5060)).unwrap());
     if transport == "udp" {
         flow = Some(Peer::udp(b.addr(10, 5060), edge.sip));
     }
