@@ -227,7 +227,7 @@ impl World {
             _ => match inp.pick(2) {
                 0 => {
                     let to = self.source(inp);
-                    self.core.handle_send_error(self.now, to);
+                    self.core.handle_unreachable(self.now, to);
                 }
                 _ => {
                     let (from, text) = self.template(inp);

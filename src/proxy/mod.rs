@@ -179,22 +179,50 @@ impl Core {
         }
     }
 
-    /// The driver could not deliver to `to` (TCP connect refused or reset, UDP
-    /// ICMP port unreachable): every call waiting on that hop fails over now, and
-    /// every other request waiting on it is answered 503.
-    pub fn handle_send_error(&mut self, now: Instant, to: Peer) {
-        let ids: Vec<u64> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.current_hop_is(to.addr))
-            .map(|(id, _)| *id)
-            .collect();
+    /// The driver could not deliver `undelivered` to `to` (TCP connect refused, UDP
+    /// ICMP port unreachable): the transaction that sent it fails now. An INVITE
+    /// branch still being tried fails over, a forwarded non-INVITE request is
+    /// answered 503, a health probe counts as failed.
+    ///
+    /// Matched by the message's branch, not by `to`: a connect attempt may fail after
+    /// a newer branch to the same hop went out on a fresh connection, and that branch
+    /// must not be failed by the stale error.
+    pub fn handle_send_error(&mut self, now: Instant, to: Peer, undelivered: &Bytes) {
+        let Ok(msg) = Msg::parse(undelivered.clone()) else { return };
+        if !msg.is_request() {
+            return;
+        }
+        let Some(branch) = msg.top_via().and_then(|v| v.branch) else { return };
+        match msg.method() {
+            Some(Method::Invite) => {
+                let Some(&(id, idx)) = self.branches.get(branch) else { return };
+                let current = self.calls.get(&id).is_some_and(|c| {
+                    c.branches.len().checked_sub(1) == Some(idx as usize) && c.current_hop_is(to.addr)
+                });
+                if current {
+                    self.branch_failed(now, id, invite::Failure::Transport);
+                }
+            }
+            Some(Method::Ack) => {}
+            _ => {
+                self.nit_send_error(now, branch, msg.method_str());
+                if let Some(p) = self.probes.as_mut() {
+                    p.on_send_error(branch, &self.down);
+                }
+            }
+        }
+    }
+
+    /// `to` is unreachable (UDP: ICMP port unreachable). Only the address is
+    /// known, so every call whose current branch waits on it fails over now,
+    /// and its probes in flight fail.
+    pub fn handle_unreachable(&mut self, now: Instant, to: Peer) {
+        let ids: Vec<u64> = self.calls.iter().filter(|(_, c)| c.current_hop_is(to.addr)).map(|(id, _)| *id).collect();
         for id in ids {
             self.branch_failed(now, id, invite::Failure::Transport);
         }
-        self.nits_send_error(now, to.addr);
         if let Some(p) = self.probes.as_mut() {
-            p.on_send_error(to.addr, &self.down);
+            p.on_unreachable(to.addr, &self.down);
         }
     }
 

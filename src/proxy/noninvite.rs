@@ -182,24 +182,21 @@ impl Core {
         }
     }
 
-    /// Delivery to `to` failed (TCP connect refused or reset): each request forwarded
-    /// there still waiting for its final answer ends now, and its sender gets a 503
-    /// (§16.9: a transport error counts as a 503), not a 408 after 64·T1.
-    pub(super) fn nits_send_error(&mut self, now: Instant, to: std::net::SocketAddr) {
-        let ids: Vec<u64> = self.nits.by_id.iter().filter(|(_, n)| n.to.addr == to).map(|(id, _)| *id).collect();
-        for id in ids {
-            let Some(nit) = self.nits.by_id.get_mut(&id) else { continue };
-            if nit.client.on_transport_error() != TimerOutcome::Timeout {
-                continue;
-            }
-            let resp = self.nits.by_id.get(&id).and_then(|n| n.upstream.as_ref()).map(|(_, _, _, req)| {
-                self.response(req, 503, "Service Unavailable", None, &[])
-            });
-            if let Some(bytes) = resp {
-                self.nit_respond_upstream(now, id, 503, bytes);
-            }
-            self.nit_client_done(id);
+    /// Our request with `branch` and `method` could not be delivered: if it still waits
+    /// for its final answer it ends now, and its sender gets a 503 (§16.9: a transport
+    /// error counts as a 503), not a 408 after 64·T1.
+    pub(super) fn nit_send_error(&mut self, now: Instant, branch: &str, method: &str) {
+        let Some(id) = self.nits.by_client_key.get(&client_key(branch, method)).copied() else { return };
+        let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
+        if nit.client.on_transport_error() != TimerOutcome::Timeout {
+            return;
         }
+        let resp = nit.upstream.as_ref().map(|(_, _, _, req)| req.clone());
+        if let Some(req) = resp {
+            let bytes = self.response(&req, 503, "Service Unavailable", None, &[]);
+            self.nit_respond_upstream(now, id, 503, bytes);
+        }
+        self.nit_client_done(id);
     }
 
     fn nit_client_done(&mut self, id: u64) {

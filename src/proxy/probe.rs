@@ -70,13 +70,19 @@ impl Prober {
         }
     }
 
-    /// A send to `addr` failed: its probes in flight failed.
-    pub fn on_send_error(&mut self, addr: std::net::SocketAddr, down: &DownSet) {
-        let failed: Vec<Box<str>> = self.inflight.iter().filter(|(_, (k, _))| k.addr == addr).map(|(b, _)| b.clone()).collect();
+    /// The probe with `branch` could not be sent: it failed.
+    pub fn on_send_error(&mut self, branch: &str, down: &DownSet) {
+        if let Some((key, _)) = self.inflight.remove(branch) {
+            self.record(&key, false, down);
+        }
+    }
+
+    /// `addr` is unreachable (ICMP): its probes in flight failed.
+    pub fn on_unreachable(&mut self, addr: std::net::SocketAddr, down: &DownSet) {
+        let failed: Vec<Box<str>> =
+            self.inflight.iter().filter(|(_, (k, _))| k.addr == addr).map(|(b, _)| b.clone()).collect();
         for b in failed {
-            if let Some((key, _)) = self.inflight.remove(&b) {
-                self.record(&key, false, down);
-            }
+            self.on_send_error(&b, down);
         }
     }
 }

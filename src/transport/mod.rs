@@ -18,8 +18,11 @@ use crate::proxy::Peer;
 pub enum ShardInput {
     /// A message received by another shard's socket or a TCP connection.
     Message(Peer, Bytes),
-    /// Delivery to this peer failed (connect refused, reset, unreachable).
-    SendError(Peer),
+    /// This message could not be delivered to this peer (connect refused,
+    /// unreachable); it goes to the shard that owns the message's call.
+    SendError(Peer, Bytes),
+    /// This address is unreachable (ICMP); which message failed is not known.
+    Unreachable(Peer),
     /// A new core configuration (reload).
     Config(std::sync::Arc<crate::proxy::CoreConfig>),
 }

@@ -113,12 +113,12 @@ impl Shard {
         for addr in super::udp::drain_icmp_errors(sock) {
             tracing::debug!(hop = %addr, "ICMP unreachable");
             let peer = Peer::to(addr, Transport::Udp);
-            self.core.handle_send_error(Instant::now(), peer);
+            self.core.handle_unreachable(Instant::now(), peer);
             // The kernel hands an ICMP error to any socket of the SO_REUSEPORT
             // group, not necessarily the one that sent: tell every shard.
             for (i, tx) in self.shards.iter().enumerate() {
                 if i != self.index {
-                    let _ = tx.try_send(ShardInput::SendError(peer));
+                    let _ = tx.try_send(ShardInput::Unreachable(peer));
                 }
             }
         }
@@ -128,7 +128,8 @@ impl Shard {
         let now = Instant::now();
         match input {
             ShardInput::Message(peer, bytes) => self.core.handle_message(now, peer, bytes),
-            ShardInput::SendError(peer) => self.core.handle_send_error(now, peer),
+            ShardInput::SendError(peer, bytes) => self.core.handle_send_error(now, peer, &bytes),
+            ShardInput::Unreachable(peer) => self.core.handle_unreachable(now, peer),
             ShardInput::Config(cfg) => self.core.set_config(cfg),
         }
     }

@@ -85,8 +85,9 @@ impl TcpHub {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// Sends on the request's connection, else on the peer's connection,
-    /// else over a new one. A failed connect is reported to every shard as SendError.
+    /// Sends on the request's connection, else on the peer's connection, else over a
+    /// new one. When connecting fails, each message queued on the attempt goes back as
+    /// SendError to the shard owning its call (any shard may have queued one).
     pub fn send(self: &Arc<Self>, to: Peer, payload: Bytes) {
         let id = to.conn.filter(|id| self.conns.contains_key(id)).or_else(|| self.by_peer.get(&to.addr).map(|e| *e));
         if let Some(id) = id {
@@ -101,7 +102,7 @@ impl TcpHub {
     }
 
     fn connect(self: &Arc<Self>, addr: SocketAddr, first: Bytes) {
-        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
         let _ = tx.try_send(first);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.conns.insert(id, Conn { tx, peer: addr });
@@ -119,10 +120,12 @@ impl TcpHub {
                 _ => {
                     tracing::info!(peer = %addr, "tcp connect to next hop failed");
                     hub.forget(id, addr);
-                    // Every shard: while the connect was pending, any shard may have queued
-                    // messages on it (a health probe from shard 0, an INVITE from another).
-                    for s in hub.shards.get().into_iter().flatten() {
-                        let _ = s.try_send(ShardInput::SendError(Peer::to(addr, Transport::Tcp)));
+                    let Some(shards) = hub.shards.get() else { return };
+                    while let Ok(lost) = rx.try_recv() {
+                        let shard = shard_of(&lost, shards.len(), &hub.hasher);
+                        if let Some(s) = shards.get(shard) {
+                            let _ = s.try_send(ShardInput::SendError(Peer::to(addr, Transport::Tcp), lost));
+                        }
                     }
                 }
             }

@@ -392,8 +392,9 @@ fn tcp_connection_refused_fails_over_at_once() {
     let b = Block::new();
     let head = "[timers]\nfailover_ms = 20000\n[health]\noptions_interval_ms = 60000\n";
     let spec = EdgeSpec { toml: topology_over(b, head, &[], "tcp"), numbers: numbers(), ..EdgeSpec::default() };
+    let listener = std::net::TcpListener::bind(b.addr(3, 5060)).unwrap();
     let edge = Edge::start(b, spec);
-    let callee = tcp_callee(b.addr(3, 5060), true);
+    let callee = tcp_callee(listener, true);
     let mut fe = Peer::udp(b.addr(10, 5070), edge.sip);
     let sip = edge.sip;
     let inv = invite_as(fe.local(), sip, "+13125550000", "+12065550100", "tcp-1");
@@ -406,8 +407,11 @@ fn tcp_connection_refused_fails_over_at_once() {
 /// A TCP UAS on `addr` on its own thread: answers INVITE 180 + 200 and, when
 /// `until_bye`, serves until it has answered a BYE; otherwise it closes everything
 /// (a crash) right after the ACK.
-fn tcp_callee(addr: std::net::SocketAddr, until_bye: bool) -> std::thread::JoinHandle<()> {
-    let listener = std::net::TcpListener::bind(addr).unwrap();
+///
+/// Bind `listener` before starting the edge: a health probe connecting before it
+/// exists is refused, and an INVITE queued behind that attempt is (rightly) lost.
+fn tcp_callee(listener: std::net::TcpListener, until_bye: bool) -> std::thread::JoinHandle<()> {
+    let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         // The health probe may connect first: serve every connection.
         let mut conns = Vec::new();
@@ -450,8 +454,9 @@ fn bye_to_a_dead_tcp_hop_gets_503_at_once() {
     let b = Block::new();
     let head = "[health]\noptions_interval_ms = 60000\n";
     let spec = EdgeSpec { toml: topology_over(b, head, &[], "tcp"), numbers: numbers(), ..EdgeSpec::default() };
+    let listener = std::net::TcpListener::bind(b.addr(2, 5060)).unwrap();
     let edge = Edge::start(b, spec);
-    let callee = tcp_callee(b.addr(2, 5060), false);
+    let callee = tcp_callee(listener, false);
     let mut fe = Peer::udp(b.addr(10, 5070), edge.sip);
     let inv = invite_as(fe.local(), edge.sip, "+13125550000", "+12065550100", "dead-1");
     fe.send(&inv);

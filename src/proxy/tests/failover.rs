@@ -2,7 +2,7 @@
 
 use super::harness::*;
 use crate::failover::HopKey;
-use crate::sip::{Method, Transport};
+use crate::sip::{Method, Msg, Transport};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,9 +80,25 @@ fn transport_error_fails_over_at_once() {
     let mut net = Net::new();
     let (inv, _) = net.invite(CARRIER_A1, TOLL_FREE);
     net.deliver(CARRIER_A1, &inv);
-    net.sent();
-    net.core.handle_send_error(net.now, crate::proxy::Peer::to(addr(FLOW_AZ1), Transport::Udp));
+    let lost = only_to(&net.sent(), FLOW_AZ1).buf().clone();
+    net.core.handle_send_error(net.now, crate::proxy::Peer::to(addr(FLOW_AZ1), Transport::Udp), &lost);
     assert_eq!(only_to(&net.sent(), FLOW_AZ2).method(), Some(Method::Invite));
+}
+
+#[test]
+fn a_send_error_fails_only_the_branch_whose_message_was_lost() {
+    let mut net = Net::new();
+    let (first, _) = net.invite(CARRIER_A1, TOLL_FREE);
+    net.deliver(CARRIER_A1, &first);
+    let lost = only_to(&net.sent(), FLOW_AZ1).buf().clone();
+    // A second call to the same hop went out (on a fresh connection) before the error came back.
+    let (second, _) = net.invite(CARRIER_A1, TOLL_FREE);
+    net.deliver(CARRIER_A1, &second);
+    net.sent();
+    net.core.handle_send_error(net.now, crate::proxy::Peer::to(addr(FLOW_AZ1), Transport::Tcp), &lost);
+    let sent = net.sent();
+    assert_eq!(sent.len(), 1, "only the first call fails over: {:?}", summary(&sent));
+    assert_eq!(only_to(&sent, FLOW_AZ2).call_id(), Msg::parse(lost).unwrap().call_id());
 }
 
 #[test]
