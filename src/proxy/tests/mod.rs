@@ -4,3 +4,4 @@ mod calls;
 mod failover;
 mod harness;
 mod lifecycle;
+mod timers;
