@@ -221,10 +221,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let (fs, exempt) = flood_settings(&cfg);
     let flood = Arc::new(FloodGuard::new(fs, exempt));
 
-    let workers = match cfg.edge.workers {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        n => n,
-    };
+    let workers = cfg.edge.shards();
     let udp_cfg: Vec<_> = cfg.listen.iter().filter(|l| l.transport == Transport::Udp).collect();
     let tcp_cfg: Vec<_> = cfg.listen.iter().filter(|l| l.transport == Transport::Tcp).collect();
     if udp_cfg.len() > 1 || tcp_cfg.len() > 1 {

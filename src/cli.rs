@@ -73,11 +73,11 @@ fn run_edge(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let workers = match cfg.edge.workers {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        n => n,
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
+    // The shards run on threads of their own; this runtime carries the TCP
+    // connections, the control plane and housekeeping.
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let io_threads = cores.saturating_sub(cfg.edge.shards()).max(1);
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(io_threads).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
