@@ -71,24 +71,29 @@ fn exercise(m: &Msg) {
             remove: &["X-Flow-Id"],
             from_display: Some("ACME"),
         };
-        let f = reparse("forwarded request", &build::forward_request(m, &edits), m);
-        assert_eq!(f.via_count(), m.via_count() + 1, "forwarding adds exactly one Via");
-        assert_eq!(f.body(), m.body(), "forwarding keeps the body");
+        if let Some(f) = reparse("forwarded request", &build::forward_request(m, &edits), m) {
+            assert_eq!(f.via_count(), m.via_count() + 1, "forwarding adds exactly one Via");
+            assert_eq!(f.body(), m.body(), "forwarding keeps the body");
+        }
         if m.method() == Some(Method::Invite) {
             reparse("CANCEL", &build::cancel_for(m), m);
             let _ = build::ack_for_non2xx(m, m);
         }
     } else if m.via_count() > 1 {
-        let f = reparse("forwarded response", &build::forward_response(m), m);
-        assert_eq!(f.via_count(), m.via_count() - 1, "forwarding a response pops one Via");
+        if let Some(f) = reparse("forwarded response", &build::forward_response(m), m) {
+            assert_eq!(f.via_count(), m.via_count() - 1, "forwarding a response pops one Via");
+        }
     } else {
         let _ = build::forward_response(m);
     }
 }
 
-fn reparse(what: &str, out: &Bytes, from: &Msg) -> Msg {
+fn reparse(what: &str, out: &Bytes, from: &Msg) -> Option<Msg> {
     match Msg::parse(out.clone()) {
-        Ok(m) => m,
+        Ok(m) => Some(m),
+        // Our size and header-count caps are policy, not well-formedness: a
+        // message just under them may exceed them once we add our headers.
+        Err(e) if e.kind == crate::sip::ParseErrorKind::TooLarge => None,
         Err(e) => panic!(
             "{what} built from a parsed message does not parse: {e:?}\ninput: {:?}\noutput: {:?}",
             String::from_utf8_lossy(from.buf()),

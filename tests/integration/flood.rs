@@ -73,10 +73,12 @@ fn udp_flood_is_banned_while_carrier_calls_flow() {
     let _uas = uas(b.ip(10), "uas_200.xml", "u1", dir.path());
     let rss_before = rss_kib(edge.pid());
 
-    let (cps, calls, flood_rate) = (100u32, 1500u32, 5000u64);
+    // SIPEDGE_FLOOD_RATE raises the flood to find what the edge absorbs (default 5000/s: 50x the calls).
+    let flood_rate = std::env::var("SIPEDGE_FLOOD_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(5000u64);
+    let (cps, calls) = (100u32, 1500u32);
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let flood = flooder(b.addr(66, 5060), edge.sip, flood_rate, 120_000, stop.clone(), sent.clone());
+    let flood = flooder(b.addr(66, 5060), edge.sip, flood_rate, flood_rate * 30, stop.clone(), sent.clone());
     // RSS sampled while both run.
     let pid = edge.pid();
     let stop_rss = Arc::new(AtomicBool::new(false));

@@ -273,6 +273,13 @@ fn new_call_rate_limit_answers_503_with_retry_after() {
     let limited = finals.values().filter(|(s, _)| *s == 503).count();
     let other: Vec<u16> = finals.values().map(|(s, _)| *s).filter(|s| *s != 503).collect();
     assert!(finals.values().filter(|(s, _)| *s == 503).all(|(_, ra)| ra.as_deref() == Some("7")), "503 carries Retry-After: 7");
+    // Sent within one second, the INVITEs touch at most two one-second
+    // windows: at most 10 get through, every other one is refused with 503.
+    assert!(sending < Duration::from_millis(900), "sending took {sending:?}");
+    assert_eq!(limited + other.len(), n, "every INVITE got a final answer");
+    assert!(limited >= n - 10, "{limited} of {n} refused (others: {other:?})");
+    assert!(other.iter().all(|s| *s == 486), "{other:?}");
+    println!("rate limit: {limited} of {n} INVITEs sent at once refused with 503 + Retry-After, {} admitted", other.len());
     std::thread::sleep(Duration::from_millis(1100));
     carrier.send(&invite(c, "UDP", edge.sip, "+18005550100", "rl-after", "rlafter"));
     let (f, from) = flow.expect_request("INVITE", T);
