@@ -267,6 +267,7 @@ fn caller_thread(t: usize, peer: Peer, edge: SocketAddr, inbound: bool, tally: A
 
 #[test]
 fn chaos_3000_calls_every_slot_released_no_cap_passed() {
+    let _heavy = crate::support::heavy();
     chaos("udp");
 }
 
@@ -274,6 +275,7 @@ fn chaos_3000_calls_every_slot_released_no_cap_passed() {
 /// transports, so the edge double-record-routes, RFC 5658).
 #[test]
 fn chaos_3000_calls_with_callers_over_tcp() {
+    let _heavy = crate::support::heavy();
     chaos("tcp");
 }
 

@@ -132,6 +132,7 @@ fn report(label: &str, s: &Stats) {
 
 #[test]
 fn lifecycle_churn_during_6000_calls_at_200_cps() {
+    let _heavy = crate::support::heavy();
     let b = Block::new();
     let called = load_numbers(200);
     let toml = format!(

@@ -54,6 +54,7 @@ fn flooder(from: SocketAddr, to: SocketAddr, rate: u64, max: u64, stop: Arc<Atom
 
 #[test]
 fn udp_flood_is_banned_while_carrier_calls_flow() {
+    let _heavy = crate::support::heavy();
     let b = Block::new();
     let nums = load_numbers(100);
     let toml = format!(
@@ -182,6 +183,7 @@ fn slowloris(plan: Vec<(IpAddr, usize, bool)>, edge: SocketAddr, stop: Arc<Atomi
 
 #[test]
 fn tcp_slowloris_does_not_lock_out_a_carrier() {
+    let _heavy = crate::support::heavy();
     let b = Block::new();
     let mut spec = standard(b, "tcp");
     spec.udp = false;

@@ -119,10 +119,12 @@ fn run(transport: &str) {
 
 #[test]
 fn sipp_2000_calls_at_200_cps_over_udp() {
+    let _heavy = crate::support::heavy();
     run("u1");
 }
 
 #[test]
 fn sipp_2000_calls_at_200_cps_over_tcp() {
+    let _heavy = crate::support::heavy();
     run("tcp");
 }

@@ -45,6 +45,7 @@ pub fn failed_call_numbers(errors: &str) -> BTreeSet<u64> {
 /// more than `failover_ms` (+ 500 ms scheduling slack) after the kill fails the test.
 #[test]
 fn next_hop_killed_during_a_sipp_load_run() {
+    let _heavy = crate::support::heavy();
     killed_during_load("udp", 0);
 }
 
@@ -54,6 +55,7 @@ fn next_hop_killed_during_a_sipp_load_run() {
 /// before the kill. Their slots were freed at the BYE all the same.
 #[test]
 fn next_hop_killed_with_calls_up_on_it() {
+    let _heavy = crate::support::heavy();
     killed_during_load("udp", 1000);
 }
 
@@ -61,6 +63,7 @@ fn next_hop_killed_with_calls_up_on_it() {
 /// transport error, so new calls fail over without waiting `failover_ms`.
 #[test]
 fn next_hop_killed_during_a_sipp_load_run_over_tcp() {
+    let _heavy = crate::support::heavy();
     killed_during_load("tcp", 0);
 }
 
