@@ -53,11 +53,7 @@ impl Table {
 }
 
 fn key(call_id: &str, tag: &str) -> Box<str> {
-    let mut k = String::with_capacity(call_id.len() + tag.len() + 1);
-    k.push_str(call_id);
-    k.push('\u{0}');
-    k.push_str(tag);
-    k.into_boxed_str()
+    super::join_key(call_id, '\u{0}', tag)
 }
 
 /// Which side sent an in-dialog request.

@@ -48,6 +48,15 @@ use context::HopCache;
 use timer::{Fired, Owner, TimerQueue};
 use txn::{Action, Actions};
 
+/// `a` + `sep` + `b` in one allocation: the keys of the transaction and dialog maps.
+fn join_key(a: &str, sep: char, b: &str) -> Box<str> {
+    let mut k = String::with_capacity(a.len() + b.len() + sep.len_utf8());
+    k.push_str(a);
+    k.push(sep);
+    k.push_str(b);
+    k.into_boxed_str()
+}
+
 /// Where a message came from or goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Peer {

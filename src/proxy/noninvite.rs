@@ -30,11 +30,7 @@ pub(super) struct Table {
 
 /// The client-side key: our branch and the CSeq method.
 fn client_key(branch: &str, method: &str) -> Box<str> {
-    let mut k = String::with_capacity(branch.len() + method.len() + 1);
-    k.push_str(branch);
-    k.push('|');
-    k.push_str(method);
-    k.into_boxed_str()
+    super::join_key(branch, '|', method)
 }
 
 
