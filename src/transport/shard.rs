@@ -99,10 +99,17 @@ impl Shard {
     }
 
     fn on_datagram(&mut self, from: std::net::SocketAddr, buf: &mut BytesMut) {
+        let verdict = self.flood.check(from.ip());
+        if verdict == Verdict::Drop {
+            // The next datagram is read over this one: a flood that is being
+            // dropped must not churn through receive chunks (each retained
+            // message pins the whole chunk it was read into).
+            buf.clear();
+            return;
+        }
         let bytes = buf.split().freeze();
-        match self.flood.check(from.ip()) {
-            Verdict::Pass => {}
-            Verdict::Drop => return,
+        match verdict {
+            Verdict::Pass | Verdict::Drop => {}
             Verdict::Reject => {
                 self.core.handle_flooded(Peer::to(from, Transport::Udp), bytes);
                 return;
