@@ -103,18 +103,26 @@ impl Trap {
         t
     }
 
-    /// Panics if anything arrived.
-    pub fn assert_silent(&self) {
+    /// What arrived, if anything.
+    pub fn heard(&self) -> Option<String> {
         let mut buf = [0u8; 65536];
         for u in &self.udp {
             if let Ok((n, from)) = u.recv_from(&mut buf) {
-                panic!("relayed to {}: from {from}:\n{}", u.local_addr().unwrap(), String::from_utf8_lossy(&buf[..n]));
+                return Some(format!("{} from {from}:\n{}", u.local_addr().unwrap(), String::from_utf8_lossy(&buf[..n])));
             }
         }
         for l in &self.tcp {
             if let Ok((_, from)) = l.accept() {
-                panic!("the edge connected to {} from {from}", l.local_addr().unwrap());
+                return Some(format!("a TCP connection to {} from {from}", l.local_addr().unwrap()));
             }
+        }
+        None
+    }
+
+    /// Panics if anything arrived.
+    pub fn assert_silent(&self) {
+        if let Some(what) = self.heard() {
+            panic!("relayed to an outside address: {what}");
         }
     }
 }
@@ -141,8 +149,16 @@ fn no_open_relay() {
         return;
     }
     let b = Block::new();
-    let before = out_no_routes();
     let trap = Trap::new(&["192.0.2.1:5060", "192.0.2.1:5070", "198.51.100.7:5060"]);
+    // The detectors work: a send off the machine is counted, a send to a trap is caught.
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let before = out_no_routes();
+    assert!(probe.send_to(b"x", "203.0.113.9:5060").is_err());
+    assert_eq!(out_no_routes(), before + 1, "OutNoRoutes counts an off-box send");
+    probe.send_to(b"x", "192.0.2.1:5070").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(trap.heard().is_some(), "the trap sees a datagram");
+    let before = out_no_routes();
     let edge = Edge::start(b, standard(b, "udp"));
     let mut carrier = Peer::udp(b.addr(2, 5060), edge.sip);
     let mut flow = Peer::udp(b.addr(10, 5060), edge.sip);
