@@ -23,7 +23,13 @@ use sipedge::transport::flood::{FloodGuard, FloodSettings, Verdict};
 const MANY: u32 = 10_000;
 
 fn settings(max_requests: u32) -> FloodSettings {
-    FloodSettings { enabled: true, window: Duration::from_secs(1), max_requests, ban: Duration::from_secs(60), reject: false }
+    FloodSettings {
+        enabled: true,
+        window: Duration::from_secs(1),
+        max_requests,
+        ban: Duration::from_secs(60),
+        reject: false,
+    }
 }
 
 fn ip(i: u32) -> IpAddr {
@@ -112,15 +118,19 @@ fn bench(c: &mut Criterion) {
     });
     let shared = FloodGuard::new(settings(u32::MAX), HashSet::new());
     g.bench_function("two_threads/flood_guard", |b| {
-        b.iter_custom(|iters| two_threads(iters, &|ip| {
-            black_box(shared.check(ip));
-        }))
+        b.iter_custom(|iters| {
+            two_threads(iters, &|ip| {
+                black_box(shared.check(ip));
+            })
+        })
     });
     let naive2 = Baseline { base: Instant::now(), max: u32::MAX, table: Mutex::new(HashMap::new()) };
     g.bench_function("two_threads/naive_mutex_hashmap", |b| {
-        b.iter_custom(|iters| two_threads(iters, &|ip| {
-            black_box(naive2.check(ip));
-        }))
+        b.iter_custom(|iters| {
+            two_threads(iters, &|ip| {
+                black_box(naive2.check(ip));
+            })
+        })
     });
     g.finish();
 }

@@ -27,7 +27,14 @@ fn rss_kib(pid: u32) -> u64 {
 /// A flooder that sends INVITE, REGISTER and OPTIONS datagrams from the
 /// `from` addresses in turn to `to` at about `rate` per second in all, until
 /// `stop` or `max` datagrams.
-fn flooder(from: Vec<SocketAddr>, to: SocketAddr, rate: u64, max: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> std::thread::JoinHandle<Duration> {
+fn flooder(
+    from: Vec<SocketAddr>,
+    to: SocketAddr,
+    rate: u64,
+    max: u64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<Duration> {
     std::thread::spawn(move || {
         let socks: Vec<UdpSocket> = from.iter().map(|a| UdpSocket::bind(a).unwrap()).collect();
         let methods = ["INVITE", "REGISTER", "OPTIONS"];
@@ -144,7 +151,10 @@ fn udp_flood_is_banned_while_carrier_calls_flow() {
     assert!(absorbed >= 10.0 * f64::from(cps), "the flood must be at least 10x the call rate: {absorbed:.0}/s");
     assert!(ok + failed == u64::from(calls) && success >= 0.999, "carrier calls under flood:\n{}", stat);
     assert!(bans >= 1.0, "the flooder was never banned");
-    assert!(dropped >= 0.9 * flooded as f64, "a banned source's datagrams are dropped before parsing: {dropped} of {flooded}");
+    assert!(
+        dropped >= 0.9 * flooded as f64,
+        "a banned source's datagrams are dropped before parsing: {dropped} of {flooded}"
+    );
     assert!(rss_peak < rss_before + 64 * 1024, "edge RSS grew from {rss_before} to {rss_peak} KiB under the flood");
     assert_eq!(edge.metric("sipedge_active_calls"), Some(0.0), "every slot released");
 }
@@ -159,7 +169,8 @@ fn distributed_udp_flood_under_the_ban_threshold() {
     let sources: Vec<SocketAddr> = (100..250).map(|h| b.addr(h, 5060)).collect();
     let n = sources.len() as u64;
     assert!(rate / n < 400, "each source stays under [flood] max_requests");
-    let FloodRun { edge, flooded, flood_time, ok, failed, stat, calls, cps, rss_before, rss_peak } = flood_while_calling(b, sources, rate);
+    let FloodRun { edge, flooded, flood_time, ok, failed, stat, calls, cps, rss_before, rss_peak } =
+        flood_while_calling(b, sources, rate);
     let absorbed = flooded as f64 / flood_time.as_secs_f64();
     let refused = edge.metric("sipedge_calls_total{direction=\"unknown\",outcome=\"unknown_source\"}").unwrap_or(0.0);
     println!(
@@ -167,7 +178,10 @@ fn distributed_udp_flood_under_the_ban_threshold() {
          carrier {ok}/{calls} calls ok at {cps} cps; edge RSS {rss_before} -> peak {rss_peak} KiB",
         flood_time.as_secs_f64()
     );
-    assert!(ok + failed == u64::from(calls) && ok as f64 >= 0.999 * f64::from(calls), "carrier calls under flood:\n{stat}");
+    assert!(
+        ok + failed == u64::from(calls) && ok as f64 >= 0.999 * f64::from(calls),
+        "carrier calls under flood:\n{stat}"
+    );
     assert_eq!(edge.metric("sipedge_flood_bans_total").unwrap_or(0.0), 0.0, "no source went over the threshold");
     assert!(rss_peak < rss_before + 64 * 1024, "edge RSS grew from {rss_before} to {rss_peak} KiB under the flood");
 }
@@ -202,7 +216,12 @@ fn closed(s: &mut Slow) -> bool {
 /// Keeps `plan` connections per source IP open against `edge` (reconnecting
 /// what the edge closes) until `stop`: trickling ones send a partial header
 /// then one byte every 100 ms; the others are silent (half-open).
-fn slowloris(plan: Vec<(IpAddr, usize, bool)>, edge: SocketAddr, stop: Arc<AtomicBool>, churn: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
+fn slowloris(
+    plan: Vec<(IpAddr, usize, bool)>,
+    edge: SocketAddr,
+    stop: Arc<AtomicBool>,
+    churn: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut slots: Vec<(IpAddr, bool, Option<Slow>)> =
             plan.iter().flat_map(|&(ip, n, trickle)| (0..n).map(move |_| (ip, trickle, None))).collect();
@@ -233,7 +252,8 @@ fn tcp_slowloris_does_not_lock_out_a_carrier() {
     let b = Block::new();
     let mut spec = standard(b, "tcp");
     spec.udp = false;
-    spec.toml.push_str("[tcp]\nmax_connections = 300\nmax_per_ip = 100\nmessage_deadline_ms = 500\nidle_timeout_s = 1\n");
+    spec.toml
+        .push_str("[tcp]\nmax_connections = 300\nmax_per_ip = 100\nmessage_deadline_ms = 500\nidle_timeout_s = 1\n");
     // Reconnecting 100 connections twice a second is not what this test is
     // about: keep per-source flood control out of the way.
     spec.toml.push_str("[flood]\nmax_requests = 100000\n");
@@ -243,7 +263,12 @@ fn tcp_slowloris_does_not_lock_out_a_carrier() {
     // 120 from one IP (20 over max_per_ip), 100 from three more: 420 wanted, 300 allowed.
     let stop = Arc::new(AtomicBool::new(false));
     let churn = Arc::new(AtomicU64::new(0));
-    let plan = vec![(b.ip(70).into(), 120, true), (b.ip(71).into(), 100, true), (b.ip(72).into(), 100, true), (b.ip(73).into(), 100, false)];
+    let plan = vec![
+        (b.ip(70).into(), 120, true),
+        (b.ip(71).into(), 100, true),
+        (b.ip(72).into(), 100, true),
+        (b.ip(73).into(), 100, false),
+    ];
     let attack = slowloris(plan, edge.sip, stop.clone(), churn.clone());
     let end = Instant::now() + Duration::from_secs(10);
     let mut open = 0.0;

@@ -108,7 +108,11 @@ impl Trap {
         let mut buf = [0u8; 65536];
         for u in &self.udp {
             if let Ok((n, from)) = u.recv_from(&mut buf) {
-                return Some(format!("{} from {from}:\n{}", u.local_addr().unwrap(), String::from_utf8_lossy(&buf[..n])));
+                return Some(format!(
+                    "{} from {from}:\n{}",
+                    u.local_addr().unwrap(),
+                    String::from_utf8_lossy(&buf[..n])
+                ));
             }
         }
         for l in &self.tcp {
@@ -193,7 +197,10 @@ fn no_open_relay() {
     carrier.expect_status(200, T);
     carrier.send(&request("MESSAGE", "sip:x@192.0.2.1:5060", c, "", "r5", ""));
     carrier.expect_status(405, T);
-    carrier.send(&request("INVITE", "sip:+18005550100@192.0.2.1:5060", c, "Max-Forwards: 0\n", "r6", "").replace("Max-Forwards: 70\n", ""));
+    carrier.send(
+        &request("INVITE", "sip:+18005550100@192.0.2.1:5060", c, "Max-Forwards: 0\n", "r6", "")
+            .replace("Max-Forwards: 70\n", ""),
+    );
     carrier.expect_status(483, T);
     stranger.send(&request("INVITE", outside, stranger.local(), "Route: <sip:192.0.2.1;lr>\n", "r7", ""));
     stranger.expect_status(403, T);
@@ -211,7 +218,8 @@ fn no_open_relay() {
     let stray = "SIP/2.0 200 OK\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKstray\nVia: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKs2\n\
                  From: <sip:a@192.0.2.1>;tag=a\nTo: <sip:b@192.0.2.1>;tag=b\nCall-ID: stray\nCSeq: 1 INVITE\nContact: <sip:x@192.0.2.1:5070>\n\n";
     carrier.send(stray);
-    let (_, from) = carrier.expect(T, "the ACK of the stray 2xx", |m| m.method_str() == "ACK" && m.call_id() == "stray");
+    let (_, from) =
+        carrier.expect(T, "the ACK of the stray 2xx", |m| m.method_str() == "ACK" && m.call_id() == "stray");
     assert_eq!(from, edge.sip);
 
     std::thread::sleep(Duration::from_millis(1500));
@@ -228,7 +236,14 @@ fn unknown_source_rejected_with_403_and_no_fingerprint() {
     let mut stranger = Peer::udp(b.addr(99, 5060), edge.sip);
     let s = stranger.local();
     for (i, m) in ["INVITE", "OPTIONS", "REGISTER"].iter().enumerate() {
-        stranger.send(&request(m, "sip:+18005550100@127.0.0.1", s, "User-Agent: friendly-scanner\n", &format!("u{i}"), ""));
+        stranger.send(&request(
+            m,
+            "sip:+18005550100@127.0.0.1",
+            s,
+            "User-Agent: friendly-scanner\n",
+            &format!("u{i}"),
+            "",
+        ));
         let raw = String::from_utf8(stranger.recv_raw(T).expect("an answer")).unwrap();
         assert!(raw.starts_with("SIP/2.0 403 "), "{m}: {raw}");
         assert_no_fingerprint(&raw);
@@ -288,19 +303,26 @@ fn new_call_rate_limit_answers_503_with_retry_after() {
     }
     let limited = finals.values().filter(|(s, _)| *s == 503).count();
     let other: Vec<u16> = finals.values().map(|(s, _)| *s).filter(|s| *s != 503).collect();
-    assert!(finals.values().filter(|(s, _)| *s == 503).all(|(_, ra)| ra.as_deref() == Some("7")), "503 carries Retry-After: 7");
+    assert!(
+        finals.values().filter(|(s, _)| *s == 503).all(|(_, ra)| ra.as_deref() == Some("7")),
+        "503 carries Retry-After: 7"
+    );
     // Sent within one second, the INVITEs touch at most two one-second
     // windows: at most 10 get through, every other one is refused with 503.
     assert!(sending < Duration::from_millis(900), "sending took {sending:?}");
     assert_eq!(limited + other.len(), n, "every INVITE got a final answer");
     assert!(limited >= n - 10, "{limited} of {n} refused (others: {other:?})");
     assert!(other.iter().all(|s| *s == 486), "{other:?}");
-    println!("rate limit: {limited} of {n} INVITEs sent at once refused with 503 + Retry-After, {} admitted", other.len());
+    println!(
+        "rate limit: {limited} of {n} INVITEs sent at once refused with 503 + Retry-After, {} admitted",
+        other.len()
+    );
     std::thread::sleep(Duration::from_millis(1100));
     carrier.send(&invite(c, "UDP", edge.sip, "+18005550100", "rl-after", "rlafter"));
     let (f, from) = flow.expect_request("INVITE", T);
     flow.answer(&f, 486, from);
-    let m = carrier.expect(T, "a final answer", |m| m.call_id() == "rl-after" && m.status().is_some_and(|s| s >= 200)).0;
+    let m =
+        carrier.expect(T, "a final answer", |m| m.call_id() == "rl-after" && m.status().is_some_and(|s| s >= 200)).0;
     assert_eq!(m.status(), Some(486), "the next second admits calls again");
 }
 
@@ -360,7 +382,12 @@ fn sipvicious() -> bool {
 fn scan(tool: &'static str, args: Vec<String>) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let out = Command::new("timeout").arg("60").arg(tool).args(&args).output().expect("run sipvicious");
-        format!("$ {tool} {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        format!(
+            "$ {tool} {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     })
 }
 
@@ -372,12 +399,49 @@ fn scanners(b: Block, edge: SocketAddr) -> Vec<std::thread::JoinHandle<String>> 
     let a = |h: u8| b.ip(h).to_string();
     vec![
         scan("svmap", vec!["-p".into(), port.clone(), "-b".into(), a(50), "--debug".into(), target.clone()]),
-        scan("svmap", vec!["-p".into(), port.clone(), "-b".into(), a(51), "-m".into(), "INVITE".into(), "--debug".into(), target.clone()]),
+        scan(
+            "svmap",
+            vec![
+                "-p".into(),
+                port.clone(),
+                "-b".into(),
+                a(51),
+                "-m".into(),
+                "INVITE".into(),
+                "--debug".into(),
+                target.clone(),
+            ],
+        ),
         scan(
             "svwar",
-            vec!["-p".into(), port.clone(), "-b".into(), a(52), "-e100-399".into(), "-m".into(), "REGISTER".into(), "--force".into(), "--debug".into(), target.clone()],
+            vec![
+                "-p".into(),
+                port.clone(),
+                "-b".into(),
+                a(52),
+                "-e100-399".into(),
+                "-m".into(),
+                "REGISTER".into(),
+                "--force".into(),
+                "--debug".into(),
+                target.clone(),
+            ],
         ),
-        scan("svwar", vec!["-p".into(), port, "-b".into(), a(53), "-e100-399".into(), "-m".into(), "INVITE".into(), "--force".into(), "--debug".into(), target]),
+        scan(
+            "svwar",
+            vec![
+                "-p".into(),
+                port,
+                "-b".into(),
+                a(53),
+                "-e100-399".into(),
+                "-m".into(),
+                "INVITE".into(),
+                "--force".into(),
+                "--debug".into(),
+                target,
+            ],
+        ),
     ]
 }
 
@@ -392,7 +456,11 @@ fn answers_seen(out: &str) -> Vec<String> {
 /// Extensions svwar reports as found (rows of its result table).
 fn extensions_found(out: &str) -> Vec<String> {
     out.lines()
-        .filter(|l| l.starts_with("| ") && !l.contains("Extension") && (l.contains("reqauth") || l.contains("noauth") || l.contains("weird")))
+        .filter(|l| {
+            l.starts_with("| ")
+                && !l.contains("Extension")
+                && (l.contains("reqauth") || l.contains("noauth") || l.contains("weird"))
+        })
         .map(str::to_owned)
         .collect()
 }
