@@ -2,6 +2,9 @@
 //! every TCP message before it is parsed, against a naive `Mutex<HashMap>`
 //! doing the same fixed-window count.
 //!
+//! The `two_threads` cases run the same work on two threads at once (two
+//! shards) and report wall time per operation of each thread.
+//!
 //! With the Prometheus recorder installed, as in the edge, so the banned path
 //! pays for its counter like it does in production.
 //!
@@ -10,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Mutex;
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -20,7 +23,13 @@ use sipedge::transport::flood::{FloodGuard, FloodSettings, Verdict};
 const MANY: u32 = 10_000;
 
 fn settings(max_requests: u32) -> FloodSettings {
-    FloodSettings { enabled: true, window: Duration::from_secs(1), max_requests, ban: Duration::from_secs(60), reject: false }
+    FloodSettings {
+        enabled: true,
+        window: Duration::from_secs(1),
+        max_requests,
+        ban: Duration::from_secs(60),
+        reject: false,
+    }
 }
 
 fn ip(i: u32) -> IpAddr {
@@ -45,6 +54,24 @@ impl Baseline {
         e.1 += 1;
         e.1 <= self.max
     }
+}
+
+/// Wall time for two threads to each run `iters` checks over their own 10k sources.
+fn two_threads(iters: u64, check: &(dyn Fn(IpAddr) + Sync)) -> Duration {
+    let barrier = Barrier::new(2);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..2u32 {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                for i in 0..iters {
+                    check(ip(t * 100_000 + (i % u64::from(MANY)) as u32));
+                }
+            });
+        }
+    });
+    start.elapsed()
 }
 
 fn bench(c: &mut Criterion) {
@@ -87,6 +114,22 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             j = (j + 1) % MANY;
             black_box(naive.check(ip(1000 + j)))
+        })
+    });
+    let shared = FloodGuard::new(settings(u32::MAX), HashSet::new());
+    g.bench_function("two_threads/flood_guard", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &|ip| {
+                black_box(shared.check(ip));
+            })
+        })
+    });
+    let naive2 = Baseline { base: Instant::now(), max: u32::MAX, table: Mutex::new(HashMap::new()) };
+    g.bench_function("two_threads/naive_mutex_hashmap", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &|ip| {
+                black_box(naive2.check(ip));
+            })
         })
     });
     g.finish();

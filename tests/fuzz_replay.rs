@@ -43,7 +43,12 @@ fn run_all(name: &str, h: Harness, inputs: impl IntoIterator<Item = (String, Vec
             save_failure(name, failures.len(), &data);
         }
     }
-    assert!(failures.is_empty(), "{name}: {} of {n} inputs broke an invariant:\n{}", failures.len(), failures.join("\n---\n"));
+    assert!(
+        failures.is_empty(),
+        "{name}: {} of {n} inputs broke an invariant:\n{}",
+        failures.len(),
+        failures.join("\n---\n")
+    );
     n
 }
 
@@ -167,7 +172,10 @@ fn torture_corpus_through_the_core() {
     for (i, seed) in seeds().iter().enumerate() {
         for source in [0u8, 3, 5, 6] {
             for flags in [0u8, 1] {
-                inputs.push((format!("torture seed {i} from source {source} flags {flags}"), raw_program(flags, source, seed)));
+                inputs.push((
+                    format!("torture seed {i} from source {source} flags {flags}"),
+                    raw_program(flags, source, seed),
+                ));
             }
         }
     }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use super::input::{mutate, Input, Rng};
 use crate::admission::Admission;
 use crate::proxy::{CallRate, Core, CoreConfig, CoreShared, DownSet, Local, Peer, UnknownSourcePolicy};
-use crate::routing::{CarrierPeers, NumberMap, NumberRecord, NumberState, PeerLink, Peers, RoutingSnapshot, RoutingTable};
+use crate::routing::{
+    CarrierPeers, NumberMap, NumberRecord, NumberState, PeerLink, Peers, RoutingSnapshot, RoutingTable,
+};
 use crate::sip::{build, HeaderName, Msg, NumberKind, Transport, E164};
 
 const EDGE: &str = "127.0.0.1:5060";
@@ -59,7 +61,14 @@ fn link(az: &str, a: &str) -> PeerLink {
     PeerLink { az: Arc::from(az), addr: addr(a), transport: Transport::Udp, drain: false }
 }
 
-fn record(n: &str, kind: NumberKind, flow: Option<&str>, carriers: &[&str], cap: Option<u32>, state: NumberState) -> NumberRecord {
+fn record(
+    n: &str,
+    kind: NumberKind,
+    flow: Option<&str>,
+    carriers: &[&str],
+    cap: Option<u32>,
+    state: NumberState,
+) -> NumberRecord {
     NumberRecord {
         e164: E164::parse_dialed(n).expect("harness number"),
         kind,
@@ -84,10 +93,24 @@ fn snapshot() -> RoutingSnapshot {
         vec![link("az1", SOURCES[3]), link("az2", SOURCES[4])],
     );
     let numbers = vec![
-        record(NUMBERS[0], NumberKind::TollFree, Some("flow-tf"), &["carrier-a", "carrier-b"], None, NumberState::Active),
+        record(
+            NUMBERS[0],
+            NumberKind::TollFree,
+            Some("flow-tf"),
+            &["carrier-a", "carrier-b"],
+            None,
+            NumberState::Active,
+        ),
         record(NUMBERS[1], NumberKind::Did, Some("flow-did"), &["carrier-a"], Some(2), NumberState::Active),
         record(NUMBERS[2], NumberKind::Did, None, &["carrier-a"], None, NumberState::Active),
-        record(NUMBERS[3], NumberKind::Did, Some("f"), &["carrier-a"], None, NumberState::Released { released_at_unix_s: 1 }),
+        record(
+            NUMBERS[3],
+            NumberKind::Did,
+            Some("f"),
+            &["carrier-a"],
+            None,
+            NumberState::Released { released_at_unix_s: 1 },
+        ),
     ];
     RoutingSnapshot { numbers: NumberMap::from_records(numbers), peers: Arc::new(peers), generation: 0 }
 }
@@ -316,7 +339,10 @@ impl World {
                 }
                 // Our own 400 to a message without a Call-ID cannot parse, on purpose.
                 Err(_) if is_response => {}
-                Err(e) => panic!("the core sent a request that does not parse ({e:?}):\n{}", String::from_utf8_lossy(&t.payload)),
+                Err(e) => panic!(
+                    "the core sent a request that does not parse ({e:?}):\n{}",
+                    String::from_utf8_lossy(&t.payload)
+                ),
             }
         }
     }
@@ -349,11 +375,12 @@ impl World {
             1 => format!("SIP/2.0/{t} {};branch={branch};received=192.0.2.9", from.addr),
             _ => format!("SIP/2.0/{t} {};branch={branch}", from.addr),
         };
-        let caller = if from.addr.port() == 5060 && matches!(from.addr.ip().to_string().as_str(), "127.0.0.10" | "127.0.0.11") {
-            NUMBERS[inp.pick(4)]
-        } else {
-            "+13125550199"
-        };
+        let caller =
+            if from.addr.port() == 5060 && matches!(from.addr.ip().to_string().as_str(), "127.0.0.10" | "127.0.0.11") {
+                NUMBERS[inp.pick(4)]
+            } else {
+                "+13125550199"
+            };
         let to_tag = match inp.pick(4) {
             0 => format!(";tag=tt{}", inp.pick(3)),
             1 => ";tag=uas0".to_string(),
@@ -387,8 +414,9 @@ impl World {
 
     /// A peer answers a request the edge sent it.
     fn answer(&mut self, inp: &mut Input<'_>) {
-        let reqs: Vec<usize> =
-            (0..self.sent.len()).filter(|&i| self.sent[i].1.is_request() && self.links.contains(&self.sent[i].0.addr)).collect();
+        let reqs: Vec<usize> = (0..self.sent.len())
+            .filter(|&i| self.sent[i].1.is_request() && self.links.contains(&self.sent[i].0.addr))
+            .collect();
         if reqs.is_empty() {
             return;
         }
@@ -407,7 +435,9 @@ impl World {
     /// The caller (who got a 2xx) sends ACK, BYE, re-INVITE, ... along the route set.
     fn caller_in_dialog(&mut self, inp: &mut Input<'_>) {
         let oks: Vec<usize> = (0..self.sent.len())
-            .filter(|&i| self.sent[i].1.status().is_some_and(|s| (200..300).contains(&s)) && self.sent[i].1.to_tag().is_some())
+            .filter(|&i| {
+                self.sent[i].1.status().is_some_and(|s| (200..300).contains(&s)) && self.sent[i].1.to_tag().is_some()
+            })
             .collect();
         if oks.is_empty() {
             return;

@@ -178,7 +178,12 @@ impl Core {
         match method {
             Method::Ack => {
                 d.acked = true;
-                let branch = msg.top_via().and_then(|v| v.branch).map(ack_branch).unwrap_or_default();
+                // An ACK without a branch (RFC 2543 peer) still gets a valid,
+                // deterministic one: an empty `branch=` is a malformed Via.
+                let branch = match msg.top_via().and_then(|v| v.branch).filter(|b| !b.is_empty()) {
+                    Some(b) => ack_branch(b),
+                    None => ack_branch(&format!("{}|{}|{}", msg.call_id(), msg.cseq().seq, msg.from_tag().unwrap_or(""))),
+                };
                 let via = self.via(to.transport, &branch);
                 let bytes = build::forward_request(
                     &msg,

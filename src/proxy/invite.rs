@@ -166,6 +166,9 @@ impl Core {
         direction: Option<Direction>,
     ) -> u64 {
         let id = self.new_id();
+        let mut msg = msg;
+        // Kept for the call's life: must not pin the receive chunk it came in.
+        msg.detach();
         let key = Self::server_key(&msg, Method::Invite).unwrap_or_else(|| Box::from(""));
         let mut server = ServerInvite::new(from.transport == Transport::Tcp);
         let mut out = Actions::new();

@@ -81,6 +81,9 @@ impl Core {
         );
         let server = ServerNonInvite::new(from.transport == Transport::Tcp);
         let ckey = client_key(&branch, msg.method_str());
+        // Kept until the server transaction ends: must not pin its receive chunk.
+        let mut msg = msg;
+        msg.detach();
         self.start_nit(now, Some((from, server, skey, msg)), to, bytes, ckey);
     }
 

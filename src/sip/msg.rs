@@ -199,6 +199,14 @@ impl Msg {
         &self.buf
     }
 
+    /// Gives the message its own copy of its bytes. A received message shares
+    /// the driver's receive chunk (hundreds of KB); one kept for a
+    /// transaction's life would keep the whole chunk alive. Offsets are
+    /// unchanged, so every accessor gives the same answers.
+    pub fn detach(&mut self) {
+        self.buf = Bytes::copy_from_slice(&self.buf);
+    }
+
     /// The text of a range (always valid UTF-8: the header section was
     /// checked during parsing and ranges end on ASCII delimiters).
     pub(crate) fn text(&self, s: Span) -> &str {

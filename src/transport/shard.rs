@@ -135,11 +135,16 @@ impl Shard {
     }
 
     fn on_datagram(&mut self, from: std::net::SocketAddr, buf: &mut BytesMut) {
+        let verdict = self.flood.check(from.ip());
+        if verdict == Verdict::Drop {
+            // Dropped before the copy: a flood costs no allocation.
+            buf.clear();
+            return;
+        }
         let bytes = Bytes::copy_from_slice(buf);
         buf.clear();
-        match self.flood.check(from.ip()) {
-            Verdict::Pass => {}
-            Verdict::Drop => return,
+        match verdict {
+            Verdict::Pass | Verdict::Drop => {}
             Verdict::Reject => {
                 self.core.handle_flooded(Peer::to(from, Transport::Udp), bytes);
                 return;

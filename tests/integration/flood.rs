@@ -24,11 +24,19 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// A flooder that sends INVITE, REGISTER and OPTIONS datagrams from `from`
-/// to `to` at about `rate` per second, until `stop` or `max` datagrams.
-fn flooder(from: SocketAddr, to: SocketAddr, rate: u64, max: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> std::thread::JoinHandle<Duration> {
+/// A flooder that sends INVITE, REGISTER and OPTIONS datagrams from the
+/// `from` addresses in turn to `to` at about `rate` per second in all, until
+/// `stop` or `max` datagrams.
+fn flooder(
+    from: Vec<SocketAddr>,
+    to: SocketAddr,
+    rate: u64,
+    max: u64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<Duration> {
     std::thread::spawn(move || {
-        let sock = UdpSocket::bind(from).unwrap();
+        let socks: Vec<UdpSocket> = from.iter().map(|a| UdpSocket::bind(a).unwrap()).collect();
         let methods = ["INVITE", "REGISTER", "OPTIONS"];
         let start = Instant::now();
         let mut n: u64 = 0;
@@ -37,6 +45,8 @@ fn flooder(from: SocketAddr, to: SocketAddr, rate: u64, max: u64, stop: Arc<Atom
             let due = rate * start.elapsed().as_micros() as u64 / 1_000_000;
             while n < due.min(max) {
                 let m = methods[(n % 3) as usize];
+                let sock = &socks[(n % socks.len() as u64) as usize];
+                let from = sock.local_addr().unwrap();
                 let msg = format!(
                     "{m} sip:+18005550100@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKfl{n}\r\n\
                      From: <sip:100@{from}>;tag=fl{n}\r\nTo: <sip:+18005550100@{to}>\r\nCall-ID: flood-{n}\r\n\
@@ -52,10 +62,9 @@ fn flooder(from: SocketAddr, to: SocketAddr, rate: u64, max: u64, stop: Arc<Atom
     })
 }
 
-#[test]
-fn udp_flood_is_banned_while_carrier_calls_flow() {
-    let _heavy = crate::support::heavy();
-    let b = Block::new();
+/// SIPp carrier calls at 100 cps for 15 s while `sources` flood at `rate` in all.
+/// Returns what it measured, with the edge still running.
+fn flood_while_calling(b: Block, sources: Vec<SocketAddr>, flood_rate: u64) -> FloodRun {
     let nums = load_numbers(100);
     let toml = format!(
         "[health]\noptions_interval_ms = 60000\n[[carrier]]\nname = \"carrier-a\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\n\
@@ -74,12 +83,10 @@ fn udp_flood_is_banned_while_carrier_calls_flow() {
     let _uas = uas(b.ip(10), "uas_200.xml", "u1", dir.path());
     let rss_before = rss_kib(edge.pid());
 
-    // SIPEDGE_FLOOD_RATE raises the flood to find what the edge absorbs (default 5000/s: 50x the calls).
-    let flood_rate = std::env::var("SIPEDGE_FLOOD_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(5000u64);
     let (cps, calls) = (100u32, 1500u32);
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let flood = flooder(b.addr(66, 5060), edge.sip, flood_rate, flood_rate * 30, stop.clone(), sent.clone());
+    let flood = flooder(sources, edge.sip, flood_rate, flood_rate * 30, stop.clone(), sent.clone());
     // RSS sampled while both run.
     let pid = edge.pid();
     let stop_rss = Arc::new(AtomicBool::new(false));
@@ -103,26 +110,82 @@ fn udp_flood_is_banned_while_carrier_calls_flow() {
     let flooded = sent.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(300));
 
+    FloodRun { edge, flooded, flood_time, ok: r.ok, failed: r.failed, stat: r.stat, calls, cps, rss_before, rss_peak }
+}
+
+/// What one flood run measured.
+struct FloodRun {
+    edge: Edge,
+    flooded: u64,
+    flood_time: Duration,
+    ok: u64,
+    failed: u64,
+    stat: String,
+    calls: u32,
+    cps: u32,
+    rss_before: u64,
+    rss_peak: u64,
+}
+
+#[test]
+fn udp_flood_is_banned_while_carrier_calls_flow() {
+    let _heavy = crate::support::heavy();
+    // SIPEDGE_FLOOD_RATE raises the flood to find what the edge absorbs (default 5000/s: 50x the calls).
+    let flood_rate = std::env::var("SIPEDGE_FLOOD_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(5000u64);
+    let b = Block::new();
+    let FloodRun { edge, flooded, flood_time, ok, failed, stat, calls, cps, rss_before, rss_peak } =
+        flood_while_calling(b, vec![b.addr(66, 5060)], flood_rate);
     let bans = edge.metric("sipedge_flood_bans_total").unwrap_or(0.0);
     let dropped = edge.metric("sipedge_flood_dropped_total").unwrap_or(0.0);
     let absorbed = flooded as f64 / flood_time.as_secs_f64();
-    let success = r.ok as f64 / f64::from(calls);
+    let success = ok as f64 / f64::from(calls);
     println!(
         "flood: absorbed {flooded} datagrams in {:.1} s ({absorbed:.0}/s) from one source, {dropped:.0} dropped unparsed, \
          {bans} ban(s); carrier {}/{} calls ok ({:.2} %) at {cps} cps; edge RSS {} -> peak {} KiB",
         flood_time.as_secs_f64(),
-        r.ok,
+        ok,
         calls,
         success * 100.0,
         rss_before,
         rss_peak
     );
     assert!(absorbed >= 10.0 * f64::from(cps), "the flood must be at least 10x the call rate: {absorbed:.0}/s");
-    assert!(r.ok + r.failed == u64::from(calls) && success >= 0.999, "carrier calls under flood:\n{}", r.stat);
+    assert!(ok + failed == u64::from(calls) && success >= 0.999, "carrier calls under flood:\n{}", stat);
     assert!(bans >= 1.0, "the flooder was never banned");
-    assert!(dropped >= 0.9 * flooded as f64, "a banned source's datagrams are dropped before parsing: {dropped} of {flooded}");
+    assert!(
+        dropped >= 0.9 * flooded as f64,
+        "a banned source's datagrams are dropped before parsing: {dropped} of {flooded}"
+    );
     assert!(rss_peak < rss_before + 64 * 1024, "edge RSS grew from {rss_before} to {rss_peak} KiB under the flood");
     assert_eq!(edge.metric("sipedge_active_calls"), Some(0.0), "every slot released");
+}
+
+/// A flood spread over 150 source addresses, each under the ban threshold:
+/// nobody is banned, every request is answered 403, carriers keep calling
+/// and memory stays bounded.
+#[test]
+fn distributed_udp_flood_under_the_ban_threshold() {
+    let _heavy = crate::support::heavy();
+    let rate = std::env::var("SIPEDGE_FLOOD_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000u64);
+    let b = Block::new();
+    let sources: Vec<SocketAddr> = (100..250).map(|h| b.addr(h, 5060)).collect();
+    let n = sources.len() as u64;
+    assert!(rate / n < 400, "each source stays under [flood] max_requests");
+    let FloodRun { edge, flooded, flood_time, ok, failed, stat, calls, cps, rss_before, rss_peak } =
+        flood_while_calling(b, sources, rate);
+    let absorbed = flooded as f64 / flood_time.as_secs_f64();
+    let refused = edge.metric("sipedge_calls_total{direction=\"unknown\",outcome=\"unknown_source\"}").unwrap_or(0.0);
+    println!(
+        "distributed flood: {flooded} datagrams from {n} sources in {:.1} s ({absorbed:.0}/s), {refused:.0} refused 403; \
+         carrier {ok}/{calls} calls ok at {cps} cps; edge RSS {rss_before} -> peak {rss_peak} KiB",
+        flood_time.as_secs_f64()
+    );
+    assert!(
+        ok + failed == u64::from(calls) && ok as f64 >= 0.999 * f64::from(calls),
+        "carrier calls under flood:\n{stat}"
+    );
+    assert_eq!(edge.metric("sipedge_flood_bans_total").unwrap_or(0.0), 0.0, "no source went over the threshold");
+    assert!(rss_peak < rss_before + 64 * 1024, "edge RSS grew from {rss_before} to {rss_peak} KiB under the flood");
 }
 
 /// One slowloris connection (or a refused one): the edge closing it shows as EOF or an error.
@@ -155,7 +218,12 @@ fn closed(s: &mut Slow) -> bool {
 /// Keeps `plan` connections per source IP open against `edge` (reconnecting
 /// what the edge closes) until `stop`: trickling ones send a partial header
 /// then one byte every 100 ms; the others are silent (half-open).
-fn slowloris(plan: Vec<(IpAddr, usize, bool)>, edge: SocketAddr, stop: Arc<AtomicBool>, churn: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
+fn slowloris(
+    plan: Vec<(IpAddr, usize, bool)>,
+    edge: SocketAddr,
+    stop: Arc<AtomicBool>,
+    churn: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut slots: Vec<(IpAddr, bool, Option<Slow>)> =
             plan.iter().flat_map(|&(ip, n, trickle)| (0..n).map(move |_| (ip, trickle, None))).collect();
@@ -187,7 +255,8 @@ fn tcp_slowloris_does_not_lock_out_a_carrier() {
     let b = Block::new();
     let mut spec = standard(b, "tcp");
     spec.udp = false;
-    spec.toml.push_str("[tcp]\nmax_connections = 300\nmax_per_ip = 100\nmessage_deadline_ms = 500\nidle_timeout_s = 1\n");
+    spec.toml
+        .push_str("[tcp]\nmax_connections = 300\nmax_per_ip = 100\nmessage_deadline_ms = 500\nidle_timeout_s = 1\n");
     // Reconnecting 100 connections twice a second is not what this test is
     // about: keep per-source flood control out of the way.
     spec.toml.push_str("[flood]\nmax_requests = 100000\n");

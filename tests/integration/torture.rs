@@ -108,7 +108,12 @@ fn call_id_of(raw: &[u8]) -> Option<String> {
 /// What reaches the carrier, and what of this call reaches the flow engine,
 /// within `wait`. The flow engine refuses a forwarded INVITE at once (486),
 /// so the carrier's final answer arrives in the same window.
-fn exchange(carrier: &mut Peer, flow: &mut Peer, call_id: Option<&str>, wait: Duration) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+fn exchange(
+    carrier: &mut Peer,
+    flow: &mut Peer,
+    call_id: Option<&str>,
+    wait: Duration,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let end = Instant::now() + wait;
     let (mut got, mut forwarded) = (Vec::new(), Vec::new());
     while Instant::now() < end {
@@ -144,7 +149,8 @@ fn torture_messages_over_udp() {
         return;
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sip/torture");
-    let on_disk = ["rfc4475", "rfc5118"].iter().map(|d| std::fs::read_dir(root.join(d)).unwrap().count()).sum::<usize>();
+    let on_disk =
+        ["rfc4475", "rfc5118"].iter().map(|d| std::fs::read_dir(root.join(d)).unwrap().count()).sum::<usize>();
     assert_eq!(on_disk, TABLE.len(), "every torture file has a row");
     let before = out_no_routes();
     let b = Block::new();
@@ -173,7 +179,10 @@ fn torture_messages_over_udp() {
             // A stray 2xx is ACKed and hung up toward its source (requests), never answered.
             Response => answers.is_empty() && forwarded.is_empty(),
         };
-        let line = format!("{name}: expected {expect:?}, answers {answers:?}, edge requests {requests:?}, forwarded {}", forwarded.len());
+        let line = format!(
+            "{name}: expected {expect:?}, answers {answers:?}, edge requests {requests:?}, forwarded {}",
+            forwarded.len()
+        );
         *summary.entry(format!("{expect:?} -> {answers:?}")).or_default() += 1;
         if !ok {
             failures.push(line);
