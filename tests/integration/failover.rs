@@ -262,6 +262,9 @@ fn inbound_handoff_skips_a_down_flow_engine_endpoint() {
     let f2 = Far::start(b.addr(11, 5060), Act::Answer);
     f1.answer_options(false);
     assert!(wait_metric(&edge, "sipedge_link_up", &[("carrier", "flow-engine"), ("az", "az1")], 0.0, T));
+    // The edge probes from its start, before f2 binds: the first probe's ICMP
+    // error may have marked az2 down, so wait for f2's answers to bring it up.
+    assert!(wait_metric(&edge, "sipedge_link_up", &[("carrier", "flow-engine"), ("az", "az2")], 1.0, T));
     let mut carrier = Peer::udp(b.addr(2, 5070), edge.sip);
     let inv = invite_as(carrier.local(), edge.sip, "+18005550100", "+13125550199", "in-1");
     assert_eq!(place_call(&mut carrier, &inv, None), 200);
