@@ -110,7 +110,7 @@ fn prack_and_update_in_an_early_dialog_then_answer_ack_bye() {
     assert_eq!(statuses(&sent, CARRIER_A1), vec![200]);
     assert_eq!(sent.len(), 1, "{:?}", summary(&sent));
 
-    // UPDATE from the callee (new early SDP): to the caller, on the connection the call came in.
+    // UPDATE from the callee (new early SDP) goes to the caller.
     net.deliver(FLOW_AZ1, &from_callee("UPDATE", &prov, FLOW_AZ1, 9, "z9hG4bKup1"));
     let sent = net.sent();
     assert_eq!(sent.len(), 1, "{:?}", summary(&sent));
