@@ -452,7 +452,9 @@ impl Core {
             let invite = call.invite.clone();
             let early_cseq = call.early_cseq;
             self.dialog_established(now, id, &invite, &msg, upstream, callee, permit, number);
-            self.dialog_raise_cseq(id, early_cseq);
+            if early_cseq != [0, 0] {
+                self.dialog_raise_cseq(id, early_cseq);
+            }
         } else if let Some(p) = permit {
             drop(p);
         }
