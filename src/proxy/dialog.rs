@@ -50,6 +50,12 @@ impl Table {
     pub fn len(&self) -> usize {
         self.by_key.len()
     }
+
+    /// Entries of the id index (for tests: must match `len`).
+    #[cfg(test)]
+    pub fn ids(&self) -> usize {
+        self.by_id.len()
+    }
 }
 
 fn key(call_id: &str, tag: &str) -> Box<str> {
@@ -58,7 +64,7 @@ fn key(call_id: &str, tag: &str) -> Box<str> {
 
 /// Which side sent an in-dialog request.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(super) enum Side {
     Caller,
     Callee,
 }
@@ -128,9 +134,16 @@ impl Core {
         m::active_dialogs_inc();
     }
 
-    /// Whether `msg` belongs to an established dialog.
+    /// Whether `msg` belongs to an established or early dialog.
     pub(super) fn is_in_dialog(&self, msg: &Msg) -> bool {
-        self.find_dialog(msg).is_some()
+        self.find_dialog(msg).is_some() || self.find_early(msg).is_some()
+    }
+
+    /// A dialog made from an early one goes on from the CSeqs its early requests used.
+    pub(super) fn dialog_raise_cseq(&mut self, id: u64, [caller, callee]: [u32; 2]) {
+        let Some(d) = self.dialogs.by_id.get(&id).and_then(|k| self.dialogs.by_key.get_mut(k)) else { return };
+        d.caller_cseq = d.caller_cseq.max(caller);
+        d.callee_cseq = d.callee_cseq.max(callee);
     }
 
     fn find_dialog(&self, msg: &Msg) -> Option<(Box<str>, Side)> {
@@ -151,6 +164,9 @@ impl Core {
     pub(super) fn in_dialog(&mut self, now: Instant, from: Peer, msg: Msg) {
         let method = msg.method().unwrap_or(crate::sip::Method::Other);
         let Some((k, side)) = self.find_dialog(&msg) else {
+            if let Some((id, side)) = self.find_early(&msg) {
+                return self.early_in_dialog(now, from, msg, id, side);
+            }
             if method != Method::Ack {
                 self.reject(from, &msg, Reject::NoDialog, None);
             }

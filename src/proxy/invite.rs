@@ -39,6 +39,8 @@ pub(super) struct Branch {
     pub seen_18x: bool,
     pub cancel: CancelState,
     pub abandoned: bool,
+    /// Hashes of the To tags of the 1xx relayed from this hop: its early dialogs.
+    pub early_tags: SmallVec<[u64; 2]>,
 }
 
 /// How the forwarded INVITE is shaped.
@@ -76,6 +78,10 @@ pub(super) struct Call {
     pub shape: Shape,
     pub cancelled: bool,
     pub final_sent: bool,
+    /// Its entry in the early-dialog index, once a tagged 1xx was relayed.
+    pub early_key: Option<u64>,
+    /// Highest CSeq of early in-dialog requests (caller, callee): the dialog starts from them.
+    pub early_cseq: [u32; 2],
 }
 
 impl Call {
@@ -194,6 +200,8 @@ impl Core {
                 shape,
                 cancelled: false,
                 final_sent: false,
+                early_key: None,
+                early_cseq: [0, 0],
             }),
         );
         id
@@ -233,6 +241,7 @@ impl Core {
                 seen_18x: false,
                 cancel: CancelState::No,
                 abandoned: false,
+                early_tags: SmallVec::new(),
             });
             self.branches.insert(branch.into_boxed_str(), (id, idx as u32));
             let slot = slot_of(idx);
@@ -325,11 +334,15 @@ impl Core {
         let Some(call) = self.calls.get_mut(&id) else { return };
         let mut out = Actions::new();
         call.server.respond(code, bytes, &self.cfg.timers, &mut out);
+        let mut early = None;
         if code >= 200 {
             call.final_sent = true;
+            // The call's early dialogs end with its final answer (a 2xx makes the dialog).
+            early = call.early_key.take();
         }
         let up = call.upstream;
         self.run(now, up, Owner::Call(id), 0, out);
+        self.unindex_early(id, early);
     }
 
     /// Where branch `idx` of call `id` was sent.
@@ -392,6 +405,7 @@ impl Core {
             }
             let tc = tv.timer_c;
             self.timers.arm(now, tc, Owner::Call(id), Timer::C, slot_of(idx as usize));
+            self.note_early(id, idx as usize, &msg);
             let bytes = build::forward_response(&msg);
             return self.respond_upstream(now, id, code, bytes);
         }
@@ -436,7 +450,11 @@ impl Core {
             let upstream = call.upstream;
             let number = call.number;
             let invite = call.invite.clone();
+            let early_cseq = call.early_cseq;
             self.dialog_established(now, id, &invite, &msg, upstream, callee, permit, number);
+            if early_cseq != [0, 0] {
+                self.dialog_raise_cseq(id, early_cseq);
+            }
         } else if let Some(p) = permit {
             drop(p);
         }
@@ -622,6 +640,7 @@ impl Core {
 
     pub(super) fn remove_call(&mut self, id: u64) {
         if let Some(call) = self.calls.remove(&id) {
+            self.unindex_early(id, call.early_key);
             self.invite_keys.remove(&call.key);
             for b in &call.branches {
                 self.branches.remove(&b.branch);

@@ -10,6 +10,7 @@
 //! - `txn/`: RFC 3261 §17 transaction machines
 //! - `invite.rs`: an initial INVITE: classify, admit, plan, forward, fail over, cancel
 //! - `dialog.rs`: record-routed dialogs: in-dialog routing, BYE, the call's end
+//! - `early.rs`: early dialogs (PRACK, UPDATE, INFO before the 2xx), routed from the call
 //! - `noninvite.rs`: proxied non-INVITE transactions (BYE, UPDATE, INFO, ...)
 //! - `probe.rs`: OPTIONS health probes of every next hop
 //! - `respond.rs`: refusals → SIP status, in one place
@@ -17,6 +18,7 @@
 mod context;
 mod decide;
 mod dialog;
+mod early;
 mod invite;
 mod noninvite;
 mod probe;
@@ -123,6 +125,7 @@ pub struct Core {
     branches: FastMap<Box<str>, (u64, u32)>,
     nits: noninvite::Table,
     dialogs: dialog::Table,
+    early: early::Table,
     probes: Option<probe::Prober>,
 }
 
@@ -146,6 +149,7 @@ impl Core {
             branches: FastMap::default(),
             nits: noninvite::Table::default(),
             dialogs: dialog::Table::default(),
+            early: early::Table::default(),
             probes: None,
         };
         if shard == 0 && core.cfg.probe_interval.as_millis() > 0 {
@@ -270,6 +274,26 @@ impl Core {
         for (_, mut c) in self.calls.drain() {
             c.permit.take();
         }
+        self.early = early::Table::default();
+    }
+
+    /// Every table and index of the core with its size: all 0 once calls have
+    /// ended and their timers have run out (leak checks in tests).
+    #[cfg(test)]
+    pub(crate) fn table_sizes(&self) -> Vec<(&'static str, usize)> {
+        let [nits, nit_server, nit_client] = self.nits.sizes();
+        vec![
+            ("calls", self.calls.len()),
+            ("invite_keys", self.invite_keys.len()),
+            ("branches", self.branches.len()),
+            ("nits", nits),
+            ("nit_server_keys", nit_server),
+            ("nit_client_keys", nit_client),
+            ("dialogs", self.dialogs.len()),
+            ("dialog_ids", self.dialogs.ids()),
+            ("early", self.early.len()),
+            ("timers", self.timers.len()),
+        ]
     }
 
     fn on_parse_error(&mut self, from: Peer, e: crate::sip::ParseError) {

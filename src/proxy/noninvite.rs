@@ -28,6 +28,14 @@ pub(super) struct Table {
     by_client_key: FastMap<Box<str>, u64>,
 }
 
+impl Table {
+    /// Entries of each map: transactions, server keys, client keys (for tests).
+    #[cfg(test)]
+    pub fn sizes(&self) -> [usize; 3] {
+        [self.by_id.len(), self.by_server_key.len(), self.by_client_key.len()]
+    }
+}
+
 /// The client-side key: our branch and the CSeq method.
 fn client_key(branch: &str, method: &str) -> Box<str> {
     super::join_key(branch, '|', method)

@@ -16,3 +16,4 @@ mod torture;
 mod caps;
 mod failover;
 mod chaos;
+mod early_dialog;

@@ -1,6 +1,7 @@
 //! The core on a virtual network: scripted peers, a virtual clock, no sockets.
 
 mod calls;
+mod early;
 mod failover;
 mod harness;
 mod lifecycle;
