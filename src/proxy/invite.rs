@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::decide::{self, Decision, Direction};
-use super::timer::{Fired, Owner, Timer};
+use super::timer::{Fired, Owner, Timer, TimerKey};
 use super::txn::{Actions, ClientInvite, ClientState, Delivery, ServerInvite, ServerState, TimerOutcome};
 use super::{Core, Peer, Reject};
 use crate::admission::Permit;
@@ -39,6 +39,9 @@ pub(super) struct Branch {
     pub seen_18x: bool,
     pub cancel: CancelState,
     pub abandoned: bool,
+    /// Timer C, replaced at each provisional and cancelled at the final
+    /// response: 180 s of stale entries per call otherwise.
+    pub timer_c: Option<TimerKey>,
 }
 
 /// How the forwarded INVITE is shaped.
@@ -233,6 +236,7 @@ impl Core {
                 seen_18x: false,
                 cancel: CancelState::No,
                 abandoned: false,
+                timer_c: None,
             });
             self.branches.insert(branch.into_boxed_str(), (id, idx as u32));
             let slot = slot_of(idx);
@@ -356,6 +360,11 @@ impl Core {
             &mut out,
         );
         let to = b.to;
+        if code >= 200 {
+            if let Some(k) = b.timer_c.take() {
+                self.timers.cancel(k);
+            }
+        }
         let want_cancel = code < 200 && b.cancel == CancelState::Pending;
         if code < 200 {
             b.provisional = true;
@@ -381,17 +390,14 @@ impl Core {
         }
         if code < 200 {
             if code == 100 {
-                let tc = tv.timer_c;
-                self.timers.arm(now, tc, Owner::Call(id), Timer::C, slot_of(idx as usize));
-                return;
+                return self.arm_timer_c(now, id, idx as usize);
             }
             if let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx as usize)) {
                 if (180..190).contains(&code) {
                     b.seen_18x = true;
                 }
             }
-            let tc = tv.timer_c;
-            self.timers.arm(now, tc, Owner::Call(id), Timer::C, slot_of(idx as usize));
+            self.arm_timer_c(now, id, idx as usize);
             let bytes = build::forward_response(&msg);
             return self.respond_upstream(now, id, code, bytes);
         }
@@ -407,6 +413,15 @@ impl Core {
             if let (Some(d), Some(_)) = (call.direction, call.permit.take()) {
                 m::call_outcome(d.as_str(), if cancelled { "cancelled" } else { "refused_downstream" });
             }
+        }
+    }
+
+    /// (Re)starts timer C of a branch (§16.7 step 2: reset at each provisional).
+    fn arm_timer_c(&mut self, now: Instant, id: u64, idx: usize) {
+        let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) else { return };
+        let key = self.timers.arm(now, self.cfg.timers.timer_c, Owner::Call(id), Timer::C, slot_of(idx));
+        if let Some(old) = b.timer_c.replace(key) {
+            self.timers.cancel(old);
         }
     }
 
@@ -625,6 +640,9 @@ impl Core {
             self.invite_keys.remove(&call.key);
             for b in &call.branches {
                 self.branches.remove(&b.branch);
+                if let Some(k) = b.timer_c {
+                    self.timers.cancel(k);
+                }
             }
         }
     }
