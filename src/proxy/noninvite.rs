@@ -13,8 +13,10 @@ use crate::sip::{build, Msg, Transport};
 
 /// One non-INVITE transaction through the edge.
 pub(super) struct Nit {
-    /// The sender and our server transaction toward it; None when we originated it.
-    upstream: Option<(Peer, ServerNonInvite, Box<str>, Msg)>,
+    /// The sender, our server transaction toward it, its key and the request
+    /// (kept only until the final answer: a 408/503 may have to be built from
+    /// it); None when we originated it.
+    upstream: Option<(Peer, ServerNonInvite, Box<str>, Option<Box<Msg>>)>,
     client: ClientNonInvite,
     client_key: Box<str>,
     to: Peer,
@@ -23,7 +25,9 @@ pub(super) struct Nit {
 /// Every non-INVITE transaction of a shard.
 #[derive(Default)]
 pub(super) struct Table {
-    by_id: FastMap<u64, Nit>,
+    /// Boxed: the map keeps up to twice its length in slots, for the 64·T1
+    /// each transaction stays after its final answer.
+    by_id: FastMap<u64, Box<Nit>>,
     by_server_key: FastMap<Box<str>, u64>,
     by_client_key: FastMap<Box<str>, u64>,
 }
@@ -84,7 +88,7 @@ impl Core {
         // Kept until the server transaction ends: must not pin its receive chunk.
         let mut msg = msg;
         msg.detach();
-        self.start_nit(now, Some((from, server, skey, msg)), to, bytes, ckey);
+        self.start_nit(now, Some((from, server, skey, Some(Box::new(msg)))), to, bytes, ckey);
     }
 
     /// Sends a request the edge originates (CANCEL, BYE); its answers are absorbed.
@@ -98,7 +102,7 @@ impl Core {
     fn start_nit(
         &mut self,
         now: Instant,
-        upstream: Option<(Peer, ServerNonInvite, Box<str>, Msg)>,
+        upstream: Option<(Peer, ServerNonInvite, Box<str>, Option<Box<Msg>>)>,
         to: Peer,
         bytes: Bytes,
         ckey: Box<str>,
@@ -110,7 +114,7 @@ impl Core {
             self.nits.by_server_key.insert(skey.clone(), id);
         }
         self.nits.by_client_key.insert(ckey.clone(), id);
-        self.nits.by_id.insert(id, Nit { upstream, client, client_key: ckey, to });
+        self.nits.by_id.insert(id, Box::new(Nit { upstream, client, client_key: ckey, to }));
         self.run(now, to, Owner::Txn(id), 1, out);
     }
 
@@ -138,10 +142,14 @@ impl Core {
     fn nit_respond_upstream(&mut self, now: Instant, id: u64, code: u16, bytes: Bytes) {
         let tv = self.cfg.timers;
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
-        let Some((peer, server, _, _)) = nit.upstream.as_mut() else { return };
+        let Some((peer, server, _, req)) = nit.upstream.as_mut() else { return };
         let peer = *peer;
         let mut out = Actions::new();
         let outcome = server.respond(code, bytes, &tv, &mut out);
+        if code >= 200 {
+            // Answered: nothing will be built from the request any more.
+            *req = None;
+        }
         self.run(now, peer, Owner::Txn(id), 0, out);
         if outcome == TimerOutcome::Terminated {
             self.nit_server_done(id);
@@ -167,7 +175,7 @@ impl Core {
         match outcome {
             TimerOutcome::Timeout => {
                 // The next hop never answered: 408 upstream (§16.7 step 6).
-                let resp = self.nits.by_id.get(&id).and_then(|n| n.upstream.as_ref()).map(|(_, _, _, req)| {
+                let resp = self.nits.by_id.get(&id).and_then(|n| n.upstream.as_ref()).and_then(|(_, _, _, req)| req.as_deref()).map(|req| {
                     let (code, reason) = Reject::Timeout.status();
                     (code, self.response(req, code, reason, None, &[]))
                 });
@@ -190,7 +198,7 @@ impl Core {
         if nit.client.on_transport_error() != TimerOutcome::Timeout {
             return;
         }
-        let resp = nit.upstream.as_ref().map(|(_, _, _, req)| req.clone());
+        let resp = nit.upstream.as_ref().and_then(|(_, _, _, req)| req.as_deref().cloned());
         if let Some(req) = resp {
             let bytes = self.response(&req, 503, "Service Unavailable", None, &[]);
             self.nit_respond_upstream(now, id, 503, bytes);
