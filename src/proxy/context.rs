@@ -51,10 +51,15 @@ impl Local {
 
     /// Our Record-Route value for `transport`.
     pub fn record_route(&self, transport: Transport) -> String {
-        match transport {
-            Transport::Udp => format!("<sip:{};lr>", self.host_port(transport)),
-            Transport::Tcp => format!("<sip:{};transport=tcp;lr>", self.host_port(transport)),
+        let host_port = self.host_port(transport);
+        let mut rr = String::with_capacity(32 + host_port.len());
+        rr.push_str("<sip:");
+        rr.push_str(host_port);
+        if transport == Transport::Tcp {
+            rr.push_str(";transport=tcp");
         }
+        rr.push_str(";lr>");
+        rr
     }
 }
 

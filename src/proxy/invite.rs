@@ -178,7 +178,10 @@ impl Core {
         let trying = self.response(&msg, 100, "Trying", None, &[]);
         server.respond(100, trying, &self.cfg.timers, &mut out);
         self.run(now, from, Owner::Call(id), 0, out);
-        let to_tag = format!("se{:x}{:x}", self.cfg.instance_nonce, id);
+        let mut to_tag = String::with_capacity(2 + 8 + 16);
+        to_tag.push_str("se");
+        super::text::push_hex(&mut to_tag, u64::from(self.cfg.instance_nonce));
+        super::text::push_hex(&mut to_tag, id);
         self.invite_keys.insert(key.clone(), id);
         self.calls.insert(
             id,
@@ -252,10 +255,14 @@ impl Core {
         let mf = call.invite.max_forwards().unwrap_or(70).saturating_sub(1);
         match &call.shape {
             Shape::Initial { user, headers, cnam } => {
-                let ruri = match to.transport {
-                    Transport::Udp => format!("sip:{}@{}", user, to.addr),
-                    Transport::Tcp => format!("sip:{}@{};transport=tcp", user, to.addr),
-                };
+                let mut ruri = String::with_capacity(64 + user.len());
+                ruri.push_str("sip:");
+                ruri.push_str(user);
+                ruri.push('@');
+                super::text::push_addr(&mut ruri, to.addr);
+                if to.transport == Transport::Tcp {
+                    ruri.push_str(";transport=tcp");
+                }
                 // Double Record-Route when the two sides use different transports (RFC 5658).
                 let rr = if to.transport == call.upstream.transport {
                     self.cfg.local.record_route(to.transport)

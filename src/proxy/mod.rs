@@ -21,6 +21,7 @@ mod invite;
 mod noninvite;
 mod probe;
 pub mod respond;
+mod text;
 pub mod timer;
 pub mod txn;
 #[cfg(test)]
@@ -416,12 +417,28 @@ impl Core {
     /// A branch parameter unique to this edge, shard and transaction.
     fn new_branch(&mut self) -> String {
         let id = self.new_id();
-        format!("z9hG4bK-se{}-{:x}-{:x}", self.shard, self.cfg.instance_nonce, id)
+        // z9hG4bK-se{shard}-{nonce:x}-{id:x}
+        let mut b = String::with_capacity(48);
+        b.push_str("z9hG4bK-se");
+        text::push_dec(&mut b, u64::from(self.shard));
+        b.push('-');
+        text::push_hex(&mut b, u64::from(self.cfg.instance_nonce));
+        b.push('-');
+        text::push_hex(&mut b, id);
+        b
     }
 
     /// Our Via for a request sent over `transport`.
     fn via(&self, transport: Transport, branch: &str) -> String {
-        format!("SIP/2.0/{} {};branch={}", transport.via_name(), self.cfg.local.host_port(transport), branch)
+        let (name, host_port) = (transport.via_name(), self.cfg.local.host_port(transport));
+        let mut v = String::with_capacity(16 + name.len() + host_port.len() + branch.len());
+        v.push_str("SIP/2.0/");
+        v.push_str(name);
+        v.push(' ');
+        v.push_str(host_port);
+        v.push_str(";branch=");
+        v.push_str(branch);
+        v
     }
 
     /// The server-transaction key of a request (§17.2.3): branch + sent-by + method.
@@ -438,7 +455,7 @@ impl Core {
         k.push_str(via.host);
         if let Some(p) = via.port {
             k.push(':');
-            k.push_str(&p.to_string());
+            text::push_dec(&mut k, u64::from(p));
         }
         k.push('|');
         k.push_str(if m == Method::Other { msg.method_str() } else { m.as_str() });
