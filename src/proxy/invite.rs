@@ -100,8 +100,9 @@ fn slot_of(idx: usize) -> u32 {
 impl Core {
     /// A retransmitted INVITE is absorbed by its server transaction.
     pub(super) fn invite_retransmission(&mut self, from: Peer, msg: &Msg) -> bool {
-        let Some(key) = Self::server_key(msg, Method::Invite) else { return false };
-        let Some(&id) = self.invite_keys.get(&key) else { return false };
+        let Some(id) = Self::server_key_lookup(msg, Method::Invite, |k| self.invite_keys.get(k).copied()).flatten() else {
+            return false;
+        };
         let Some(call) = self.calls.get_mut(&id) else { return false };
         let mut out = Actions::new();
         call.server.on_retransmission(&mut out);
@@ -466,7 +467,7 @@ impl Core {
 
     /// CANCEL from the caller (§9.2, §16.10).
     pub(super) fn on_cancel(&mut self, now: Instant, from: Peer, msg: &Msg) {
-        let id = Self::server_key(msg, Method::Invite).and_then(|k| self.invite_keys.get(&k).copied());
+        let id = Self::server_key_lookup(msg, Method::Invite, |k| self.invite_keys.get(k).copied()).flatten();
         // The Via branch and sent-by are the sender's to choose: a CANCEL is
         // only taken from the peer (carrier or platform) the INVITE came from.
         let peers = &self.routing.load().peers;
@@ -527,7 +528,7 @@ impl Core {
 
     /// A non-2xx ACK, matched to its INVITE server transaction, or an ACK for a 2xx.
     pub(super) fn on_ack(&mut self, now: Instant, from: Peer, msg: Msg) {
-        let id = Self::server_key(&msg, Method::Ack).and_then(|k| self.invite_keys.get(&k).copied());
+        let id = Self::server_key_lookup(&msg, Method::Ack, |k| self.invite_keys.get(k).copied()).flatten();
         if let Some(call) = id.and_then(|id| self.calls.get_mut(&id)) {
             let mut out = Actions::new();
             if call.server.on_ack(&self.cfg.timers, &mut out) {

@@ -42,8 +42,8 @@ impl Core {
     /// A retransmitted non-INVITE request gets the last answer again.
     pub(super) fn nit_retransmission(&mut self, from: Peer, msg: &Msg) -> bool {
         let Some(method) = msg.method() else { return false };
-        let Some(key) = Self::server_key(msg, method) else { return false };
-        let Some(id) = self.nits.by_server_key.get(&key).copied() else { return false };
+        let by_key = &self.nits.by_server_key;
+        let Some(id) = Self::server_key_lookup(msg, method, |k| by_key.get(k).copied()).flatten() else { return false };
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return false };
         let Some((_, server, _, _)) = nit.upstream.as_mut() else { return false };
         let mut out = Actions::new();
@@ -59,8 +59,8 @@ impl Core {
     /// Where the non-INVITE client transaction a response belongs to was sent, if it is ours.
     pub(super) fn nit_peer(&self, branch: &str, msg: &Msg) -> Option<Peer> {
         let m = msg.cseq().method;
-        let id = self.nits.by_client_key.get(&client_key(branch, m.as_str()))?;
-        self.nits.by_id.get(id).map(|n| n.to)
+        let id = super::with_joined(branch, '|', m.as_str(), |k| self.nits.by_client_key.get(k).copied())?;
+        self.nits.by_id.get(&id).map(|n| n.to)
     }
 
     /// Forwards a non-INVITE request statefully to `to`.
@@ -122,8 +122,10 @@ impl Core {
     pub(super) fn nit_response(&mut self, now: Instant, msg: Msg) {
         let Some(code) = msg.status() else { return };
         let Some(branch) = msg.top_via().and_then(|v| v.branch) else { return };
-        let key = client_key(branch, msg.cseq().method.as_str());
-        let Some(id) = self.nits.by_client_key.get(&key).copied() else { return };
+        let by_key = &self.nits.by_client_key;
+        let Some(id) = super::with_joined(branch, '|', msg.cseq().method.as_str(), |k| by_key.get(k).copied()) else {
+            return;
+        };
         let tv = self.cfg.timers;
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
         let mut out = Actions::new();
@@ -193,7 +195,8 @@ impl Core {
     /// for its final answer it ends now, and its sender gets a 503 (§16.9: a transport
     /// error counts as a 503), not a 408 after 64·T1.
     pub(super) fn nit_send_error(&mut self, now: Instant, branch: &str, method: &str) {
-        let Some(id) = self.nits.by_client_key.get(&client_key(branch, method)).copied() else { return };
+        let by_key = &self.nits.by_client_key;
+        let Some(id) = super::with_joined(branch, '|', method, |k| by_key.get(k).copied()) else { return };
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
         if nit.client.on_transport_error() != TimerOutcome::Timeout {
             return;
