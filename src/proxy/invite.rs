@@ -309,9 +309,7 @@ impl Core {
     /// How many leading Route entries name this edge.
     pub(super) fn our_routes(&self, msg: &Msg) -> usize {
         msg.routes()
-            .take_while(|r| {
-                crate::sip::uri::parse_uri(r).is_some_and(|u| self.cfg.local.is_ours(u.host, u.port))
-            })
+            .take_while(|r| self.cfg.local.is_our_route(r))
             .count()
     }
 

@@ -202,7 +202,7 @@ impl Core {
         if !msg.is_request() {
             return;
         }
-        let Some(branch) = msg.top_via().and_then(|v| v.branch) else { return };
+        let Some(branch) = msg.branch() else { return };
         match msg.method() {
             Some(Method::Invite) => {
                 let Some(&(id, idx)) = self.branches.get(branch) else { return };
@@ -317,7 +317,7 @@ impl Core {
     }
 
     fn on_response(&mut self, now: Instant, from: Peer, msg: Msg) {
-        let Some(branch) = msg.top_via().and_then(|v| v.branch) else { return };
+        let Some(branch) = msg.branch() else { return };
         let method = msg.cseq().method;
         // An answer to one of our own client transactions (matched by our
         // branch) is taken even from a hop a reload removed: calls set up

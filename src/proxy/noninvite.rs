@@ -94,7 +94,7 @@ impl Core {
     /// Sends a request the edge originates (CANCEL, BYE); its answers are absorbed.
     pub(super) fn originate(&mut self, now: Instant, to: Peer, bytes: Bytes) {
         let Ok(msg) = Msg::parse(bytes.clone()) else { return };
-        let Some(branch) = msg.top_via().and_then(|v| v.branch) else { return };
+        let Some(branch) = msg.branch() else { return };
         let ckey = client_key(branch, msg.method_str());
         self.start_nit(now, None, to, bytes, ckey);
     }
@@ -121,7 +121,7 @@ impl Core {
     /// A response to one of our non-INVITE client transactions.
     pub(super) fn nit_response(&mut self, now: Instant, msg: Msg) {
         let Some(code) = msg.status() else { return };
-        let Some(branch) = msg.top_via().and_then(|v| v.branch) else { return };
+        let Some(branch) = msg.branch() else { return };
         let by_key = &self.nits.by_client_key;
         let Some(id) = super::with_joined(branch, '|', msg.cseq().method.as_str(), |k| by_key.get(k).copied()) else {
             return;

@@ -313,6 +313,12 @@ impl Msg {
         })
     }
 
+    /// The `branch` of the top via-parm (what [`Msg::top_via`] gives, without
+    /// building the rest of it).
+    pub fn branch(&self) -> Option<&str> {
+        self.top_via.branch.map(|s| self.text(s))
+    }
+
     /// The number of via-parms over all Via lines.
     pub fn via_count(&self) -> usize {
         self.via_count as usize
