@@ -49,12 +49,43 @@ impl Local {
         })
     }
 
+    /// Whether a Route URI names this edge. Our own Record-Route URIs come
+    /// back verbatim in nearly every in-dialog request: those are matched as
+    /// text before the URI is parsed.
+    pub fn is_our_route(&self, uri: &str) -> bool {
+        // Only for a plain `host:port` (what parsing the URI would accept and
+        // `is_ours` would match); anything else takes the long way.
+        let plain = |hp: &str| {
+            hp.rsplit_once(':').is_some_and(|(h, p)| {
+                !h.is_empty()
+                    && h.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+                    && !p.is_empty()
+                    && p.bytes().all(|c| c.is_ascii_digit())
+                    && p.parse::<u16>().is_ok()
+            })
+        };
+        let verbatim = |hp: &Option<String>, params: &str| {
+            hp.as_deref().is_some_and(|hp| {
+                uri.strip_prefix("sip:").and_then(|r| r.strip_prefix(hp)).is_some_and(|r| r == params) && plain(hp)
+            })
+        };
+        if verbatim(&self.udp, ";lr") || verbatim(&self.tcp, ";transport=tcp;lr") {
+            return true;
+        }
+        crate::sip::uri::parse_uri(uri).is_some_and(|u| self.is_ours(u.host, u.port))
+    }
+
     /// Our Record-Route value for `transport`.
     pub fn record_route(&self, transport: Transport) -> String {
-        match transport {
-            Transport::Udp => format!("<sip:{};lr>", self.host_port(transport)),
-            Transport::Tcp => format!("<sip:{};transport=tcp;lr>", self.host_port(transport)),
+        let host_port = self.host_port(transport);
+        let mut rr = String::with_capacity(32 + host_port.len());
+        rr.push_str("<sip:");
+        rr.push_str(host_port);
+        if transport == Transport::Tcp {
+            rr.push_str(";transport=tcp");
         }
+        rr.push_str(";lr>");
+        rr
     }
 }
 
@@ -201,5 +232,42 @@ impl CallRate {
             self.count.store(0, Relaxed);
         }
         self.count.fetch_add(1, Relaxed) < per_second
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_route_fast_path_agrees_with_parsing_the_uri() {
+        let slow = |l: &Local, uri: &str| crate::sip::uri::parse_uri(uri).is_some_and(|u| l.is_ours(u.host, u.port));
+        let locals = [
+            Local { udp: Some("127.0.0.1:5060".into()), tcp: Some("127.0.0.1:5061".into()) },
+            Local { udp: Some("edge.example.com:5060".into()), tcp: None },
+            Local { udp: Some("[::1]:5060".into()), tcp: None },
+            Local { udp: Some("host:abc".into()), tcp: None },
+            Local { udp: Some("a b:5060".into()), tcp: None },
+            Local { udp: None, tcp: Some("10.0.0.1:5060".into()) },
+        ];
+        let uris = [
+            "sip:127.0.0.1:5060;lr",
+            "sip:127.0.0.1:5061;transport=tcp;lr",
+            "sip:127.0.0.1:5061;lr",
+            "sip:127.0.0.1;lr",
+            "sip:127.0.0.1:5060;lr;foo",
+            "sip:edge.example.com:5060;lr",
+            "sip:[::1]:5060;lr",
+            "sip:host:abc;lr",
+            "sip:a b:5060;lr",
+            "sip:10.0.0.1:5060;transport=tcp;lr",
+            "sip:10.0.0.2:5060;lr",
+        ];
+        for l in &locals {
+            for u in uris {
+                assert_eq!(l.is_our_route(u), slow(l, u), "{l:?} {u}");
+            }
+        }
+        assert!(locals[0].is_our_route("sip:127.0.0.1:5060;lr"));
     }
 }

@@ -85,7 +85,10 @@ fn ack_branch(incoming: &str) -> String {
     for b in incoming.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    format!("z9hG4bK-sea{h:x}")
+    let mut b = String::with_capacity(32);
+    b.push_str("z9hG4bK-sea");
+    super::text::push_hex(&mut b, h);
+    b
 }
 
 impl Core {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::decide::{self, Decision, Direction};
-use super::timer::{Fired, Owner, Timer};
+use super::timer::{Fired, Owner, Timer, TimerKey};
 use super::txn::{Actions, ClientInvite, ClientState, Delivery, ServerInvite, ServerState, TimerOutcome};
 use super::{Core, Peer, Reject};
 use crate::admission::Permit;
@@ -41,6 +41,9 @@ pub(super) struct Branch {
     pub abandoned: bool,
     /// Hashes of the To tags of the 1xx relayed from this hop: its early dialogs.
     pub early_tags: SmallVec<[u64; 2]>,
+    /// Timer C, replaced at each provisional and cancelled at the final
+    /// response: 180 s of stale entries per call otherwise.
+    pub timer_c: Option<TimerKey>,
 }
 
 /// How the forwarded INVITE is shaped.
@@ -103,8 +106,9 @@ fn slot_of(idx: usize) -> u32 {
 impl Core {
     /// A retransmitted INVITE is absorbed by its server transaction.
     pub(super) fn invite_retransmission(&mut self, from: Peer, msg: &Msg) -> bool {
-        let Some(key) = Self::server_key(msg, Method::Invite) else { return false };
-        let Some(&id) = self.invite_keys.get(&key) else { return false };
+        let Some(id) = Self::server_key_lookup(msg, Method::Invite, |k| self.invite_keys.get(k).copied()).flatten() else {
+            return false;
+        };
         let Some(call) = self.calls.get_mut(&id) else { return false };
         let mut out = Actions::new();
         call.server.on_retransmission(&mut out);
@@ -181,7 +185,10 @@ impl Core {
         let trying = self.response(&msg, 100, "Trying", None, &[]);
         server.respond(100, trying, &self.cfg.timers, &mut out);
         self.run(now, from, Owner::Call(id), 0, out);
-        let to_tag = format!("se{:x}{:x}", self.cfg.instance_nonce, id);
+        let mut to_tag = String::with_capacity(2 + 8 + 16);
+        to_tag.push_str("se");
+        super::text::push_hex(&mut to_tag, u64::from(self.cfg.instance_nonce));
+        super::text::push_hex(&mut to_tag, id);
         self.invite_keys.insert(key.clone(), id);
         self.calls.insert(
             id,
@@ -242,6 +249,7 @@ impl Core {
                 cancel: CancelState::No,
                 abandoned: false,
                 early_tags: SmallVec::new(),
+                timer_c: None,
             });
             self.branches.insert(branch.into_boxed_str(), (id, idx as u32));
             let slot = slot_of(idx);
@@ -257,10 +265,14 @@ impl Core {
         let mf = call.invite.max_forwards().unwrap_or(70).saturating_sub(1);
         match &call.shape {
             Shape::Initial { user, headers, cnam } => {
-                let ruri = match to.transport {
-                    Transport::Udp => format!("sip:{}@{}", user, to.addr),
-                    Transport::Tcp => format!("sip:{}@{};transport=tcp", user, to.addr),
-                };
+                let mut ruri = String::with_capacity(64 + user.len());
+                ruri.push_str("sip:");
+                ruri.push_str(user);
+                ruri.push('@');
+                super::text::push_addr(&mut ruri, to.addr);
+                if to.transport == Transport::Tcp {
+                    ruri.push_str(";transport=tcp");
+                }
                 // Double Record-Route when the two sides use different transports (RFC 5658).
                 let rr = if to.transport == call.upstream.transport {
                     self.cfg.local.record_route(to.transport)
@@ -306,9 +318,7 @@ impl Core {
     /// How many leading Route entries name this edge.
     pub(super) fn our_routes(&self, msg: &Msg) -> usize {
         msg.routes()
-            .take_while(|r| {
-                crate::sip::uri::parse_uri(r).is_some_and(|u| self.cfg.local.is_ours(u.host, u.port))
-            })
+            .take_while(|r| self.cfg.local.is_our_route(r))
             .count()
     }
 
@@ -369,6 +379,11 @@ impl Core {
             &mut out,
         );
         let to = b.to;
+        if code >= 200 {
+            if let Some(k) = b.timer_c.take() {
+                self.timers.cancel(k);
+            }
+        }
         let want_cancel = code < 200 && b.cancel == CancelState::Pending;
         if code < 200 {
             b.provisional = true;
@@ -394,17 +409,14 @@ impl Core {
         }
         if code < 200 {
             if code == 100 {
-                let tc = tv.timer_c;
-                self.timers.arm(now, tc, Owner::Call(id), Timer::C, slot_of(idx as usize));
-                return;
+                return self.arm_timer_c(now, id, idx as usize);
             }
             if let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx as usize)) {
                 if (180..190).contains(&code) {
                     b.seen_18x = true;
                 }
             }
-            let tc = tv.timer_c;
-            self.timers.arm(now, tc, Owner::Call(id), Timer::C, slot_of(idx as usize));
+            self.arm_timer_c(now, id, idx as usize);
             self.note_early(id, idx as usize, &msg);
             let bytes = build::forward_response(&msg);
             return self.respond_upstream(now, id, code, bytes);
@@ -421,6 +433,15 @@ impl Core {
             if let (Some(d), Some(_)) = (call.direction, call.permit.take()) {
                 m::call_outcome(d.as_str(), if cancelled { "cancelled" } else { "refused_downstream" });
             }
+        }
+    }
+
+    /// (Re)starts timer C of a branch (§16.7 step 2: reset at each provisional).
+    fn arm_timer_c(&mut self, now: Instant, id: u64, idx: usize) {
+        let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) else { return };
+        let key = self.timers.arm(now, self.cfg.timers.timer_c, Owner::Call(id), Timer::C, slot_of(idx));
+        if let Some(old) = b.timer_c.replace(key) {
+            self.timers.cancel(old);
         }
     }
 
@@ -462,7 +483,7 @@ impl Core {
 
     /// CANCEL from the caller (§9.2, §16.10).
     pub(super) fn on_cancel(&mut self, now: Instant, from: Peer, msg: &Msg) {
-        let id = Self::server_key(msg, Method::Invite).and_then(|k| self.invite_keys.get(&k).copied());
+        let id = Self::server_key_lookup(msg, Method::Invite, |k| self.invite_keys.get(k).copied()).flatten();
         // The Via branch and sent-by are the sender's to choose: a CANCEL is
         // only taken from the peer (carrier or platform) the INVITE came from.
         let peers = &self.routing.load().peers;
@@ -523,7 +544,7 @@ impl Core {
 
     /// A non-2xx ACK, matched to its INVITE server transaction, or an ACK for a 2xx.
     pub(super) fn on_ack(&mut self, now: Instant, from: Peer, msg: Msg) {
-        let id = Self::server_key(&msg, Method::Ack).and_then(|k| self.invite_keys.get(&k).copied());
+        let id = Self::server_key_lookup(&msg, Method::Ack, |k| self.invite_keys.get(k).copied()).flatten();
         if let Some(call) = id.and_then(|id| self.calls.get_mut(&id)) {
             let mut out = Actions::new();
             if call.server.on_ack(&self.cfg.timers, &mut out) {
@@ -644,6 +665,9 @@ impl Core {
             self.invite_keys.remove(&call.key);
             for b in &call.branches {
                 self.branches.remove(&b.branch);
+                if let Some(k) = b.timer_c {
+                    self.timers.cancel(k);
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ mod invite;
 mod noninvite;
 mod probe;
 pub mod respond;
+mod text;
 pub mod timer;
 pub mod txn;
 #[cfg(test)]
@@ -212,7 +213,7 @@ impl Core {
         if !msg.is_request() {
             return;
         }
-        let Some(branch) = msg.top_via().and_then(|v| v.branch) else { return };
+        let Some(branch) = msg.branch() else { return };
         match msg.method() {
             Some(Method::Invite) => {
                 let Some(&(id, idx)) = self.branches.get(branch) else { return };
@@ -347,7 +348,7 @@ impl Core {
     }
 
     fn on_response(&mut self, now: Instant, from: Peer, msg: Msg) {
-        let Some(branch) = msg.top_via().and_then(|v| v.branch) else { return };
+        let Some(branch) = msg.branch() else { return };
         let method = msg.cseq().method;
         // An answer to one of our own client transactions (matched by our
         // branch) is taken even from a hop a reload removed: calls set up
@@ -447,29 +448,56 @@ impl Core {
     /// A branch parameter unique to this edge, shard and transaction.
     fn new_branch(&mut self) -> String {
         let id = self.new_id();
-        format!("z9hG4bK-se{}-{:x}-{:x}", self.shard, self.cfg.instance_nonce, id)
+        // z9hG4bK-se{shard}-{nonce:x}-{id:x}, allocated at its exact size.
+        let build = |b: &mut String| {
+            b.push_str("z9hG4bK-se");
+            text::push_dec(b, u64::from(self.shard));
+            b.push('-');
+            text::push_hex(b, u64::from(self.cfg.instance_nonce));
+            b.push('-');
+            text::push_hex(b, id);
+            true
+        };
+        with_key(build, |b: &str| String::from(b)).unwrap_or_default()
     }
 
     /// Our Via for a request sent over `transport`.
     fn via(&self, transport: Transport, branch: &str) -> String {
-        format!("SIP/2.0/{} {};branch={}", transport.via_name(), self.cfg.local.host_port(transport), branch)
+        let (name, host_port) = (transport.via_name(), self.cfg.local.host_port(transport));
+        let mut v = String::with_capacity(17 + name.len() + host_port.len() + branch.len());
+        v.push_str("SIP/2.0/");
+        v.push_str(name);
+        v.push(' ');
+        v.push_str(host_port);
+        v.push_str(";branch=");
+        v.push_str(branch);
+        v
     }
 
     /// The server-transaction key of a request (§17.2.3): branch + sent-by + method.
     fn server_key(msg: &Msg, method: Method) -> Option<Box<str>> {
-        let via = msg.top_via()?;
+        with_key(|k| Self::write_server_key(msg, method, k), |k: &str| Box::from(k))
+    }
+
+    /// Looks the server-transaction key of a request up with `f`, without allocating it.
+    fn server_key_lookup<R>(msg: &Msg, method: Method, f: impl FnOnce(&str) -> R) -> Option<R> {
+        with_key(|k| Self::write_server_key(msg, method, k), f)
+    }
+
+    /// Writes the key of [`Core::server_key`] into `k`; false without a Via.
+    fn write_server_key(msg: &Msg, method: Method, k: &mut String) -> bool {
+        let Some(via) = msg.top_via() else { return false };
         let branch = via.branch.unwrap_or("");
         let m = match method {
             Method::Ack => Method::Invite,
             other => other,
         };
-        let mut k = String::with_capacity(branch.len() + via.host.len() + 16);
         k.push_str(branch);
         k.push('|');
         k.push_str(via.host);
         if let Some(p) = via.port {
             k.push(':');
-            k.push_str(&p.to_string());
+            text::push_dec(k, u64::from(p));
         }
         k.push('|');
         k.push_str(if m == Method::Other { msg.method_str() } else { m.as_str() });
@@ -478,10 +506,41 @@ impl Core {
             k.push('|');
             k.push_str(msg.call_id());
             k.push('|');
-            k.push_str(&msg.cseq().seq.to_string());
+            text::push_dec(k, u64::from(msg.cseq().seq));
             k.push('|');
             k.push_str(msg.from_tag().unwrap_or(""));
         }
-        Some(k.into_boxed_str())
+        true
     }
+}
+
+thread_local! {
+    /// Where map keys are built for lookups, reused: a lookup allocates nothing.
+    static KEY_SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Builds a key with `build` (false: no key) in a reused buffer and runs `f` on it.
+fn with_key<R>(build: impl FnOnce(&mut String) -> bool, f: impl FnOnce(&str) -> R) -> Option<R> {
+    KEY_SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut k) => {
+            k.clear();
+            build(&mut k).then(|| f(&k))
+        }
+        // Only if `f` itself built a key: fall back on a fresh buffer.
+        Err(_) => {
+            let mut k = String::new();
+            build(&mut k).then(|| f(&k))
+        }
+    })
+}
+
+/// Looks `a` + `sep` + `b` (a key of [`join_key`]'s shape) up with `f`, without allocating it.
+fn with_joined<R>(a: &str, sep: char, b: &str, f: impl FnOnce(&str) -> Option<R>) -> Option<R> {
+    let build = |k: &mut String| {
+        k.push_str(a);
+        k.push(sep);
+        k.push_str(b);
+        true
+    };
+    with_key(build, f).flatten()
 }

@@ -13,8 +13,10 @@ use crate::sip::{build, Msg, Transport};
 
 /// One non-INVITE transaction through the edge.
 pub(super) struct Nit {
-    /// The sender and our server transaction toward it; None when we originated it.
-    upstream: Option<(Peer, ServerNonInvite, Box<str>, Msg)>,
+    /// The sender, our server transaction toward it, its key and the request
+    /// (kept only until the final answer: a 408/503 may have to be built from
+    /// it); None when we originated it.
+    upstream: Option<(Peer, ServerNonInvite, Box<str>, Option<Box<Msg>>)>,
     client: ClientNonInvite,
     client_key: Box<str>,
     to: Peer,
@@ -23,7 +25,9 @@ pub(super) struct Nit {
 /// Every non-INVITE transaction of a shard.
 #[derive(Default)]
 pub(super) struct Table {
-    by_id: FastMap<u64, Nit>,
+    /// Boxed: the map keeps up to twice its length in slots, for the 64·T1
+    /// each transaction stays after its final answer.
+    by_id: FastMap<u64, Box<Nit>>,
     by_server_key: FastMap<Box<str>, u64>,
     by_client_key: FastMap<Box<str>, u64>,
 }
@@ -46,8 +50,8 @@ impl Core {
     /// A retransmitted non-INVITE request gets the last answer again.
     pub(super) fn nit_retransmission(&mut self, from: Peer, msg: &Msg) -> bool {
         let Some(method) = msg.method() else { return false };
-        let Some(key) = Self::server_key(msg, method) else { return false };
-        let Some(id) = self.nits.by_server_key.get(&key).copied() else { return false };
+        let by_key = &self.nits.by_server_key;
+        let Some(id) = Self::server_key_lookup(msg, method, |k| by_key.get(k).copied()).flatten() else { return false };
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return false };
         let Some((_, server, _, _)) = nit.upstream.as_mut() else { return false };
         let mut out = Actions::new();
@@ -63,8 +67,8 @@ impl Core {
     /// Where the non-INVITE client transaction a response belongs to was sent, if it is ours.
     pub(super) fn nit_peer(&self, branch: &str, msg: &Msg) -> Option<Peer> {
         let m = msg.cseq().method;
-        let id = self.nits.by_client_key.get(&client_key(branch, m.as_str()))?;
-        self.nits.by_id.get(id).map(|n| n.to)
+        let id = super::with_joined(branch, '|', m.as_str(), |k| self.nits.by_client_key.get(k).copied())?;
+        self.nits.by_id.get(&id).map(|n| n.to)
     }
 
     /// Forwards a non-INVITE request statefully to `to`.
@@ -92,13 +96,13 @@ impl Core {
         // Kept until the server transaction ends: must not pin its receive chunk.
         let mut msg = msg;
         msg.detach();
-        self.start_nit(now, Some((from, server, skey, msg)), to, bytes, ckey);
+        self.start_nit(now, Some((from, server, skey, Some(Box::new(msg)))), to, bytes, ckey);
     }
 
     /// Sends a request the edge originates (CANCEL, BYE); its answers are absorbed.
     pub(super) fn originate(&mut self, now: Instant, to: Peer, bytes: Bytes) {
         let Ok(msg) = Msg::parse(bytes.clone()) else { return };
-        let Some(branch) = msg.top_via().and_then(|v| v.branch) else { return };
+        let Some(branch) = msg.branch() else { return };
         let ckey = client_key(branch, msg.method_str());
         self.start_nit(now, None, to, bytes, ckey);
     }
@@ -106,7 +110,7 @@ impl Core {
     fn start_nit(
         &mut self,
         now: Instant,
-        upstream: Option<(Peer, ServerNonInvite, Box<str>, Msg)>,
+        upstream: Option<(Peer, ServerNonInvite, Box<str>, Option<Box<Msg>>)>,
         to: Peer,
         bytes: Bytes,
         ckey: Box<str>,
@@ -118,16 +122,18 @@ impl Core {
             self.nits.by_server_key.insert(skey.clone(), id);
         }
         self.nits.by_client_key.insert(ckey.clone(), id);
-        self.nits.by_id.insert(id, Nit { upstream, client, client_key: ckey, to });
+        self.nits.by_id.insert(id, Box::new(Nit { upstream, client, client_key: ckey, to }));
         self.run(now, to, Owner::Txn(id), 1, out);
     }
 
     /// A response to one of our non-INVITE client transactions.
     pub(super) fn nit_response(&mut self, now: Instant, msg: Msg) {
         let Some(code) = msg.status() else { return };
-        let Some(branch) = msg.top_via().and_then(|v| v.branch) else { return };
-        let key = client_key(branch, msg.cseq().method.as_str());
-        let Some(id) = self.nits.by_client_key.get(&key).copied() else { return };
+        let Some(branch) = msg.branch() else { return };
+        let by_key = &self.nits.by_client_key;
+        let Some(id) = super::with_joined(branch, '|', msg.cseq().method.as_str(), |k| by_key.get(k).copied()) else {
+            return;
+        };
         let tv = self.cfg.timers;
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
         let mut out = Actions::new();
@@ -146,10 +152,14 @@ impl Core {
     fn nit_respond_upstream(&mut self, now: Instant, id: u64, code: u16, bytes: Bytes) {
         let tv = self.cfg.timers;
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
-        let Some((peer, server, _, _)) = nit.upstream.as_mut() else { return };
+        let Some((peer, server, _, req)) = nit.upstream.as_mut() else { return };
         let peer = *peer;
         let mut out = Actions::new();
         let outcome = server.respond(code, bytes, &tv, &mut out);
+        if code >= 200 {
+            // Answered: nothing will be built from the request any more.
+            *req = None;
+        }
         self.run(now, peer, Owner::Txn(id), 0, out);
         if outcome == TimerOutcome::Terminated {
             self.nit_server_done(id);
@@ -175,7 +185,7 @@ impl Core {
         match outcome {
             TimerOutcome::Timeout => {
                 // The next hop never answered: 408 upstream (§16.7 step 6).
-                let resp = self.nits.by_id.get(&id).and_then(|n| n.upstream.as_ref()).map(|(_, _, _, req)| {
+                let resp = self.nits.by_id.get(&id).and_then(|n| n.upstream.as_ref()).and_then(|(_, _, _, req)| req.as_deref()).map(|req| {
                     let (code, reason) = Reject::Timeout.status();
                     (code, self.response(req, code, reason, None, &[]))
                 });
@@ -193,12 +203,13 @@ impl Core {
     /// for its final answer it ends now, and its sender gets a 503 (§16.9: a transport
     /// error counts as a 503), not a 408 after 64·T1.
     pub(super) fn nit_send_error(&mut self, now: Instant, branch: &str, method: &str) {
-        let Some(id) = self.nits.by_client_key.get(&client_key(branch, method)).copied() else { return };
+        let by_key = &self.nits.by_client_key;
+        let Some(id) = super::with_joined(branch, '|', method, |k| by_key.get(k).copied()) else { return };
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
         if nit.client.on_transport_error() != TimerOutcome::Timeout {
             return;
         }
-        let resp = nit.upstream.as_ref().map(|(_, _, _, req)| req.clone());
+        let resp = nit.upstream.as_ref().and_then(|(_, _, _, req)| req.as_deref().cloned());
         if let Some(req) = resp {
             let bytes = self.response(&req, 503, "Service Unavailable", None, &[]);
             self.nit_respond_upstream(now, id, 503, bytes);

@@ -1,11 +1,17 @@
 //! RFC 3261 timers as an enum, and the queue the core keeps them in.
 //!
-//! Timers are never cancelled in place: each armed timer names the part of
+//! Timers are rarely cancelled in place: each armed timer names the part of
 //! its owner that armed it, and a firing that no longer fits that part's
-//! state is ignored. That keeps arming and
-//! "stopping" O(log n) and O(1) with no search.
+//! state is ignored. Only timers that would otherwise outlive their owner by
+//! long (a dialog's max duration, timer C) are cancelled.
+//!
+//! The queue keeps one FIFO list per distinct duration. The core arms only a
+//! handful of durations (T1 and its doublings, T4, 64·T1, timer C, failover,
+//! max duration), and `now` never goes back, so appending keeps each list in
+//! deadline order: arming and cancelling are O(1), finding the next deadline
+//! looks at one head per list. A BTreeMap cost a tree insert and remove per
+//! timer, about a dozen per call.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Every timer the proxy core arms. A–K are RFC 3261 §17's; the rest are ours.
@@ -71,55 +77,205 @@ pub struct Fired {
     pub slot: u32,
 }
 
-/// Identifies one armed timer, for [`TimerQueue::cancel`].
+/// Identifies one armed timer, for [`TimerQueue::cancel`]: its slot in the
+/// queue and its arming sequence number (a stale key matches nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TimerKey(Instant, u64);
+pub struct TimerKey(u32, u64);
 
-/// Deadlines ordered by time; ties broken by insertion order.
-#[derive(Default, Debug)]
-pub struct TimerQueue {
-    queue: BTreeMap<(Instant, u64), Fired>,
+/// No entry (end of a list, empty free list).
+const NIL: u32 = u32::MAX;
+
+/// Beyond this many distinct durations, new ones share the list of the
+/// closest duration (still kept in order, by walking back from its tail).
+const MAX_LISTS: usize = 32;
+
+/// One armed timer (or a free slot, `seq == 0`).
+#[derive(Debug)]
+struct Entry {
+    at: Instant,
     seq: u64,
+    fired: Fired,
+    list: u32,
+    prev: u32,
+    next: u32,
+}
+
+/// The timers armed with one duration, oldest first.
+#[derive(Debug)]
+struct List {
+    after: Duration,
+    head: u32,
+    tail: u32,
+}
+
+/// Deadlines ordered by time; ties broken by arming order.
+#[derive(Debug)]
+pub struct TimerQueue {
+    /// Every entry, armed or free; indices are stable while armed.
+    entries: Vec<Entry>,
+    /// Free entries, linked through `next`.
+    free: u32,
+    lists: Vec<List>,
+    len: usize,
+    seq: u64,
+}
+
+impl Default for TimerQueue {
+    fn default() -> Self {
+        TimerQueue { entries: Vec::new(), free: NIL, lists: Vec::new(), len: 0, seq: 0 }
+    }
 }
 
 impl TimerQueue {
     /// Arms `timer` for `owner` to fire at `now + after`; the key cancels it.
     pub fn arm(&mut self, now: Instant, after: Duration, owner: Owner, timer: Timer, slot: u32) -> TimerKey {
-        self.seq = self.seq.wrapping_add(1);
-        let key = TimerKey(now + after, self.seq);
-        self.queue.insert((key.0, key.1), Fired { owner, timer, slot });
-        key
+        self.seq += 1;
+        let (at, seq) = (now + after, self.seq);
+        let list = self.list_for(after);
+        let entry = Entry { at, seq, fired: Fired { owner, timer, slot }, list, prev: NIL, next: NIL };
+        let idx = match self.entries.get_mut(self.free as usize) {
+            Some(e) => {
+                let idx = self.free;
+                self.free = e.next;
+                *e = entry;
+                idx
+            }
+            None => {
+                self.entries.push(entry);
+                u32::try_from(self.entries.len() - 1).unwrap_or(NIL)
+            }
+        };
+        self.link(list, idx, at);
+        self.len += 1;
+        TimerKey(idx, seq)
     }
 
-    /// Disarms a timer that has not fired yet. Long timers (a dialog's
-    /// max duration, hours) must be cancelled when their owner goes, or the
-    /// queue grows with every call made during that time.
+    /// Disarms a timer that has not fired yet (a key that already fired or was
+    /// cancelled does nothing). Long timers (a dialog's max duration, hours)
+    /// must be cancelled when their owner goes, or the queue grows with every
+    /// call made during that time.
     pub fn cancel(&mut self, key: TimerKey) {
-        self.queue.remove(&(key.0, key.1));
+        if self.entries.get(key.0 as usize).is_some_and(|e| e.seq == key.1) {
+            self.remove(key.0);
+        }
     }
 
     /// The earliest deadline, if any timer is armed.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.queue.keys().next().map(|(t, _)| *t)
+        self.earliest().map(|(_, at)| at)
     }
 
     /// Removes and returns one timer due at or before `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<Fired> {
-        let (&(at, _), _) = self.queue.iter().next()?;
+        let (idx, at) = self.earliest()?;
         if at > now {
             return None;
         }
-        self.queue.pop_first().map(|(_, f)| f)
+        let fired = self.entries.get(idx as usize)?.fired;
+        self.remove(idx);
+        Some(fired)
     }
 
     /// Number of armed timers (stale ones included until they fire).
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.len
     }
 
     /// Whether no timer is armed.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.len == 0
+    }
+
+    /// The list for `after`: its own, an empty one reused, a new one, or
+    /// (past `MAX_LISTS`) the one with the closest duration.
+    fn list_for(&mut self, after: Duration) -> u32 {
+        let i = match self.lists.iter().position(|l| l.after == after) {
+            Some(i) => i,
+            None => match self.lists.iter().position(|l| l.head == NIL) {
+                Some(i) => {
+                    if let Some(l) = self.lists.get_mut(i) {
+                        l.after = after;
+                    }
+                    i
+                }
+                None if self.lists.len() < MAX_LISTS => {
+                    self.lists.push(List { after, head: NIL, tail: NIL });
+                    self.lists.len() - 1
+                }
+                None => {
+                    let gap = |l: &List| if l.after > after { l.after - after } else { after - l.after };
+                    (0..self.lists.len()).min_by_key(|&i| self.lists.get(i).map(gap)).unwrap_or(0)
+                }
+            },
+        };
+        i as u32
+    }
+
+    /// Links entry `idx` (deadline `at`) into `list` after every entry due at
+    /// or before `at`: at the tail, unless the clock went back or the list is shared.
+    fn link(&mut self, list: u32, idx: u32, at: Instant) {
+        let Some(l) = self.lists.get(list as usize) else { return };
+        let mut after = l.tail;
+        while let Some(e) = self.entries.get(after as usize).filter(|e| e.at > at) {
+            after = e.prev;
+        }
+        let before = match self.entries.get_mut(after as usize) {
+            Some(prev) => std::mem::replace(&mut prev.next, idx),
+            None => match self.lists.get_mut(list as usize) {
+                Some(l) => std::mem::replace(&mut l.head, idx),
+                None => NIL,
+            },
+        };
+        match self.entries.get_mut(before as usize) {
+            Some(next) => next.prev = idx,
+            None => {
+                if let Some(l) = self.lists.get_mut(list as usize) {
+                    l.tail = idx;
+                }
+            }
+        }
+        if let Some(e) = self.entries.get_mut(idx as usize) {
+            e.prev = after;
+            e.next = before;
+        }
+    }
+
+    /// Unlinks entry `idx` from its list and frees it.
+    fn remove(&mut self, idx: u32) {
+        let Some(e) = self.entries.get_mut(idx as usize) else { return };
+        let (list, prev, next) = (e.list, e.prev, e.next);
+        e.seq = 0;
+        e.next = self.free;
+        self.free = idx;
+        self.len -= 1;
+        match self.entries.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => {
+                if let Some(l) = self.lists.get_mut(list as usize) {
+                    l.head = next;
+                }
+            }
+        }
+        match self.entries.get_mut(next as usize) {
+            Some(n) => n.prev = prev,
+            None => {
+                if let Some(l) = self.lists.get_mut(list as usize) {
+                    l.tail = prev;
+                }
+            }
+        }
+    }
+
+    /// The entry due first (deadline, then arming order) and its deadline.
+    fn earliest(&self) -> Option<(u32, Instant)> {
+        let mut best: Option<(u32, Instant, u64)> = None;
+        for l in &self.lists {
+            let Some(e) = self.entries.get(l.head as usize) else { continue };
+            if best.map_or(true, |(_, at, seq)| (e.at, e.seq) < (at, seq)) {
+                best = Some((l.head, e.at, e.seq));
+            }
+        }
+        best.map(|(idx, at, _)| (idx, at))
     }
 }
 
@@ -175,5 +331,122 @@ mod tests {
         assert_eq!(q.pop_due(t).map(|f| f.owner), Some(Owner::Call(3)));
         assert_eq!(q.pop_due(t), None);
         assert_eq!(q.len(), 1);
+    }
+
+    fn owners(q: &mut TimerQueue, now: Instant) -> Vec<u64> {
+        std::iter::from_fn(|| q.pop_due(now))
+            .map(|f| match f.owner {
+                Owner::Call(n) | Owner::Txn(n) => n,
+                Owner::Core => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mixed_durations_pop_in_deadline_order() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let mut q = TimerQueue::default();
+        // Arming times go forward, durations differ: lists interleave.
+        q.arm(now, ms(500), Owner::Call(1), Timer::A, 0); // 500
+        q.arm(now, ms(32_000), Owner::Call(2), Timer::B, 0); // 32000
+        q.arm(now + ms(100), ms(500), Owner::Call(3), Timer::A, 0); // 600
+        q.arm(now + ms(100), ms(2_000), Owner::Call(4), Timer::Failover, 0); // 2100
+        q.arm(now + ms(200), ms(300), Owner::Call(5), Timer::K, 0); // 500, after 1
+        q.arm(now + ms(300), Duration::ZERO, Owner::Call(6), Timer::I, 0); // 300
+        assert_eq!(q.len(), 6);
+        assert_eq!(q.next_deadline(), Some(now + ms(300)));
+        assert_eq!(owners(&mut q, now + ms(599)), vec![6, 1, 5]);
+        assert_eq!(q.next_deadline(), Some(now + ms(600)));
+        assert_eq!(owners(&mut q, now + ms(60_000)), vec![3, 4, 2]);
+        assert!(q.is_empty());
+        assert_eq!(q.next_deadline(), None);
+    }
+
+    #[test]
+    fn same_deadline_ties_go_in_arming_order() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let mut q = TimerQueue::default();
+        // Same deadline from different lists and from the same list.
+        q.arm(now + ms(10), ms(90), Owner::Call(1), Timer::E, 0);
+        q.arm(now, ms(100), Owner::Call(2), Timer::F, 0);
+        q.arm(now + ms(10), ms(90), Owner::Call(3), Timer::E, 0);
+        q.arm(now + ms(100), Duration::ZERO, Owner::Call(4), Timer::D, 0);
+        assert_eq!(owners(&mut q, now + ms(100)), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn cancellation_removes_exactly_that_timer_and_stale_keys_do_nothing() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        let mut q = TimerQueue::default();
+        let a = q.arm(now, s(1), Owner::Call(1), Timer::C, 1);
+        let b = q.arm(now, s(1), Owner::Call(2), Timer::C, 1);
+        let c = q.arm(now, s(1), Owner::Call(3), Timer::C, 1);
+        q.cancel(b); // middle of a list
+        q.cancel(b);
+        assert_eq!(q.len(), 2);
+        q.cancel(c); // tail
+        q.cancel(a); // head: the list is now empty
+        assert!(q.is_empty());
+        assert_eq!(q.next_deadline(), None);
+        // Freed slots are reused; the old keys must not cancel the new timers.
+        let d = q.arm(now, s(2), Owner::Call(4), Timer::C, 1);
+        q.arm(now, s(2), Owner::Call(5), Timer::C, 1);
+        q.cancel(a);
+        q.cancel(b);
+        q.cancel(c);
+        assert_eq!(q.len(), 2);
+        assert_eq!(owners(&mut q, now + s(2)), vec![4, 5]);
+        // A fired timer's key is stale too.
+        q.cancel(d);
+        let e = q.arm(now, s(3), Owner::Call(6), Timer::C, 1);
+        q.cancel(d);
+        assert_eq!(q.len(), 1);
+        q.cancel(e);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn far_future_timers_wait_and_cancel() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        let mut q = TimerQueue::default();
+        let max = q.arm(now, s(14_400), Owner::Call(1), Timer::MaxDuration, 0);
+        q.arm(now, s(86_400 * 365), Owner::Call(2), Timer::MaxDuration, 0);
+        q.arm(now, s(32), Owner::Call(3), Timer::L, 0);
+        assert_eq!(owners(&mut q, now + s(14_399)), vec![3]);
+        assert_eq!(q.next_deadline(), Some(now + s(14_400)));
+        q.cancel(max);
+        assert_eq!(q.next_deadline(), Some(now + s(86_400 * 365)));
+        assert_eq!(owners(&mut q, now + s(86_400 * 365)), vec![2]);
+    }
+
+    #[test]
+    fn a_clock_going_back_or_many_durations_still_keep_order() {
+        let now = Instant::now() + Duration::from_secs(1000);
+        let ms = Duration::from_millis;
+        let mut q = TimerQueue::default();
+        q.arm(now, ms(50), Owner::Call(1), Timer::A, 0); // 50
+        q.arm(now - ms(40), ms(50), Owner::Call(2), Timer::A, 0); // 10: before 1
+        q.arm(now - ms(20), ms(50), Owner::Call(3), Timer::A, 0); // 30: between
+        // More distinct durations than lists: they share lists, still in order.
+        for i in 0..(MAX_LISTS as u64 * 3) {
+            q.arm(now, ms(1000 + (i * 7919) % 500), Owner::Txn(i), Timer::E, 0);
+        }
+        assert!(q.lists.len() <= MAX_LISTS);
+        assert_eq!(owners(&mut q, now + ms(50)), vec![2, 3, 1]);
+        let mut last = None;
+        let mut n = 0;
+        while let Some(at) = q.next_deadline() {
+            let f = q.pop_due(at).unwrap();
+            let Owner::Txn(i) = f.owner else { panic!("{f:?}") };
+            assert_eq!(at, now + ms(1000 + (i * 7919) % 500));
+            assert!(last.is_none_or(|l| l <= at), "out of order");
+            last = Some(at);
+            n += 1;
+        }
+        assert_eq!(n, MAX_LISTS * 3);
     }
 }

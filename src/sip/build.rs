@@ -273,6 +273,10 @@ pub fn forward_request(req: &Msg, edits: &ForwardEdits<'_>) -> Bytes {
         put_mf(&mut out);
     }
     let mut to_pop = edits.pop_routes;
+    // A name we recognise can only match a line of that same header; any
+    // other name (X-Flow-Id, ...) only lines we do not recognise either.
+    let remove: smallvec::SmallVec<[(HeaderName, &str); 4]> =
+        edits.remove.iter().map(|r| (HeaderName::from_bytes(r.as_bytes()), *r)).collect();
     for h in &req.headers {
         match h.name {
             HeaderName::ContentLength => continue,
@@ -288,7 +292,7 @@ pub fn forward_request(req: &Msg, edits: &ForwardEdits<'_>) -> Bytes {
             }
             _ => {}
         }
-        if edits.remove.iter().any(|r| names_match(req.name_of(h), r.as_bytes())) {
+        if remove.iter().any(|&(n, r)| n == h.name && names_match(req.name_of(h), r.as_bytes())) {
             continue;
         }
         match (h.name, edits.from_display) {

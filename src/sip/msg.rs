@@ -8,6 +8,7 @@
 use std::ops::Range;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use smallvec::SmallVec;
 
 pub use super::header::HeaderName;
@@ -167,6 +168,9 @@ pub(crate) struct TopVia {
 #[derive(Clone, Debug)]
 pub struct Msg {
     pub(crate) buf: Bytes,
+    /// `buf` up to `head_end`, validated as UTF-8 once while parsing: the
+    /// accessors slice it without validating each range again.
+    pub(crate) head: ByteString,
     pub(crate) start: StartLine,
     pub(crate) headers: SmallVec<[Header; 24]>,
     /// Offset of the first byte after the empty line ending the headers.
@@ -205,12 +209,15 @@ impl Msg {
     /// unchanged, so every accessor gives the same answers.
     pub fn detach(&mut self) {
         self.buf = Bytes::copy_from_slice(&self.buf);
+        let head = self.buf.slice(..(self.head_end as usize).min(self.buf.len()));
+        // Same bytes as the head validated during parsing.
+        self.head = ByteString::try_from(head).unwrap_or_default();
     }
 
-    /// The text of a range (always valid UTF-8: the header section was
-    /// checked during parsing and ranges end on ASCII delimiters).
+    /// The text of a range of the header section (ranges end on ASCII
+    /// delimiters, so on character boundaries).
     pub(crate) fn text(&self, s: Span) -> &str {
-        self.buf.get(s.range()).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+        self.head.get(s.range()).unwrap_or("")
     }
 
     pub(crate) fn value_of(&self, h: &Header) -> &str {
@@ -304,6 +311,12 @@ impl Msg {
             received: t.received.map(|s| self.text(s)),
             raw: self.text(t.raw),
         })
+    }
+
+    /// The `branch` of the top via-parm (what [`Msg::top_via`] gives, without
+    /// building the rest of it).
+    pub fn branch(&self) -> Option<&str> {
+        self.top_via.branch.map(|s| self.text(s))
     }
 
     /// The number of via-parms over all Via lines.

@@ -308,7 +308,9 @@ fn scan(buf: &Bytes) -> Result<Msg, Fail> {
     if count_cr(head_bytes) != headers.len() + 2 {
         return Err(K::BadHeaderLine.into());
     }
-    let head = std::str::from_utf8(head_bytes).map_err(|_| K::NotUtf8)?;
+    // Validated once, kept in the Msg: its accessors slice it for free.
+    let head_str = bytestring::ByteString::try_from(buf.slice(..head_end)).map_err(|_| K::NotUtf8)?;
+    let head: &str = &head_str;
     let start = start_line(head.get(..sl_end).unwrap_or(""))?;
     let text = |h: Option<u16>, missing: HeaderName| -> Result<(u16, &str), ParseErrorKind> {
         let i = h.ok_or(K::MissingHeader(missing))?;
@@ -383,6 +385,7 @@ fn scan(buf: &Bytes) -> Result<Msg, Fail> {
     Ok(Msg {
         // Moved in by the caller, saving a reference-count round trip.
         buf: Bytes::new(),
+        head: head_str,
         start,
         headers,
         head_end: head_end as u32,

@@ -169,6 +169,8 @@ impl ClientNonInvite {
                     return (Delivery::Deliver, TimerOutcome::Terminated);
                 }
                 self.state = ClientState::Completed;
+                // Never retransmitted again: do not keep it for timer K.
+                self.request = Bytes::new();
                 out.push(Action::Arm(Timer::K, tv.t4));
                 (Delivery::Deliver, TimerOutcome::Nothing)
             }
