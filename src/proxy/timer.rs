@@ -116,13 +116,16 @@ pub struct TimerQueue {
     /// Free entries, linked through `next`.
     free: u32,
     lists: Vec<List>,
+    /// The entry due first, kept up to date: the driver asks for the next
+    /// deadline after every message.
+    first: Option<(u32, Instant, u64)>,
     len: usize,
     seq: u64,
 }
 
 impl Default for TimerQueue {
     fn default() -> Self {
-        TimerQueue { entries: Vec::new(), free: NIL, lists: Vec::new(), len: 0, seq: 0 }
+        TimerQueue { entries: Vec::new(), free: NIL, lists: Vec::new(), first: None, len: 0, seq: 0 }
     }
 }
 
@@ -147,6 +150,9 @@ impl TimerQueue {
         };
         self.link(list, idx, at);
         self.len += 1;
+        if self.first.map_or(true, |(_, f_at, f_seq)| (at, seq) < (f_at, f_seq)) {
+            self.first = Some((idx, at, seq));
+        }
         TimerKey(idx, seq)
     }
 
@@ -162,12 +168,12 @@ impl TimerQueue {
 
     /// The earliest deadline, if any timer is armed.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.earliest().map(|(_, at)| at)
+        self.first.map(|(_, at, _)| at)
     }
 
     /// Removes and returns one timer due at or before `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<Fired> {
-        let (idx, at) = self.earliest()?;
+        let (idx, at, _) = self.first?;
         if at > now {
             return None;
         }
@@ -248,6 +254,7 @@ impl TimerQueue {
         e.next = self.free;
         self.free = idx;
         self.len -= 1;
+        let was_first = self.first.is_some_and(|(f, _, _)| f == idx);
         match self.entries.get_mut(prev as usize) {
             Some(p) => p.next = next,
             None => {
@@ -264,10 +271,14 @@ impl TimerQueue {
                 }
             }
         }
+        if was_first {
+            self.first = self.earliest();
+        }
     }
 
-    /// The entry due first (deadline, then arming order) and its deadline.
-    fn earliest(&self) -> Option<(u32, Instant)> {
+    /// The entry due first (deadline, then arming order), found by looking
+    /// at the head of every list.
+    fn earliest(&self) -> Option<(u32, Instant, u64)> {
         let mut best: Option<(u32, Instant, u64)> = None;
         for l in &self.lists {
             let Some(e) = self.entries.get(l.head as usize) else { continue };
@@ -275,7 +286,7 @@ impl TimerQueue {
                 best = Some((l.head, e.at, e.seq));
             }
         }
-        best.map(|(idx, at, _)| (idx, at))
+        best
     }
 }
 
