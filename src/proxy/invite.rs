@@ -99,7 +99,7 @@ impl Call {
     }
 }
 
-fn slot_of(idx: usize) -> u32 {
+pub(super) fn slot_of(idx: usize) -> u32 {
     u32::try_from(idx + 1).unwrap_or(u32::MAX)
 }
 
@@ -340,7 +340,7 @@ impl Core {
     }
 
     /// Sends a response through the call's server transaction.
-    fn respond_upstream(&mut self, now: Instant, id: u64, code: u16, bytes: Bytes) {
+    pub(super) fn respond_upstream(&mut self, now: Instant, id: u64, code: u16, bytes: Bytes) {
         let Some(call) = self.calls.get_mut(&id) else { return };
         let mut out = Actions::new();
         call.server.respond(code, bytes, &self.cfg.timers, &mut out);
@@ -482,84 +482,6 @@ impl Core {
     }
 
     /// CANCEL from the caller (§9.2, §16.10).
-    pub(super) fn on_cancel(&mut self, now: Instant, from: Peer, msg: &Msg) {
-        let id = Self::server_key_lookup(msg, Method::Invite, |k| self.invite_keys.get(k).copied()).flatten();
-        // The Via branch and sent-by are the sender's to choose: a CANCEL is
-        // only taken from the peer (carrier or platform) the INVITE came from.
-        let peers = &self.routing.load().peers;
-        let same_peer = |c: &Call| peers.classify(c.upstream.addr.ip()) == peers.classify(from.addr.ip());
-        let Some(id) = id.filter(|id| self.calls.get(id).is_some_and(|c| same_peer(c))) else {
-            return self.reject(from, msg, Reject::NoDialog, None);
-        };
-        let to_tag = self.calls.get(&id).map(|c| c.to_tag.clone());
-        let ok = self.response(msg, 200, "OK", to_tag.as_deref(), &[]);
-        self.send(from, ok);
-        let Some(call) = self.calls.get_mut(&id) else { return };
-        if call.final_sent || call.cancelled {
-            return;
-        }
-        call.cancelled = true;
-        let Some(idx) = call.branches.len().checked_sub(1) else {
-            return self.final_487(now, id);
-        };
-        let provisional = call.branches.get(idx).is_some_and(|b| b.provisional);
-        if provisional {
-            // The callee answers the CANCEL with 487 to the INVITE, which we relay.
-            self.send_cancel(now, id, idx);
-        } else {
-            if let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) {
-                b.cancel = CancelState::Pending;
-                b.txn.abandon();
-            }
-            self.final_487(now, id);
-        }
-    }
-
-    fn final_487(&mut self, now: Instant, id: u64) {
-        let Some(call) = self.calls.get(&id) else { return };
-        let bytes = self.response(&call.invite, 487, "Request Terminated", Some(&call.to_tag), &[]);
-        self.respond_upstream(now, id, 487, bytes);
-        if let Some(call) = self.calls.get_mut(&id) {
-            if let (Some(d), Some(_)) = (call.direction, call.permit.take()) {
-                m::call_outcome(d.as_str(), "cancelled");
-            }
-        }
-    }
-
-    fn send_cancel(&mut self, now: Instant, id: u64, idx: usize) {
-        let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) else { return };
-        if b.cancel == CancelState::Sent {
-            return;
-        }
-        b.cancel = CancelState::Sent;
-        let to = b.to;
-        let Ok(req) = Msg::parse(b.txn.request().clone()) else { return };
-        let cancel = build::cancel_for(&req);
-        self.originate(now, to, cancel);
-        // §9.1: no final within 64·T1 of the CANCEL ends the branch anyway;
-        // without this a callee that never answers would keep the call forever.
-        let wait = self.cfg.timers.t1x64();
-        self.timers.arm(now, wait, Owner::Call(id), Timer::B, slot_of(idx));
-    }
-
-    /// A non-2xx ACK, matched to its INVITE server transaction, or an ACK for a 2xx.
-    pub(super) fn on_ack(&mut self, now: Instant, from: Peer, msg: Msg) {
-        let id = Self::server_key_lookup(&msg, Method::Ack, |k| self.invite_keys.get(k).copied()).flatten();
-        if let Some(call) = id.and_then(|id| self.calls.get_mut(&id)) {
-            let mut out = Actions::new();
-            if call.server.on_ack(&self.cfg.timers, &mut out) {
-                let up = call.upstream;
-                if let Some(id) = id {
-                    self.run(now, up, Owner::Call(id), 0, out);
-                }
-                return;
-            }
-        }
-        if msg.to_tag().is_some() {
-            self.in_dialog(now, from, msg);
-        }
-    }
-
     /// The current branch failed without a usable answer.
     pub(super) fn branch_failed(&mut self, now: Instant, id: u64, why: Failure) {
         let Some(call) = self.calls.get_mut(&id) else { return };
@@ -585,7 +507,7 @@ impl Core {
             // late 18x must get one, or the hop rings on with nobody behind the call.
             b.cancel = CancelState::Pending;
         }
-        if call_cancelled(self, id) {
+        if super::cancel::call_cancelled(self, id) {
             return self.final_487(now, id);
         }
         match decision {
@@ -640,7 +562,7 @@ impl Core {
                 gave_up = true;
             }
             self.run(now, to, Owner::Call(id), f.slot, out);
-            if gave_up && call_cancelled(self, id) && !self.calls.get(&id).is_some_and(|c| c.final_sent) {
+            if gave_up && super::cancel::call_cancelled(self, id) && !self.calls.get(&id).is_some_and(|c| c.final_sent) {
                 // The callee never answered our CANCEL: the caller still gets its 487.
                 self.final_487(now, id);
             }
@@ -673,9 +595,6 @@ impl Core {
     }
 }
 
-fn call_cancelled(core: &Core, id: u64) -> bool {
-    core.calls.get(&id).is_some_and(|c| c.cancelled)
-}
 
 impl Branch {
     /// Ends an abandoned branch that never answered at all.

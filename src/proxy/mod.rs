@@ -15,6 +15,7 @@
 //! - `probe.rs`: OPTIONS health probes of every next hop
 //! - `respond.rs`: refusals → SIP status, in one place
 
+mod cancel;
 mod context;
 mod decide;
 mod dialog;

@@ -12,11 +12,15 @@ use crate::sip::build::ForwardEdits;
 use crate::sip::{build, Msg, Transport};
 
 /// One non-INVITE transaction through the edge.
+/// The upstream side of a relayed transaction: the sender, our server
+/// transaction toward it, its key, and the request until the final answer.
+type Upstream = (Peer, ServerNonInvite, Box<str>, Option<Box<Msg>>);
+
 pub(super) struct Nit {
     /// The sender, our server transaction toward it, its key and the request
     /// (kept only until the final answer: a 408/503 may have to be built from
     /// it); None when we originated it.
-    upstream: Option<(Peer, ServerNonInvite, Box<str>, Option<Box<Msg>>)>,
+    upstream: Option<Upstream>,
     client: ClientNonInvite,
     client_key: Box<str>,
     to: Peer,
@@ -110,7 +114,7 @@ impl Core {
     fn start_nit(
         &mut self,
         now: Instant,
-        upstream: Option<(Peer, ServerNonInvite, Box<str>, Option<Box<Msg>>)>,
+        upstream: Option<Upstream>,
         to: Peer,
         bytes: Bytes,
         ckey: Box<str>,

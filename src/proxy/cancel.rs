@@ -1,0 +1,99 @@
+//! CANCEL and ACK for INVITE transactions: a CANCEL from the caller's peer
+//! ends the call upstream with 487 and is passed on once the callee has
+//! answered provisionally (RFC 3261 §9, §16.10); an ACK is matched to its
+//! server transaction (non-2xx) or goes down the dialog (2xx).
+
+use std::time::Instant;
+
+use super::invite::{slot_of, CancelState, Call};
+use super::timer::{Owner, Timer};
+use super::txn::Actions;
+use super::{Core, Peer, Reject};
+use crate::metrics as m;
+use crate::sip::{build, Method, Msg};
+
+impl Core {
+    /// A CANCEL, taken only from the peer the INVITE came from.
+    pub(super) fn on_cancel(&mut self, now: Instant, from: Peer, msg: &Msg) {
+        let id = Self::server_key_lookup(msg, Method::Invite, |k| self.invite_keys.get(k).copied()).flatten();
+        // The Via branch and sent-by are the sender's to choose: a CANCEL is
+        // only taken from the peer (carrier or platform) the INVITE came from.
+        let peers = &self.routing.load().peers;
+        let same_peer = |c: &Call| peers.classify(c.upstream.addr.ip()) == peers.classify(from.addr.ip());
+        let Some(id) = id.filter(|id| self.calls.get(id).is_some_and(|c| same_peer(c))) else {
+            return self.reject(from, msg, Reject::NoDialog, None);
+        };
+        let to_tag = self.calls.get(&id).map(|c| c.to_tag.clone());
+        let ok = self.response(msg, 200, "OK", to_tag.as_deref(), &[]);
+        self.send(from, ok);
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if call.final_sent || call.cancelled {
+            return;
+        }
+        call.cancelled = true;
+        let Some(idx) = call.branches.len().checked_sub(1) else {
+            return self.final_487(now, id);
+        };
+        let provisional = call.branches.get(idx).is_some_and(|b| b.provisional);
+        if provisional {
+            // The callee answers the CANCEL with 487 to the INVITE, which we relay.
+            self.send_cancel(now, id, idx);
+        } else {
+            if let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) {
+                b.cancel = CancelState::Pending;
+                b.txn.abandon();
+            }
+            self.final_487(now, id);
+        }
+    }
+
+    pub(super) fn final_487(&mut self, now: Instant, id: u64) {
+        let Some(call) = self.calls.get(&id) else { return };
+        let bytes = self.response(&call.invite, 487, "Request Terminated", Some(&call.to_tag), &[]);
+        self.respond_upstream(now, id, 487, bytes);
+        if let Some(call) = self.calls.get_mut(&id) {
+            if let (Some(d), Some(_)) = (call.direction, call.permit.take()) {
+                m::call_outcome(d.as_str(), "cancelled");
+            }
+        }
+    }
+
+    pub(super) fn send_cancel(&mut self, now: Instant, id: u64, idx: usize) {
+        let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) else { return };
+        if b.cancel == CancelState::Sent {
+            return;
+        }
+        b.cancel = CancelState::Sent;
+        let to = b.to;
+        let Ok(req) = Msg::parse(b.txn.request().clone()) else { return };
+        let cancel = build::cancel_for(&req);
+        self.originate(now, to, cancel);
+        // §9.1: no final within 64·T1 of the CANCEL ends the branch anyway;
+        // without this a callee that never answers would keep the call forever.
+        let wait = self.cfg.timers.t1x64();
+        self.timers.arm(now, wait, Owner::Call(id), Timer::B, slot_of(idx));
+    }
+
+    /// A non-2xx ACK, matched to its INVITE server transaction, or an ACK for a 2xx.
+    pub(super) fn on_ack(&mut self, now: Instant, from: Peer, msg: Msg) {
+        let id = Self::server_key_lookup(&msg, Method::Ack, |k| self.invite_keys.get(k).copied()).flatten();
+        if let Some(call) = id.and_then(|id| self.calls.get_mut(&id)) {
+            let mut out = Actions::new();
+            if call.server.on_ack(&self.cfg.timers, &mut out) {
+                let up = call.upstream;
+                if let Some(id) = id {
+                    self.run(now, up, Owner::Call(id), 0, out);
+                }
+                return;
+            }
+        }
+        if msg.to_tag().is_some() {
+            self.in_dialog(now, from, msg);
+        }
+    }
+}
+
+/// The caller cancelled this call.
+pub(super) fn call_cancelled(core: &Core, id: u64) -> bool {
+    core.calls.get(&id).is_some_and(|c| c.cancelled)
+}
