@@ -20,10 +20,13 @@ pub fn failed_call_numbers(errors: &str) -> BTreeSet<u64> {
     let mut out = BTreeSet::new();
     for line in errors.lines() {
         for (i, _) in line.match_indices("Call-I") {
-            let rest = &line[i..];
-            let Some(start) = rest.find(|c: char| c.is_ascii_digit()) else { continue };
-            let digits: String = rest[start..].chars().take_while(char::is_ascii_digit).collect();
-            if rest[start + digits.len()..].starts_with('-') {
+            // SIPp's own Call-IDs are `<call number>-<pid>@<ip>`, right after
+            // "Call-Id: " or "Call-Id '". Anything else (the edge's OPTIONS
+            // probes, `hc-<n>-<m>`, which a UAS discards and logs) is not a call.
+            let rest = line[i + "Call-I".len()..].trim_start_matches(['d', 'D']);
+            let rest = rest.trim_start_matches([':', ' ', '\'']);
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if !digits.is_empty() && rest[digits.len()..].starts_with('-') {
                 if let Ok(n) = digits.parse() {
                     out.insert(n);
                 }
@@ -157,6 +160,8 @@ fn failed_call_numbers_are_read_from_sipp_error_lines() {
         2026-11-24\t01:06:45.700904\t1795482405.700904: Call-Id: 1-25831@127.0.0.1, receive timeout on message \
         Basic Sipstone UAC:1 without label to jump to (ontimeout attribute): aborting call2026-11-24\t01:06:45.800385\t\
         1795482405.800385: Call-Id: 27-25831@127.0.0.1, receive timeout\n\
-        Aborting call on unexpected message for Call-Id '305-25831@127.0.0.2': while expecting '200' (index 6)\n";
+        Aborting call on unexpected message for Call-Id '305-25831@127.0.0.2': while expecting '200' (index 6)\n\
+        2026-11-24\t05:43:30.293576\t1795499010.293576: Discarding message which can't be mapped to a known SIPp call:\n\
+        Call-ID: hc-41262401-15\n";
     assert_eq!(failed_call_numbers(log).into_iter().collect::<Vec<_>>(), vec![1, 27, 305]);
 }
