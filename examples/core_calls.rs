@@ -23,13 +23,10 @@ use bytes::Bytes;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sipedge::admission::Admission;
-use sipedge::proxy::{CallRate, Core, CoreConfig, CoreShared, DownSet, Local, Peer};
-use sipedge::routing::{CarrierPeers, NumberMap, NumberRecord, NumberState, PeerLink, Peers, RoutingSnapshot, RoutingTable};
-use sipedge::sip::{build, HeaderName, Msg, NumberKind, Transport, E164};
+use sipedge::proxy::{Core, Peer};
+use sipedge::sip::Transport;
 
 /// Counts allocations and live bytes; the underlying allocator is the
 /// system's or mimalloc (`SIPEDGE_MIMALLOC=1`, read once with getenv, which
@@ -85,98 +82,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const EDGE: &str = "127.0.0.1:5060";
-const CARRIER: &str = "127.0.0.2:5060";
-const FLOW: &str = "127.0.0.10:5060";
-const NUMBERS: u64 = 1000;
-const BASE: u64 = 18005550000;
+#[path = "../benches/support/call.rs"]
+mod call;
+use call::*;
+
 /// 0.5 ms per call: 2000 calls/s.
 const STEP: Duration = Duration::from_micros(500);
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn link(a: &str) -> PeerLink {
-    PeerLink { az: Arc::from("az1"), addr: addr(a), transport: Transport::Udp, drain: false }
-}
-
-fn new_core(now: Instant) -> Core {
-    let records = (0..NUMBERS).map(|i| NumberRecord {
-        e164: E164::parse_dialed(&format!("+{}", BASE + i)).unwrap(),
-        kind: NumberKind::TollFree,
-        flow: Some(Arc::from(format!("flow-{i:06}").as_str())),
-        carriers: vec![Arc::from("carrier-a")],
-        max_concurrent: None,
-        cnam: None,
-        state: NumberState::Active,
-    });
-    let peers = Peers::new(
-        vec![CarrierPeers { name: Arc::from("carrier-a"), links: vec![link(CARRIER)], sources: vec![] }],
-        vec![link(FLOW)],
-    );
-    let snap = RoutingSnapshot::new(NumberMap::from_records(records), Arc::new(peers));
-    let shared = CoreShared {
-        routing: Arc::new(RoutingTable::new(snap)),
-        admission: Arc::new(Admission::new(1_000_000)),
-        down: Arc::new(DownSet::default()),
-        rate: Arc::new(CallRate::new(now)),
-    };
-    let cfg = CoreConfig {
-        local: Local { udp: Some(EDGE.into()), tcp: None },
-        probe_interval: Duration::ZERO,
-        ..CoreConfig::default()
-    };
-    Core::new(0, Arc::new(cfg), shared, now)
-}
-
-/// The caller's INVITE, as SIPp's uac_rr.xml sends it.
-fn invite(n: u64) -> Bytes {
-    let num = BASE + n % NUMBERS;
-    Bytes::from(format!(
-        "INVITE sip:{num}@{EDGE} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {CARRIER};branch=z9hG4bK-{n}-1-0\r\n\
-         From: sipp <sip:sipp@{CARRIER}>;tag=77SIPpTag00{n}\r\n\
-         To: <sip:{num}@{EDGE}>\r\n\
-         Call-ID: {n}-77@127.0.0.2\r\n\
-         CSeq: 1 INVITE\r\n\
-         Contact: sip:sipp@{CARRIER}\r\n\
-         Max-Forwards: 70\r\n\
-         Subject: Performance Test\r\n\
-         Content-Type: application/sdp\r\n\
-         Content-Length: 129\r\n\r\n\
-         v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    ))
-}
-
-/// The caller's ACK or BYE, loose-routed through the edge (uac_rr.xml).
-fn in_dialog(n: u64, method: &str, cseq: u32, route: &str) -> Bytes {
-    let num = BASE + n % NUMBERS;
-    Bytes::from(format!(
-        "{method} sip:{FLOW} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {CARRIER};branch=z9hG4bK-{n}-{cseq}-{method}\r\n\
-         Route: {route}\r\n\
-         From: sipp <sip:sipp@{CARRIER}>;tag=77SIPpTag00{n}\r\n\
-         To: <sip:{num}@{EDGE}>;tag=uas{n}\r\n\
-         Call-ID: {n}-77@127.0.0.2\r\n\
-         CSeq: {cseq} {method}\r\n\
-         Contact: sip:sipp@{CARRIER}\r\n\
-         Max-Forwards: 70\r\n\
-         Subject: Performance Test\r\n\
-         Content-Length: 0\r\n\r\n"
-    ))
-}
-
-/// The callee's answer to a forwarded request (uas_200.xml).
-fn answer(req: &Bytes, code: u16, n: u64) -> Bytes {
-    let m = Msg::parse(req.clone()).unwrap();
-    let rr: Vec<String> = m.headers(HeaderName::RecordRoute).map(str::to_owned).collect();
-    let mut extra: Vec<(&str, &str)> = rr.iter().map(|v| ("Record-Route", v.as_str())).collect();
-    let contact = format!("<sip:{FLOW};transport=UDP>");
-    extra.push(("Contact", &contact));
-    let tag = format!("uas{n}");
-    build::response(&m, code, if code == 200 { "OK" } else { "Ringing" }, Some(&tag), &extra)
-}
 
 /// Feeds `b` from `from` and returns the last datagram sent to `to`.
 fn step(core: &mut Core, now: Instant, from: SocketAddr, b: Bytes, to: SocketAddr) -> Option<Bytes> {
