@@ -13,7 +13,7 @@ use crate::metrics as m;
 use crate::sip::{build, Method, Msg};
 
 impl Core {
-    /// A CANCEL, taken only from the peer the INVITE came from.
+    /// CANCEL from the caller (§9.2, §16.10), taken only from the peer the INVITE came from.
     pub(super) fn on_cancel(&mut self, now: Instant, from: Peer, msg: &Msg) {
         let id = Self::server_key_lookup(msg, Method::Invite, |k| self.invite_keys.get(k).copied()).flatten();
         // The Via branch and sent-by are the sender's to choose: a CANCEL is

@@ -85,6 +85,10 @@ pub(super) struct Call {
     pub early_key: Option<u64>,
     /// Highest CSeq of early in-dialog requests (caller, callee): the dialog starts from them.
     pub early_cseq: [u32; 2],
+    /// The dialog was made from this call's first 2xx. A 2xx retransmitted
+    /// after a BYE ended that dialog must not make it again (slotless, it
+    /// would send BYEs both ways when its ACK wait ran out).
+    pub dialog_made: bool,
 }
 
 impl Call {
@@ -209,6 +213,7 @@ impl Core {
                 final_sent: false,
                 early_key: None,
                 early_cseq: [0, 0],
+                dialog_made: false,
             }),
         );
         id
@@ -467,7 +472,8 @@ impl Core {
         }
         let Some(b) = call.branches.get(idx) else { return };
         let callee = b.to;
-        if first && matches!(call.shape, Shape::Initial { .. }) {
+        if first && !call.dialog_made && matches!(call.shape, Shape::Initial { .. }) {
+            call.dialog_made = true;
             let upstream = call.upstream;
             let number = call.number;
             let invite = call.invite.clone();
@@ -481,7 +487,6 @@ impl Core {
         }
     }
 
-    /// CANCEL from the caller (§9.2, §16.10).
     /// The current branch failed without a usable answer.
     pub(super) fn branch_failed(&mut self, now: Instant, id: u64, why: Failure) {
         let Some(call) = self.calls.get_mut(&id) else { return };

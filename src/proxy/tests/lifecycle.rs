@@ -73,3 +73,30 @@ fn unanswered_invite_everywhere_ends_in_503_and_frees_the_slot() {
     net.sent();
     assert_eq!(net.core.counts(), (0, 0));
 }
+
+#[test]
+fn a_2xx_retransmitted_after_the_bye_does_not_bring_the_dialog_back() {
+    let mut net = Net::new();
+    let (inv, _) = net.invite(CARRIER_A1, DID);
+    net.deliver(CARRIER_A1, &inv);
+    let fwd = only_to(&net.sent(), FLOW_AZ1).clone();
+    let ok_down = answer(&fwd, 200, FLOW_AZ1);
+    net.deliver_bytes(FLOW_AZ1, ok_down.clone());
+    let ok = only_to(&net.sent(), CARRIER_A1).clone();
+    net.deliver(CARRIER_A1, &caller_request("ACK", &ok, CARRIER_A1, 1, "z9hG4bKa1"));
+    net.deliver(CARRIER_A1, &caller_request("BYE", &ok, CARRIER_A1, 2, "z9hG4bKb1"));
+    let sent = net.sent();
+    let bye = sent.iter().find(|(a, m)| *a == addr(FLOW_AZ1) && m.method() == Some(Method::Bye)).map(|(_, m)| m.clone());
+    net.deliver_bytes(FLOW_AZ1, answer(&bye.expect("BYE forwarded"), 200, FLOW_AZ1));
+    net.sent();
+    assert_eq!(net.core.counts().1, 0, "the BYE ended the dialog");
+    // The callee's 200 to the INVITE comes again (its ACK was lost): it is
+    // relayed, but the ended dialog stays ended.
+    net.deliver_bytes(FLOW_AZ1, ok_down);
+    net.sent();
+    assert_eq!(net.core.counts().1, 0, "no dialog made again from a retransmitted 2xx");
+    net.advance(Duration::from_secs(40));
+    let sent = net.sent();
+    assert!(sent.iter().all(|(_, m)| m.method() != Some(Method::Bye)), "no BYE for an ended call: {:?}", summary(&sent));
+    assert_eq!(net.admission.active_total(), 0);
+}
