@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::control_plane::ok;
-use crate::sipp::{load_numbers, uac, uas};
+use crate::sipp::{load_numbers, one_carrier, uac, uas};
 use crate::support::{Block, Edge, EdgeSpec};
 
 /// Where a churned number is, as the client believes.
@@ -135,17 +135,7 @@ fn lifecycle_churn_during_6000_calls_at_200_cps() {
     let _heavy = crate::support::heavy();
     let b = Block::new();
     let called = load_numbers(200);
-    let toml = format!(
-        "[flood]\nenabled = false\n[[carrier]]\nname = \"carrier-a\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"udp\"\n[[flow_engine]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"udp\"\n",
-        b.addr(2, 5060),
-        b.addr(10, 5060)
-    );
-    let spec = EdgeSpec {
-        toml,
-        numbers: called.iter().map(|n| format!("{n},,flow-{n},carrier-a,,")).collect(),
-        tcp: false,
-        ..EdgeSpec::default()
-    };
+    let spec = EdgeSpec { tcp: false, ..one_carrier(b, "udp", &called) };
     let edge = Edge::start(b, spec);
     let churned: Vec<String> = (0..3000).map(|i| format!("+1206{:07}", 7_000_000 + i)).collect();
 

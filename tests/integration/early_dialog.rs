@@ -4,23 +4,14 @@
 
 use std::time::Duration;
 
-use crate::sipp::{load_numbers, uac, uas};
-use crate::support::{Block, Edge, EdgeSpec};
+use crate::sipp::{load_numbers, one_carrier, uac, uas};
+use crate::support::{Block, Edge};
 
 #[test]
 fn sipp_prack_calls_through_an_early_dialog() {
     let b = Block::new();
     let nums = load_numbers(20);
-    let toml = format!(
-        "[flood]\nenabled = false\n[[carrier]]\nname = \"carrier-a\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"udp\"\n[[flow_engine]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"udp\"\n",
-        b.addr(2, 5060),
-        b.addr(10, 5060)
-    );
-    let spec = EdgeSpec {
-        toml,
-        numbers: nums.iter().map(|n| format!("{n},,flow-{n},carrier-a,,")).collect(),
-        ..EdgeSpec::default()
-    };
+    let spec = one_carrier(b, "udp", &nums);
     let edge = Edge::start(b, spec);
     let dir = tempfile::tempdir().unwrap();
     let _uas = uas(b.ip(10), "uas_prack.xml", "u1", dir.path());

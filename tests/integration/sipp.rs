@@ -92,21 +92,23 @@ pub fn load_numbers(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("+1800555{i:04}")).collect()
 }
 
-fn run(transport: &str) {
-    let sipp_t = if transport == "tcp" { "t1" } else { "u1" };
-    let transport = if transport == "tcp" { "tcp" } else { "udp" };
-    let b = Block::new();
-    let nums = load_numbers(200);
+/// An edge with flood control off, carrier-a on .2 and one flow engine on .10
+/// (both over `transport`), and `nums` routed to `flow-<number>` via carrier-a.
+pub fn one_carrier(b: Block, transport: &str, nums: &[String]) -> EdgeSpec {
     let toml = format!(
         "[flood]\nenabled = false\n[[carrier]]\nname = \"carrier-a\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"{transport}\"\n[[flow_engine]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"{transport}\"\n",
         b.addr(2, 5060),
         b.addr(10, 5060)
     );
-    let spec = EdgeSpec {
-        toml,
-        numbers: nums.iter().map(|n| format!("{n},,flow-{n},carrier-a,,")).collect(),
-        ..EdgeSpec::default()
-    };
+    EdgeSpec { toml, numbers: nums.iter().map(|n| format!("{n},,flow-{n},carrier-a,,")).collect(), ..EdgeSpec::default() }
+}
+
+fn run(transport: &str) {
+    let sipp_t = if transport == "tcp" { "t1" } else { "u1" };
+    let transport = if transport == "tcp" { "tcp" } else { "udp" };
+    let b = Block::new();
+    let nums = load_numbers(200);
+    let spec = one_carrier(b, transport, &nums);
     let edge = Edge::start(b, spec);
     let dir = tempfile::tempdir().unwrap();
     let _uas = uas(b.ip(10), "uas_200.xml", sipp_t, dir.path());
