@@ -34,9 +34,7 @@ struct Baseline {
 
 impl Baseline {
     fn new() -> Baseline {
-        Baseline {
-            counts: Mutex::new(HashMap::new()),
-        }
+        Baseline { counts: Mutex::new(HashMap::new()) }
     }
     /// One call's admission and release.
     fn call(&self, n: u64, cap: u32) {
@@ -92,15 +90,9 @@ fn bench(c: &mut Criterion) {
     let numbers: Vec<E164> = (0..MANY).map(number).collect();
 
     let adm = Arc::new(Admission::new(0));
-    g.bench_function("uncontended_one_number", |b| {
-        b.iter(|| drop(black_box(adm.try_admit(black_box(one), CAP))))
-    });
+    g.bench_function("uncontended_one_number", |b| b.iter(|| drop(black_box(adm.try_admit(black_box(one), CAP)))));
     g.bench_function("contended_two_threads", |b| {
-        b.iter_custom(|iters| {
-            two_threads(iters, |_, _| {
-                drop(black_box(adm.try_admit(black_box(one), CAP)))
-            })
-        })
+        b.iter_custom(|iters| two_threads(iters, |_, _| drop(black_box(adm.try_admit(black_box(one), CAP)))))
     });
 
     for &n in &numbers {
@@ -131,32 +123,19 @@ fn bench(c: &mut Criterion) {
         b.iter(|| drop(black_box(with_gauge.try_admit(black_box(one), CAP))))
     });
     g.bench_function("contended_two_threads_prometheus", |b| {
-        b.iter_custom(|iters| {
-            two_threads(iters, |_, _| {
-                drop(black_box(with_gauge.try_admit(black_box(one), CAP)))
-            })
-        })
+        b.iter_custom(|iters| two_threads(iters, |_, _| drop(black_box(with_gauge.try_admit(black_box(one), CAP)))))
     });
-    assert!(recorder
-        .handle()
-        .render()
-        .contains("sipedge_active_calls 0"));
+    assert!(recorder.handle().render().contains("sipedge_active_calls 0"));
 
     let base = Baseline::new();
     let key = one.as_u64();
-    g.bench_function("baseline_mutex_hashmap", |b| {
-        b.iter(|| base.call(black_box(key), CAP))
-    });
+    g.bench_function("baseline_mutex_hashmap", |b| b.iter(|| base.call(black_box(key), CAP)));
     g.bench_function("baseline_mutex_hashmap_contended", |b| {
         b.iter_custom(|iters| two_threads(iters, |_, _| base.call(black_box(key), CAP)))
     });
     let keys: Vec<u64> = numbers.iter().map(|n| n.as_u64()).collect();
     g.bench_function("baseline_mutex_hashmap_many_numbers_two_threads", |b| {
-        b.iter_custom(|iters| {
-            two_threads(iters, |t, k| {
-                base.call(black_box(keys[nth(t, k) as usize]), CAP)
-            })
-        })
+        b.iter_custom(|iters| two_threads(iters, |t, k| base.call(black_box(keys[nth(t, k) as usize]), CAP)))
     });
     g.finish();
 }

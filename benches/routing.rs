@@ -53,7 +53,10 @@ struct Names {
 
 impl Names {
     fn new() -> Names {
-        Names { flows: (0..1000).map(|i| Arc::from(format!("flow-{i}").as_str())).collect(), carrier: Arc::from("carrier-a") }
+        Names {
+            flows: (0..1000).map(|i| Arc::from(format!("flow-{i}").as_str())).collect(),
+            carrier: Arc::from("carrier-a"),
+        }
     }
     fn record(&self, i: u64, salt: u64) -> NumberRecord {
         let e164 = E164::from_u64(key(i)).unwrap();
@@ -102,9 +105,8 @@ fn bench(c: &mut Criterion) {
 
         // Lookups see a delta of half the compaction threshold for this size
         // (the typical state between compactions); compaction is off here.
-        let half = RoutingTable::new(RoutingSnapshot::new(map.clone(), Arc::new(Peers::default())))
-            .compaction_threshold()
-            / 2;
+        let half =
+            RoutingTable::new(RoutingSnapshot::new(map.clone(), Arc::new(Peers::default()))).compaction_threshold() / 2;
         let table = RoutingTable::with_options(
             RoutingSnapshot::new(map.clone(), Arc::new(Peers::default())),
             TableOptions { compact_threshold: usize::MAX, background: false },
@@ -223,7 +225,10 @@ fn bench(c: &mut Criterion) {
                 drop(cur);
                 naive.store(Arc::new(next));
             }
-            println!("routing/apply_one_baseline_rebuild/{label}: {:.2?} per event (mean of {iters}, timed by hand)", t.elapsed() / iters as u32);
+            println!(
+                "routing/apply_one_baseline_rebuild/{label}: {:.2?} per event (mean of {iters}, timed by hand)",
+                t.elapsed() / iters as u32
+            );
         } else {
             g.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(3));
             g.bench_function(BenchmarkId::new("apply_one_baseline_rebuild", label), |b| {

@@ -230,8 +230,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let mut bound = Bound::default();
     let mut udp_socks = Vec::new();
     if let Some(l) = udp_cfg.first() {
-        let socks = udp::bind_group(l.addr, workers)
-            .map_err(|source| AppError::Bind { transport: "udp", addr: l.addr, source })?;
+        let socks = udp::bind_group(l.addr, workers).map_err(|source| AppError::Bind {
+            transport: "udp",
+            addr: l.addr,
+            source,
+        })?;
         bound.udp = socks.first().and_then(|s| s.local_addr().ok());
         for s in socks {
             if let Err(e) = udp::enable_icmp_errors(&s) {
@@ -247,15 +250,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         bound.tcp = listener.local_addr().ok();
         tcp_listener = Some(listener);
     }
-    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.addr)
-        .await
-        .map_err(|source| AppError::Bind { transport: "admin http", addr: cfg.admin.addr, source })?;
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.addr).await.map_err(|source| AppError::Bind {
+        transport: "admin http",
+        addr: cfg.admin.addr,
+        source,
+    })?;
     bound.admin = admin_listener.local_addr().ok();
 
-    let local = Local {
-        udp: bound.udp.map(|a| advertise(&cfg, a)),
-        tcp: bound.tcp.map(|a| advertise(&cfg, a)),
-    };
+    let local = Local { udp: bound.udp.map(|a| advertise(&cfg, a)), tcp: bound.tcp.map(|a| advertise(&cfg, a)) };
     let nonce = (unix_now() as u32) ^ std::process::id().rotate_left(16);
     let core_cfg = Arc::new(core_config(&cfg, &local, nonce));
     let hasher = ahash::RandomState::with_seeds(0x5eed, 0xed6e, 0x51b, 0xca11);
@@ -298,7 +300,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     for (i, rx) in receivers.into_iter().enumerate() {
         let core = Core::new(i as u32, core_cfg.clone(), core_shared.clone(), now);
         let sock = udp_socks.next();
-        let (inputs, hub, flood, hasher, stop_rx) = (inputs.clone(), hub.clone(), flood.clone(), hasher.clone(), stop_rx.clone());
+        let (inputs, hub, flood, hasher, stop_rx) =
+            (inputs.clone(), hub.clone(), flood.clone(), hasher.clone(), stop_rx.clone());
         let thread = std::thread::Builder::new().name(format!("sipedge-shard-{i}")).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -309,7 +312,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     Ok(u) => u.map(Arc::new),
                     Err(e) => return tracing::error!(shard = i, error = %e, "shard socket failed"),
                 };
-                let shard = Shard { index: i, core, udp, rx, shards: inputs, tcp: hub, flood, hasher, shutdown: stop_rx };
+                let shard =
+                    Shard { index: i, core, udp, rx, shards: inputs, tcp: hub, flood, hasher, shutdown: stop_rx };
                 shard.run().await;
                 // Let TCP writers spawned on this runtime drain the final BYEs.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -395,7 +399,10 @@ impl Shared {
     pub fn reload(&self) -> Result<ReloadReport, ConfigErrors> {
         let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let Some(path) = self.config_path.as_ref() else {
-            return Err(ConfigErrors(vec![crate::config::ConfigError::new("config", "the edge was not started from a file")]));
+            return Err(ConfigErrors(vec![crate::config::ConfigError::new(
+                "config",
+                "the edge was not started from a file",
+            )]));
         };
         let new = Config::load(path)?;
         // An unreadable token file refuses the whole reload, like any config error.

@@ -110,7 +110,8 @@ pub fn parse_error() {
 /// The `sipedge_calls_total` series every call touches (started, answered),
 /// each registered on first use: the registry lookup by labels costs far
 /// more than the increment.
-static CALL_SERIES: [[OnceLock<Counter>; 2]; 2] = [[OnceLock::new(), OnceLock::new()], [OnceLock::new(), OnceLock::new()]];
+static CALL_SERIES: [[OnceLock<Counter>; 2]; 2] =
+    [[OnceLock::new(), OnceLock::new()], [OnceLock::new(), OnceLock::new()]];
 
 /// The cached handle of a common `sipedge_calls_total` series, if it is one.
 fn call_series(direction: &'static str, outcome: &'static str) -> Option<&'static Counter> {

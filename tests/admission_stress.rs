@@ -54,8 +54,7 @@ fn run(r: &Run) -> (Arc<Admission>, Seen) {
     let adm = Arc::new(Admission::new(r.instance_cap));
     // Observed concurrency: raised after a permit is granted, lowered before it is
     // dropped, so it never counts more than the permits really alive.
-    let observed: Arc<Vec<AtomicU32>> =
-        Arc::new((0..r.numbers).map(|_| AtomicU32::new(0)).collect());
+    let observed: Arc<Vec<AtomicU32>> = Arc::new((0..r.numbers).map(|_| AtomicU32::new(0)).collect());
     let observed_total = Arc::new(AtomicU32::new(0));
     let (admitted, number_full, instance_full, violations) = (
         Arc::new(AtomicU64::new(0)),
@@ -72,12 +71,8 @@ fn run(r: &Run) -> (Arc<Admission>, Seen) {
             let adm = Arc::clone(&adm);
             let observed = Arc::clone(&observed);
             let observed_total = Arc::clone(&observed_total);
-            let (admitted, number_full, instance_full, violations) = (
-                admitted.clone(),
-                number_full.clone(),
-                instance_full.clone(),
-                violations.clone(),
-            );
+            let (admitted, number_full, instance_full, violations) =
+                (admitted.clone(), number_full.clone(), instance_full.clone(), violations.clone());
             let (peak_number, peak_total) = (peak_number.clone(), peak_total.clone());
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
@@ -142,16 +137,9 @@ fn run(r: &Run) -> (Arc<Admission>, Seen) {
 fn check(r: &Run) -> Seen {
     let (adm, seen) = run(r);
     assert_eq!(seen.violations, 0, "{seen:?}");
-    assert_eq!(
-        seen.admitted + seen.number_full + seen.instance_full,
-        (r.threads * ITERATIONS) as u64
-    );
+    assert_eq!(seen.admitted + seen.number_full + seen.instance_full, (r.threads * ITERATIONS) as u64);
     for i in 0..r.numbers {
-        assert!(
-            adm.high_water(number(i)) <= limit(r.cap),
-            "number {i}: {}",
-            adm.high_water(number(i))
-        );
+        assert!(adm.high_water(number(i)) <= limit(r.cap), "number {i}: {}", adm.high_water(number(i)));
         assert_eq!(adm.active(number(i)), 0, "number {i} leaked a slot");
     }
     assert!(adm.high_water_total() <= limit(r.instance_cap));
@@ -165,10 +153,7 @@ fn check(r: &Run) -> Seen {
         assert!((0..r.numbers).any(|i| adm.high_water(number(i)) == r.cap));
     }
     if r.instance_cap != 0 && r.cap == 0 {
-        assert!(
-            seen.instance_full > 0,
-            "instance cap never reached: {seen:?}"
-        );
+        assert!(seen.instance_full > 0, "instance cap never reached: {seen:?}");
         assert_eq!(adm.high_water_total(), r.instance_cap);
     }
     seen
@@ -176,80 +161,38 @@ fn check(r: &Run) -> Seen {
 
 #[test]
 fn one_number_cap_5_two_threads() {
-    check(&Run {
-        threads: 2,
-        numbers: 1,
-        cap: 5,
-        instance_cap: 0,
-        hold: 3,
-    });
+    check(&Run { threads: 2, numbers: 1, cap: 5, instance_cap: 0, hold: 3 });
 }
 
 #[test]
 fn one_number_cap_5_four_threads() {
-    check(&Run {
-        threads: 4,
-        numbers: 1,
-        cap: 5,
-        instance_cap: 0,
-        hold: 3,
-    });
+    check(&Run { threads: 4, numbers: 1, cap: 5, instance_cap: 0, hold: 3 });
 }
 
 #[test]
 fn many_numbers_cap_5_two_threads() {
-    check(&Run {
-        threads: 2,
-        numbers: 16,
-        cap: 5,
-        instance_cap: 0,
-        hold: 48,
-    });
+    check(&Run { threads: 2, numbers: 16, cap: 5, instance_cap: 0, hold: 48 });
 }
 
 #[test]
 fn many_numbers_cap_5_four_threads() {
-    check(&Run {
-        threads: 4,
-        numbers: 16,
-        cap: 5,
-        instance_cap: 0,
-        hold: 48,
-    });
+    check(&Run { threads: 4, numbers: 16, cap: 5, instance_cap: 0, hold: 48 });
 }
 
 #[test]
 fn instance_cap_two_threads() {
-    check(&Run {
-        threads: 2,
-        numbers: 16,
-        cap: 0,
-        instance_cap: 20,
-        hold: 16,
-    });
+    check(&Run { threads: 2, numbers: 16, cap: 0, instance_cap: 20, hold: 16 });
 }
 
 #[test]
 fn instance_cap_four_threads() {
-    check(&Run {
-        threads: 4,
-        numbers: 16,
-        cap: 0,
-        instance_cap: 20,
-        hold: 16,
-    });
+    check(&Run { threads: 4, numbers: 16, cap: 0, instance_cap: 20, hold: 16 });
 }
 
 #[test]
 fn both_caps_four_threads() {
     // Demand (4 threads x 20 permits over 16 numbers) exceeds the instance cap and, for
     // some numbers, the number cap: refusals of either kind must not leak the other slot.
-    let seen = check(&Run {
-        threads: 4,
-        numbers: 16,
-        cap: 5,
-        instance_cap: 70,
-        hold: 20,
-    });
+    let seen = check(&Run { threads: 4, numbers: 16, cap: 5, instance_cap: 70, hold: 20 });
     assert!(seen.number_full + seen.instance_full > 0, "{seen:?}");
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use sipedge::admission::Admission;
 use sipedge::proxy::{CallRate, Core, CoreConfig, CoreShared, DownSet, Local};
-use sipedge::routing::{CarrierPeers, NumberMap, NumberRecord, NumberState, PeerLink, Peers, RoutingSnapshot, RoutingTable};
+use sipedge::routing::{
+    CarrierPeers, NumberMap, NumberRecord, NumberState, PeerLink, Peers, RoutingSnapshot, RoutingTable,
+};
 use sipedge::sip::{build, HeaderName, Msg, NumberKind, Transport, E164};
 
 pub const EDGE: &str = "127.0.0.1:5060";

@@ -69,9 +69,8 @@ fn strip_bearer(v: &[u8]) -> Option<&[u8]> {
 pub fn load_token(cfg: &Config) -> Result<Option<Token>, ConfigError> {
     let Some(p) = cfg.admin.token_file.as_ref() else { return Ok(None) };
     let path = cfg.resolve(p);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        ConfigError::new("admin.token_file", format!("cannot read {}: {e}", path.display()))
-    })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError::new("admin.token_file", format!("cannot read {}: {e}", path.display())))?;
     let token = Token::new(&text)
         .ok_or_else(|| ConfigError::new("admin.token_file", format!("{} is empty", path.display())))?;
     warn_if_readable_by_others(&path);

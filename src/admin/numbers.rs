@@ -178,14 +178,22 @@ pub async fn claim(
 }
 
 /// `POST /v1/numbers/{e164}/release`: to the deletion queue (410, restorable for 7 days).
-pub async fn release(State(ctx): State<Ctx>, NumberParam(n): NumberParam, _: NoBody) -> Result<Json<NumberView>, ApiError> {
+pub async fn release(
+    State(ctx): State<Ctx>,
+    NumberParam(n): NumberParam,
+    _: NoBody,
+) -> Result<Json<NumberView>, ApiError> {
     let rec = ctx.inventory(move |inv| inv.release(n, unix_now())).await?;
     tracing::info!(target: "sipedge::audit", number = %n, "released");
     Ok(Json(ctx.view(rec)))
 }
 
 /// `POST /v1/numbers/{e164}/restore`: back from the deletion queue with its old record.
-pub async fn restore(State(ctx): State<Ctx>, NumberParam(n): NumberParam, _: NoBody) -> Result<Json<NumberView>, ApiError> {
+pub async fn restore(
+    State(ctx): State<Ctx>,
+    NumberParam(n): NumberParam,
+    _: NoBody,
+) -> Result<Json<NumberView>, ApiError> {
     let rec = ctx.inventory(move |inv| inv.restore(n, unix_now())).await?;
     tracing::info!(target: "sipedge::audit", number = %n, "restored");
     Ok(Json(ctx.view(rec)))

@@ -19,9 +19,8 @@ impl FromRequestParts<Ctx> for PortId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Self, ApiError> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, ctx)
-            .await
-            .map_err(|e| ApiError::BadPortId(e.body_text()))?;
+        let Path(raw) =
+            Path::<String>::from_request_parts(parts, ctx).await.map_err(|e| ApiError::BadPortId(e.body_text()))?;
         raw.trim().parse().map(PortId).map_err(|_| ApiError::BadPortId(raw))
     }
 }

@@ -23,9 +23,8 @@ pub struct Reloaded {
 pub async fn reload(State(ctx): State<Ctx>, _: NoBody) -> Result<Json<Reloaded>, ApiError> {
     let shared = ctx.shared.clone();
     // Reading and validating the file (and the seed CSV) is blocking I/O.
-    let res = tokio::task::spawn_blocking(move || shared.reload())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let res =
+        tokio::task::spawn_blocking(move || shared.reload()).await.map_err(|e| ApiError::Internal(e.to_string()))?;
     match res {
         Ok(report) => {
             tracing::info!(target: "sipedge::audit", "config reloaded through the control plane");

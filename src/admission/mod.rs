@@ -229,9 +229,7 @@ impl Admission {
 
     /// Calls currently admitted for `number`.
     pub fn active(&self, number: E164) -> u32 {
-        self.per_number
-            .get(&number.as_u64())
-            .map_or(0, |c| c.active.load(Ordering::Relaxed))
+        self.per_number.get(&number.as_u64()).map_or(0, |c| c.active.load(Ordering::Relaxed))
     }
 
     /// Calls currently admitted on the instance.
@@ -241,9 +239,7 @@ impl Admission {
 
     /// The most calls `number` ever had at once.
     pub fn high_water(&self, number: E164) -> u32 {
-        self.per_number
-            .get(&number.as_u64())
-            .map_or(0, |c| c.high_water.load(Ordering::Relaxed))
+        self.per_number.get(&number.as_u64()).map_or(0, |c| c.high_water.load(Ordering::Relaxed))
     }
 
     /// The most calls the instance ever had at once.
@@ -270,9 +266,7 @@ impl Permit {
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Permit")
-            .field("number", &self.counter.number)
-            .finish()
+        f.debug_struct("Permit").field("number", &self.counter.number).finish()
     }
 }
 

@@ -82,11 +82,7 @@ fn permit_outlives_the_admission() {
 #[test]
 fn instance_full_rejects_and_leaks_no_number_slot() {
     let a = adm(2);
-    let (n1, n2, n3) = (
-        num("+18005550100"),
-        num("+18005550101"),
-        num("+18005550102"),
-    );
+    let (n1, n2, n3) = (num("+18005550100"), num("+18005550101"), num("+18005550102"));
     let _p1 = a.try_admit(n1, 5).unwrap();
     let _p2 = a.try_admit(n2, 5).unwrap();
     assert_eq!(a.try_admit(n3, 5).unwrap_err(), Reject::InstanceFull);
@@ -196,35 +192,14 @@ impl metrics::GaugeFn for TestGauge {
 impl GaugeRecorder {
     fn value(&self, name: &str) -> Option<f64> {
         let gauges = self.gauges.lock().unwrap();
-        gauges
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, g)| *g.0.lock().unwrap())
+        gauges.iter().find(|(n, _)| n == name).map(|(_, g)| *g.0.lock().unwrap())
     }
 }
 
 impl metrics::Recorder for GaugeRecorder {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
     fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
         metrics::Counter::noop()
     }
@@ -234,11 +209,7 @@ impl metrics::Recorder for GaugeRecorder {
         gauges.push((key.name().to_string(), Arc::clone(&g)));
         metrics::Gauge::from_arc(g)
     }
-    fn register_histogram(
-        &self,
-        _: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
         metrics::Histogram::noop()
     }
 }

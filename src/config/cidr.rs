@@ -40,9 +40,7 @@ impl Cidr {
             Some((ip, p)) => (ip, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = ip_text
-            .parse()
-            .map_err(|_| CidrError::BadAddress(ip_text.to_owned()))?;
+        let addr: IpAddr = ip_text.parse().map_err(|_| CidrError::BadAddress(ip_text.to_owned()))?;
         let max = Self::bits(addr);
         let prefix = match prefix_text {
             None => max,
@@ -63,9 +61,7 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         match (self.addr, ip) {
-            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
-                Self::mask(ip, self.prefix) == self.addr
-            }
+            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => Self::mask(ip, self.prefix) == self.addr,
             _ => false,
         }
     }
@@ -120,51 +116,23 @@ mod tests {
         let c = Cidr::parse("10.1.0.0/16").unwrap();
         assert!(c.contains("10.1.255.3".parse().unwrap()));
         assert!(!c.contains("10.2.0.1".parse().unwrap()));
-        assert!(
-            c.contains("::ffff:10.1.0.9".parse().unwrap()),
-            "v4-mapped v6 is v4"
-        );
+        assert!(c.contains("::ffff:10.1.0.9".parse().unwrap()), "v4-mapped v6 is v4");
         assert!(!c.contains("2001:db8::1".parse().unwrap()));
         let host = Cidr::parse("192.0.2.7").unwrap();
         assert_eq!(host.prefix, 32);
-        assert!(
-            host.contains("192.0.2.7".parse().unwrap())
-                && !host.contains("192.0.2.8".parse().unwrap())
-        );
+        assert!(host.contains("192.0.2.7".parse().unwrap()) && !host.contains("192.0.2.8".parse().unwrap()));
         let v6 = Cidr::parse("2001:db8::/32").unwrap();
-        assert!(
-            v6.contains("2001:db8:ffff::1".parse().unwrap())
-                && !v6.contains("2001:db9::1".parse().unwrap())
-        );
+        assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()) && !v6.contains("2001:db9::1".parse().unwrap()));
         let all = Cidr::parse("0.0.0.0/0").unwrap();
         assert!(all.contains("255.255.255.255".parse().unwrap()));
         assert_eq!(Cidr::parse("::/0").unwrap().prefix, 0);
-        assert!(matches!(
-            Cidr::parse("10.0.0.1/8"),
-            Err(CidrError::HostBits { prefix: 8, .. })
-        ));
-        assert!(matches!(
-            Cidr::parse("10.0.0.0/33"),
-            Err(CidrError::BadPrefix(_))
-        ));
-        assert!(matches!(
-            Cidr::parse("10.0.0.0/x"),
-            Err(CidrError::BadPrefix(_))
-        ));
-        assert!(matches!(
-            Cidr::parse("2001:db8::/129"),
-            Err(CidrError::BadPrefix(_))
-        ));
-        assert!(matches!(
-            Cidr::parse("ten/8"),
-            Err(CidrError::BadAddress(_))
-        ));
-        assert!(Cidr::parse("10.0.0.0/8")
-            .unwrap()
-            .overlaps(&Cidr::parse("10.9.0.0/16").unwrap()));
-        assert!(!Cidr::parse("10.0.0.0/16")
-            .unwrap()
-            .overlaps(&Cidr::parse("10.1.0.0/16").unwrap()));
+        assert!(matches!(Cidr::parse("10.0.0.1/8"), Err(CidrError::HostBits { prefix: 8, .. })));
+        assert!(matches!(Cidr::parse("10.0.0.0/33"), Err(CidrError::BadPrefix(_))));
+        assert!(matches!(Cidr::parse("10.0.0.0/x"), Err(CidrError::BadPrefix(_))));
+        assert!(matches!(Cidr::parse("2001:db8::/129"), Err(CidrError::BadPrefix(_))));
+        assert!(matches!(Cidr::parse("ten/8"), Err(CidrError::BadAddress(_))));
+        assert!(Cidr::parse("10.0.0.0/8").unwrap().overlaps(&Cidr::parse("10.9.0.0/16").unwrap()));
+        assert!(!Cidr::parse("10.0.0.0/16").unwrap().overlaps(&Cidr::parse("10.1.0.0/16").unwrap()));
         assert_eq!(Cidr::parse("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
         let _: IpAddr = c.addr;
     }

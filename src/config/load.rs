@@ -26,12 +26,8 @@ impl Config {
     /// that CSV and checks its numbers against the carriers. Relative paths,
     /// `path` and the seed file alike, are taken from the current directory.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(
-                path.display().to_string(),
-                format!("cannot read the config file: {e}"),
-            )
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), format!("cannot read the config file: {e}")))?;
         let mut config = parse(&text)?;
         config.source_path = Some(path.to_path_buf());
         let mut errors = config.validate();
@@ -84,11 +80,7 @@ fn parse(s: &str) -> Result<Config, ConfigError> {
 /// the field names what to delete or add.
 fn serde_error(path: &str, message: &str, line: Option<usize>) -> ConfigError {
     // serde_path_to_error prints the root as ".".
-    let table = if path == "." || path.is_empty() {
-        None
-    } else {
-        Some(path)
-    };
+    let table = if path == "." || path.is_empty() { None } else { Some(path) };
     let key = ["unknown field `", "missing field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))
@@ -101,12 +93,7 @@ fn serde_error(path: &str, message: &str, line: Option<usize>) -> ConfigError {
         (None, None) => ROOT.to_owned(),
     };
     // toml's syntax messages span several lines; the CLI prints one per error.
-    let message = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ");
+    let message = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
     let problem = match line {
         Some(n) => format!("{message} (line {n})"),
         None => message,
@@ -116,12 +103,7 @@ fn serde_error(path: &str, message: &str, line: Option<usize>) -> ConfigError {
 
 /// 1-based line number of byte `offset` in `s`.
 fn line_of(s: &str, offset: usize) -> usize {
-    s.as_bytes()
-        .iter()
-        .take(offset)
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    s.as_bytes().iter().take(offset).filter(|&&b| b == b'\n').count() + 1
 }
 
 #[cfg(test)]
@@ -130,11 +112,7 @@ mod unit {
 
     #[test]
     fn unknown_field_is_named_at_its_key() {
-        let e = serde_error(
-            "edge",
-            "unknown field `bogus`, expected one of `name`",
-            Some(3),
-        );
+        let e = serde_error("edge", "unknown field `bogus`, expected one of `name`", Some(3));
         assert_eq!(e.field, "edge.bogus");
         assert!(e.problem.ends_with("(line 3)"), "{}", e.problem);
         let e = serde_error(".", "unknown field `bogus`, expected `edge`", None);

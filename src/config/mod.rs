@@ -146,10 +146,7 @@ pub struct ListenConfig {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        ListenConfig {
-            transport: Transport::Udp,
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 5060)),
-        }
+        ListenConfig { transport: Transport::Udp, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 5060)) }
     }
 }
 
@@ -167,11 +164,7 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig {
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 9060)),
-            token_file: None,
-            max_body_bytes: 65536,
-        }
+        AdminConfig { addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 9060)), token_file: None, max_body_bytes: 65536 }
     }
 }
 
@@ -224,13 +217,7 @@ pub struct TimersConfig {
 
 impl Default for TimersConfig {
     fn default() -> Self {
-        TimersConfig {
-            t1_ms: 500,
-            t2_ms: 4000,
-            t4_ms: 5000,
-            failover_ms: 2000,
-            timer_c_ms: 180_000,
-        }
+        TimersConfig { t1_ms: 500, t2_ms: 4000, t4_ms: 5000, failover_ms: 2000, timer_c_ms: 180_000 }
     }
 }
 
@@ -248,11 +235,7 @@ pub struct HealthConfig {
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        HealthConfig {
-            options_interval_ms: 5000,
-            down_after: 2,
-            up_after: 2,
-        }
+        HealthConfig { options_interval_ms: 5000, down_after: 2, up_after: 2 }
     }
 }
 
@@ -396,10 +379,7 @@ pub struct ConfigError {
 impl ConfigError {
     /// Builds an error from anything printable.
     pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError {
-            field: field.into(),
-            problem: problem.into(),
-        }
+        ConfigError { field: field.into(), problem: problem.into() }
     }
 }
 
@@ -409,11 +389,7 @@ impl ConfigError {
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 fn lines(errors: &[ConfigError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 impl ConfigErrors {

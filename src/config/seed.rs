@@ -50,18 +50,12 @@ pub fn load_seed(path: &Path) -> Result<Vec<SeedNumber>, ConfigErrors> {
 
 fn parse_named(text: &str, label: &str) -> Result<Vec<SeedNumber>, ConfigErrors> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut rows = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+    let mut rows =
+        text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
     let (header_line, header_ok) = match rows.next() {
-        Some((n, h)) => (
-            n,
-            h.split(',')
-                .map(|c| c.trim().to_ascii_lowercase())
-                .eq(HEADER.iter().map(|c| (*c).to_owned())),
-        ),
+        Some((n, h)) => {
+            (n, h.split(',').map(|c| c.trim().to_ascii_lowercase()).eq(HEADER.iter().map(|c| (*c).to_owned())))
+        }
         None => (1, false),
     };
     if !header_ok {
@@ -76,10 +70,7 @@ fn parse_named(text: &str, label: &str) -> Result<Vec<SeedNumber>, ConfigErrors>
     for (n, line) in rows {
         match parse_row(line) {
             Ok(number) => numbers.push(number),
-            Err((column, problem)) => errors.push(ConfigError::new(
-                format!("{label} line {n}: {column}"),
-                problem,
-            )),
+            Err((column, problem)) => errors.push(ConfigError::new(format!("{label} line {n}: {column}"), problem)),
         }
     }
     if errors.is_empty() {
@@ -93,43 +84,28 @@ fn parse_named(text: &str, label: &str) -> Result<Vec<SeedNumber>, ConfigErrors>
 fn parse_row(line: &str) -> Result<SeedNumber, (&'static str, String)> {
     let fields: Vec<&str> = line.split(',').map(str::trim).collect();
     let [e164, kind, flow, carriers, max_concurrent, cnam] = fields.as_slice() else {
-        return Err((
-            "fields",
-            format!(
-                "expected {} comma-separated fields, found {}",
-                HEADER.len(),
-                fields.len()
-            ),
-        ));
+        return Err(("fields", format!("expected {} comma-separated fields, found {}", HEADER.len(), fields.len())));
     };
-    let e164 = E164::parse_dialed(e164)
-        .map_err(|e| ("e164", format!("'{e164}' is not a valid number: {e}")))?;
+    let e164 = E164::parse_dialed(e164).map_err(|e| ("e164", format!("'{e164}' is not a valid number: {e}")))?;
     let kind = if kind.is_empty() {
         e164.default_kind()
     } else {
-        kind.parse::<NumberKind>()
-            .map_err(|()| ("kind", format!("'{kind}' is not toll-free or did")))?
+        kind.parse::<NumberKind>().map_err(|()| ("kind", format!("'{kind}' is not toll-free or did")))?
     };
     let max_concurrent = if max_concurrent.is_empty() {
         None
     } else {
-        Some(max_concurrent.parse::<u32>().map_err(|_| {
-            (
-                "max_concurrent",
-                format!("'{max_concurrent}' is not a whole number"),
-            )
-        })?)
+        Some(
+            max_concurrent
+                .parse::<u32>()
+                .map_err(|_| ("max_concurrent", format!("'{max_concurrent}' is not a whole number")))?,
+        )
     };
     Ok(SeedNumber {
         e164,
         kind,
         flow: non_empty(flow),
-        carriers: carriers
-            .split(';')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        carriers: carriers.split(';').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect(),
         max_concurrent,
         cnam: non_empty(cnam),
     })
@@ -153,10 +129,7 @@ pub fn check_numbers(numbers: &[SeedNumber], carriers: &[CarrierConfig]) -> Vec<
         *count += 1;
         // Report a repeated number once, however often it repeats.
         if *count == 2 {
-            v.push(ConfigError::new(
-                at.clone(),
-                format!("duplicate number {}: listed more than once", n.e164),
-            ));
+            v.push(ConfigError::new(at.clone(), format!("duplicate number {}: listed more than once", n.e164)));
         }
         check_one(n, &at, &known, &mut v);
     }
@@ -168,37 +141,22 @@ fn check_one(n: &SeedNumber, at: &str, known: &HashSet<&str>, v: &mut Vec<Config
     let mut distinct = HashSet::new();
     for c in &n.carriers {
         if !distinct.insert(c.as_str()) {
-            v.push(ConfigError::new(
-                field.clone(),
-                format!("carrier '{c}' is listed twice"),
-            ));
+            v.push(ConfigError::new(field.clone(), format!("carrier '{c}' is listed twice")));
         } else if !known.contains(c.as_str()) {
-            v.push(ConfigError::new(
-                field.clone(),
-                format!("unknown carrier '{c}': no [[carrier]] has that name"),
-            ));
+            v.push(ConfigError::new(field.clone(), format!("unknown carrier '{c}': no [[carrier]] has that name")));
         }
     }
     match (n.kind, distinct.len()) {
         (NumberKind::Did, 0) => {
-            v.push(ConfigError::new(
-                field,
-                format!("DID {} has no carrier; a DID has exactly one", n.e164),
-            ));
+            v.push(ConfigError::new(field, format!("DID {} has no carrier; a DID has exactly one", n.e164)));
         }
         (NumberKind::Did, 1) => {}
         (NumberKind::Did, k) => {
-            v.push(ConfigError::new(
-                field,
-                format!("DID {} has {k} carriers; a DID has exactly one", n.e164),
-            ));
+            v.push(ConfigError::new(field, format!("DID {} has {k} carriers; a DID has exactly one", n.e164)));
         }
         (NumberKind::TollFree, 0) => v.push(ConfigError::new(
             field,
-            format!(
-                "toll-free number {} has no carrier; it needs at least one",
-                n.e164
-            ),
+            format!("toll-free number {} has no carrier; it needs at least one", n.e164),
         )),
         (NumberKind::TollFree, _) => {}
     }
@@ -220,10 +178,7 @@ fn check_one(n: &SeedNumber, at: &str, known: &HashSet<&str>, v: &mut Vec<Config
             ));
         }
         // It becomes a quoted display name in From; these would break the quoting.
-        if cnam
-            .chars()
-            .any(|c| c.is_control() || c == '"' || c == '\\')
-        {
+        if cnam.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
             v.push(ConfigError::new(
                 format!("{at}.cnam"),
                 "must not contain quotes, backslashes or control characters",
@@ -274,7 +229,9 @@ mod tests {
 
     #[test]
     fn seed_format_errors_name_line_and_column_and_are_all_listed() {
-        let text = format!("{HEADER_LINE}\n+12065550100,,f,a,,\nbad,,f,a,,\n+12065550101,vip,f,a,,\n+12065550102,,f,a,-1,\n+1206,x\n");
+        let text = format!(
+            "{HEADER_LINE}\n+12065550100,,f,a,,\nbad,,f,a,,\n+12065550101,vip,f,a,,\n+12065550102,,f,a,-1,\n+1206,x\n"
+        );
         let errors = parse_seed_csv(&text).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
@@ -288,21 +245,12 @@ mod tests {
         );
         for missing_header in ["", "+12065550100,,f,a,,\n", "e164,kind,flow,carriers\n"] {
             let errors = parse_seed_csv(missing_header).unwrap_err();
-            assert!(
-                errors.to_string().contains("header"),
-                "{missing_header:?}: {errors}"
-            );
+            assert!(errors.to_string().contains("header"), "{missing_header:?}: {errors}");
         }
     }
 
     fn carriers(names: &[&str]) -> Vec<CarrierConfig> {
-        names
-            .iter()
-            .map(|&name| CarrierConfig {
-                name: name.into(),
-                ..CarrierConfig::default()
-            })
-            .collect()
+        names.iter().map(|&name| CarrierConfig { name: name.into(), ..CarrierConfig::default() }).collect()
     }
 
     fn seed(e164: &str, kind: NumberKind, carriers: &[&str]) -> SeedNumber {
@@ -320,17 +268,11 @@ mod tests {
     fn number_rules_are_checked_against_the_carriers() {
         use NumberKind::{Did, TollFree};
         let known = carriers(&["a", "b"]);
-        let good = [
-            seed("+18005550100", TollFree, &["a", "b"]),
-            seed("+12065550100", Did, &["b"]),
-        ];
+        let good = [seed("+18005550100", TollFree, &["a", "b"]), seed("+12065550100", Did, &["b"])];
         assert_eq!(check_numbers(&good, &known), []);
 
         let problems = |numbers: &[SeedNumber]| -> Vec<String> {
-            check_numbers(numbers, &known)
-                .iter()
-                .map(ToString::to_string)
-                .collect()
+            check_numbers(numbers, &known).iter().map(ToString::to_string).collect()
         };
         assert_eq!(
             problems(&[seed("+12065550100", Did, &["a", "b"])]),
@@ -355,10 +297,7 @@ mod tests {
             seed("+18005550100", TollFree, &["a"]),
             seed("+18005550100", TollFree, &["b"]),
         ];
-        assert_eq!(
-            problems(&dup),
-            ["numbers[+18005550100]: duplicate number +18005550100: listed more than once"]
-        );
+        assert_eq!(problems(&dup), ["numbers[+18005550100]: duplicate number +18005550100: listed more than once"]);
 
         let mut cnam = seed("+12065550100", Did, &["a"]);
         cnam.cnam = Some("fifteen chars!!".into());
@@ -369,9 +308,6 @@ mod tests {
         assert!(problems(std::slice::from_ref(&cnam))[0].contains("quotes"));
         let mut flow = seed("+12065550100", Did, &["a"]);
         flow.flow = Some("two words".into());
-        assert_eq!(
-            check_numbers(&[flow], &known)[0].field,
-            "numbers[+12065550100].flow"
-        );
+        assert_eq!(check_numbers(&[flow], &known)[0].field, "numbers[+12065550100].flow");
     }
 }

@@ -27,10 +27,7 @@ fn errors_of(r: Result<Config, ConfigErrors>) -> ConfigErrors {
 fn every_shipped_config_loads() {
     let mut files = toml_files("config");
     files.extend(toml_files("config/examples"));
-    assert!(
-        files.len() >= 4,
-        "expected config/sipedge.toml and examples, found {files:?}"
-    );
+    assert!(files.len() >= 4, "expected config/sipedge.toml and examples, found {files:?}");
     for f in &files {
         if let Err(e) = Config::load(f) {
             panic!("{} does not load:\n{e}", f.display());
@@ -41,88 +38,36 @@ fn every_shipped_config_loads() {
 #[test]
 fn the_example_config_is_the_spec_layout() {
     let c = Config::load(Path::new("config/sipedge.toml")).unwrap();
-    assert_eq!(
-        c.source_path.as_deref(),
-        Some(Path::new("config/sipedge.toml"))
-    );
-    assert_eq!(
-        (c.edge.name.as_str(), c.edge.az.as_str()),
-        ("edge-1", "az1")
-    );
+    assert_eq!(c.source_path.as_deref(), Some(Path::new("config/sipedge.toml")));
+    assert_eq!((c.edge.name.as_str(), c.edge.az.as_str()), ("edge-1", "az1"));
     assert_eq!(c.edge.data_dir, PathBuf::from("var/sipedge"));
-    let listen: Vec<_> = c
-        .listen
-        .iter()
-        .map(|l| (l.transport, l.addr.to_string()))
-        .collect();
-    assert_eq!(
-        listen,
-        [
-            (Transport::Udp, "127.0.0.1:5060".into()),
-            (Transport::Tcp, "127.0.0.1:5060".into())
-        ]
-    );
+    let listen: Vec<_> = c.listen.iter().map(|l| (l.transport, l.addr.to_string())).collect();
+    assert_eq!(listen, [(Transport::Udp, "127.0.0.1:5060".into()), (Transport::Tcp, "127.0.0.1:5060".into())]);
     assert_eq!(c.admin.addr.to_string(), "127.0.0.1:9060");
     let carriers: Vec<_> = c
         .carrier
         .iter()
-        .map(|k| {
-            (
-                k.name.as_str(),
-                k.link
-                    .iter()
-                    .map(|l| (l.az.as_str(), l.addr.to_string()))
-                    .collect::<Vec<_>>(),
-            )
-        })
+        .map(|k| (k.name.as_str(), k.link.iter().map(|l| (l.az.as_str(), l.addr.to_string())).collect::<Vec<_>>()))
         .collect();
     assert_eq!(
         carriers,
         [
-            (
-                "carrier-a",
-                vec![
-                    ("az1", "127.0.0.2:5060".to_owned()),
-                    ("az2", "127.0.0.3:5060".to_owned())
-                ]
-            ),
+            ("carrier-a", vec![("az1", "127.0.0.2:5060".to_owned()), ("az2", "127.0.0.3:5060".to_owned())]),
             ("carrier-b", vec![("az1", "127.0.0.4:5060".to_owned())]),
         ]
     );
-    let fe: Vec<_> = c
-        .flow_engine
-        .iter()
-        .map(|f| (f.az.as_str(), f.addr.to_string()))
-        .collect();
-    assert_eq!(
-        fe,
-        [
-            ("az1", "127.0.0.10:5060".to_owned()),
-            ("az2", "127.0.0.11:5060".to_owned())
-        ]
-    );
-    assert_eq!(
-        c.numbers.seed_file,
-        Some(PathBuf::from("config/numbers.csv"))
-    );
+    let fe: Vec<_> = c.flow_engine.iter().map(|f| (f.az.as_str(), f.addr.to_string())).collect();
+    assert_eq!(fe, [("az1", "127.0.0.10:5060".to_owned()), ("az2", "127.0.0.11:5060".to_owned())]);
+    assert_eq!(c.numbers.seed_file, Some(PathBuf::from("config/numbers.csv")));
 }
 
 #[test]
 fn the_example_seed_mixes_kinds_and_options() {
     let numbers = load_seed(Path::new("config/numbers.csv")).unwrap();
     assert!(numbers.len() >= 8, "{}", numbers.len());
-    let tf = numbers
-        .iter()
-        .filter(|x| x.kind == NumberKind::TollFree)
-        .count();
-    assert!(
-        tf >= 2 && tf < numbers.len(),
-        "toll-free {tf} of {}",
-        numbers.len()
-    );
-    assert!(numbers
-        .iter()
-        .any(|x| x.kind == NumberKind::TollFree && x.carriers == ["carrier-a", "carrier-b"]));
+    let tf = numbers.iter().filter(|x| x.kind == NumberKind::TollFree).count();
+    assert!(tf >= 2 && tf < numbers.len(), "toll-free {tf} of {}", numbers.len());
+    assert!(numbers.iter().any(|x| x.kind == NumberKind::TollFree && x.carriers == ["carrier-a", "carrier-b"]));
     assert!(numbers.iter().any(|x| x.cnam.is_some()));
     assert!(numbers.iter().any(|x| x.max_concurrent == Some(5)));
     assert!(numbers.iter().any(|x| x.flow.is_none()));
@@ -189,61 +134,26 @@ fn the_spec_example_parses_as_written() {
 fn everything_but_listen_has_a_default() {
     let c = Config::from_toml_str("[[listen]]\naddr = \"127.0.0.1:0\"\n").unwrap();
     assert_eq!(c.listen[0].transport, Transport::Udp);
-    assert_eq!(
-        (c.edge.name.as_str(), c.edge.az.as_str(), c.edge.workers),
-        ("sipedge", "az1", 0)
-    );
+    assert_eq!((c.edge.name.as_str(), c.edge.az.as_str(), c.edge.workers), ("sipedge", "az1", 0));
     assert_eq!(c.edge.unknown_source, UnknownSource::Reject);
-    assert_eq!(
-        (c.edge.server_header.clone(), c.edge.advertise.clone()),
-        (None, None)
-    );
+    assert_eq!((c.edge.server_header.clone(), c.edge.advertise.clone()), (None, None));
     assert_eq!(c.admin.addr.to_string(), "127.0.0.1:9060");
     assert_eq!(c.admin.max_body_bytes, 65536);
     let l = &c.limits;
     assert_eq!(
-        (
-            l.max_concurrent_calls,
-            l.did_max_concurrent,
-            l.toll_free_max_concurrent,
-            l.max_call_duration_s
-        ),
+        (l.max_concurrent_calls, l.did_max_concurrent, l.toll_free_max_concurrent, l.max_call_duration_s),
         (10000, 100, 0, 14400)
     );
     assert_eq!((l.retry_after_s, l.new_calls_per_second), (5, 0));
     let t = &c.timers;
-    assert_eq!(
-        (t.t1_ms, t.t2_ms, t.t4_ms, t.failover_ms, t.timer_c_ms),
-        (500, 4000, 5000, 2000, 180_000)
-    );
-    assert_eq!(
-        (
-            c.health.options_interval_ms,
-            c.health.down_after,
-            c.health.up_after
-        ),
-        (5000, 2, 2)
-    );
+    assert_eq!((t.t1_ms, t.t2_ms, t.t4_ms, t.failover_ms, t.timer_c_ms), (500, 4000, 5000, 2000, 180_000));
+    assert_eq!((c.health.options_interval_ms, c.health.down_after, c.health.up_after), (5000, 2, 2));
     let f = &c.flood;
-    assert_eq!(
-        (
-            f.enabled,
-            f.window_ms,
-            f.max_requests,
-            f.ban_s,
-            f.exempt_peers
-        ),
-        (true, 1000, 400, 60, true)
-    );
+    assert_eq!((f.enabled, f.window_ms, f.max_requests, f.ban_s, f.exempt_peers), (true, 1000, 400, 60, true));
     assert_eq!(f.action, FloodAction::Drop);
     let tcp = &c.tcp;
     assert_eq!(
-        (
-            tcp.max_connections,
-            tcp.max_per_ip,
-            tcp.max_message_bytes,
-            tcp.max_header_bytes
-        ),
+        (tcp.max_connections, tcp.max_per_ip, tcp.max_message_bytes, tcp.max_header_bytes),
         (4096, 256, 65535, 16384)
     );
     assert_eq!((tcp.idle_timeout_s, tcp.message_deadline_ms), (300, 5000));
@@ -270,11 +180,7 @@ fn every_bad_fixture_fails_with_its_named_error() {
         let want = expectation(f);
         let errors = errors_of(check(f));
         let text = errors.to_string();
-        assert!(
-            text.contains(&want),
-            "{}: want {want:?} in:\n{text}",
-            f.display()
-        );
+        assert!(text.contains(&want), "{}: want {want:?} in:\n{text}", f.display());
     }
 }
 
@@ -336,27 +242,18 @@ fn an_unknown_key_in_any_table_is_rejected_by_name() {
         ("[tcp]", "tcp.bogus"),
     ];
     for (header, field) in tables {
-        let doc = ALL_TABLES.replacen(
-            &format!("\n{header}\n"),
-            &format!("\n{header}\nbogus = 1\n"),
-            1,
-        );
+        let doc = ALL_TABLES.replacen(&format!("\n{header}\n"), &format!("\n{header}\nbogus = 1\n"), 1);
         assert_ne!(doc, ALL_TABLES, "{header} not found");
         let errors = errors_of(Config::from_toml_str(&doc));
         assert_eq!(errors.0.len(), 1, "{header}: {errors}");
         assert_eq!(errors.0[0].field, field, "{header}: {errors}");
-        assert!(
-            errors.0[0].problem.contains("unknown field `bogus`"),
-            "{header}: {errors}"
-        );
+        assert!(errors.0[0].problem.contains("unknown field `bogus`"), "{header}: {errors}");
     }
     // At the top level, before any table.
     let errors = errors_of(Config::from_toml_str(&format!("bogus = 1\n{ALL_TABLES}")));
     assert_eq!(errors.0[0].field, "bogus", "{errors}");
     // source_path is internal, not a key.
-    let errors = errors_of(Config::from_toml_str(&format!(
-        "source_path = \"x\"\n{ALL_TABLES}"
-    )));
+    let errors = errors_of(Config::from_toml_str(&format!("source_path = \"x\"\n{ALL_TABLES}")));
     assert_eq!(errors.0[0].field, "source_path", "{errors}");
 }
 
@@ -365,15 +262,8 @@ fn a_bad_value_names_its_key_and_line() {
     let doc = ALL_TABLES.replace("addr = \"127.0.0.10:5060\"", "addr = \"127.0.0.10\"");
     let errors = errors_of(Config::from_toml_str(&doc));
     assert_eq!(errors.0[0].field, "flow_engine[0].addr", "{errors}");
-    let line = doc
-        .lines()
-        .position(|l| l == "addr = \"127.0.0.10\"")
-        .unwrap()
-        + 1;
-    assert!(
-        errors.0[0].problem.ends_with(&format!("(line {line})")),
-        "{errors}"
-    );
+    let line = doc.lines().position(|l| l == "addr = \"127.0.0.10\"").unwrap() + 1;
+    assert!(errors.0[0].problem.ends_with(&format!("(line {line})")), "{errors}");
 }
 
 #[test]
@@ -385,13 +275,7 @@ fn validation_lists_every_problem_not_just_the_first() {
         .replace("max_per_ip = 1", "max_per_ip = 0");
     let errors = errors_of(Config::from_toml_str(&doc));
     let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-    for want in [
-        "timers.t1_ms",
-        "timers.failover_ms",
-        "health.up_after",
-        "carrier[0].name",
-        "tcp.max_per_ip",
-    ] {
+    for want in ["timers.t1_ms", "timers.failover_ms", "health.up_after", "carrier[0].name", "tcp.max_per_ip"] {
         assert!(fields.contains(&want), "{want} missing from {fields:?}");
     }
     // One line per problem, each `field: problem`.
@@ -404,7 +288,8 @@ fn validation_lists_every_problem_not_just_the_first() {
 fn listen_on_port_zero_may_repeat_but_a_real_port_may_not() {
     let zero = "[[listen]]\naddr = \"127.0.0.1:0\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n";
     Config::from_toml_str(zero).unwrap();
-    let tcp_and_udp = "[[listen]]\naddr = \"127.0.0.1:5060\"\n[[listen]]\ntransport = \"tcp\"\naddr = \"127.0.0.1:5060\"\n";
+    let tcp_and_udp =
+        "[[listen]]\naddr = \"127.0.0.1:5060\"\n[[listen]]\ntransport = \"tcp\"\naddr = \"127.0.0.1:5060\"\n";
     Config::from_toml_str(tcp_and_udp).unwrap();
     let errors = errors_of(Config::from_toml_str(&zero.replace(":0", ":5060")));
     assert_eq!(errors.0[0].field, "listen[1]");
@@ -434,10 +319,7 @@ addr = "127.0.0.2:5080"
     assert_eq!(errors.0.len(), 1, "{errors}");
     let e = &errors.0[0];
     assert_eq!(e.field, "carrier[1].link[0].addr");
-    assert!(
-        e.problem.contains("carrier 'carrier-a'") && e.problem.contains("carrier 'carrier-b'"),
-        "{e}"
-    );
+    assert!(e.problem.contains("carrier 'carrier-a'") && e.problem.contains("carrier 'carrier-b'"), "{e}");
     assert!(e.problem.contains("carrier[0].link[0].addr"), "{e}");
 }
 
@@ -461,37 +343,22 @@ addr = "127.0.1.10:5070"
 "#;
     Config::from_toml_str(doc).unwrap();
     // A source network that swallows a flow-engine IP is ambiguous.
-    let errors = errors_of(Config::from_toml_str(
-        &doc.replace("127.0.0.0/29", "127.0.0.0/16"),
-    ));
+    let errors = errors_of(Config::from_toml_str(&doc.replace("127.0.0.0/29", "127.0.0.0/16")));
     assert_eq!(errors.0.len(), 2, "{errors}");
-    assert!(
-        errors.iter().all(|e| e.problem.contains("the flow engine")),
-        "{errors}"
-    );
+    assert!(errors.iter().all(|e| e.problem.contains("the flow engine")), "{errors}");
 }
 
 #[test]
 fn edge_strings_that_reach_the_wire_are_checked() {
     let base = "[[listen]]\naddr = \"127.0.0.1:0\"\n[edge]\n";
-    for good in [
-        "sip.example.net",
-        "sip.example.net:5060",
-        "192.0.2.1",
-        "[2001:db8::1]:5060",
-        "2001:db8::1",
-    ] {
+    for good in ["sip.example.net", "sip.example.net:5060", "192.0.2.1", "[2001:db8::1]:5060", "2001:db8::1"] {
         Config::from_toml_str(&format!("{base}advertise = \"{good}\"\n")).unwrap();
     }
     for bad in ["", "sip example", "host:0", "host:99999", "a..b"] {
-        let errors = errors_of(Config::from_toml_str(&format!(
-            "{base}advertise = \"{bad}\"\n"
-        )));
+        let errors = errors_of(Config::from_toml_str(&format!("{base}advertise = \"{bad}\"\n")));
         assert_eq!(errors.0[0].field, "edge.advertise", "{bad}");
     }
-    let errors = errors_of(Config::from_toml_str(&format!(
-        "{base}server_header = \"x\\r\\nVia: evil\"\n"
-    )));
+    let errors = errors_of(Config::from_toml_str(&format!("{base}server_header = \"x\\r\\nVia: evil\"\n")));
     assert_eq!(errors.0[0].field, "edge.server_header");
 }
 
@@ -509,25 +376,15 @@ fn load_names_a_missing_file_and_reads_relative_paths_from_the_current_dir() {
     let errors = errors_of(Config::load(Path::new("config/no-such-file.toml")));
     assert_eq!(errors.0[0].field, "config/no-such-file.toml");
     let c = Config::from_toml_str("[[listen]]\naddr = \"127.0.0.1:0\"\n").unwrap();
-    assert_eq!(
-        c.resolve(Path::new("/abs/x.csv")),
-        PathBuf::from("/abs/x.csv")
-    );
-    assert_eq!(
-        c.resolve(Path::new("config/numbers.csv")),
-        std::env::current_dir().unwrap().join("config/numbers.csv")
-    );
+    assert_eq!(c.resolve(Path::new("/abs/x.csv")), PathBuf::from("/abs/x.csv"));
+    assert_eq!(c.resolve(Path::new("config/numbers.csv")), std::env::current_dir().unwrap().join("config/numbers.csv"));
 }
 
 #[test]
 fn a_seed_file_can_be_given_as_an_absolute_path() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("n.csv");
-    std::fs::write(
-        &csv,
-        "e164,kind,flow,carriers,max_concurrent,cnam\n+12065550100,,f,c,,\n",
-    )
-    .unwrap();
+    std::fs::write(&csv, "e164,kind,flow,carriers,max_concurrent,cnam\n+12065550100,,f,c,,\n").unwrap();
     let toml = dir.path().join("edge.toml");
     let body = format!(
         "[[listen]]\naddr = \"127.0.0.1:0\"\n[[carrier]]\nname = \"c\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"127.0.0.2:5060\"\n[numbers]\nseed_file = \"{}\"\n",
@@ -538,8 +395,5 @@ fn a_seed_file_can_be_given_as_an_absolute_path() {
     // The same file with a carrier the seed does not know fails on the seed.
     std::fs::write(&toml, body.replace("name = \"c\"", "name = \"d\"")).unwrap();
     let errors = errors_of(Config::load(&toml));
-    assert!(
-        errors.to_string().contains("unknown carrier 'c'"),
-        "{errors}"
-    );
+    assert!(errors.to_string().contains("unknown carrier 'c'"), "{errors}");
 }

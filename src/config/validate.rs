@@ -33,10 +33,7 @@ impl Config {
         if let Some(h) = &e.server_header {
             // It is copied into a header line: a CR/LF would inject headers.
             if h.trim().is_empty() || h.chars().any(char::is_control) {
-                v.push(ConfigError::new(
-                    "edge.server_header",
-                    "must be non-empty text without control characters",
-                ));
+                v.push(ConfigError::new("edge.server_header", "must be non-empty text without control characters"));
             }
         }
         if let Some(a) = &e.advertise {
@@ -48,21 +45,14 @@ impl Config {
 
     fn check_listen(&self, v: &mut Vec<ConfigError>) {
         if self.listen.is_empty() {
-            v.push(ConfigError::new(
-                "listen",
-                "at least one [[listen]] is required",
-            ));
+            v.push(ConfigError::new("listen", "at least one [[listen]] is required"));
         }
         for (i, l) in self.listen.iter().enumerate() {
             // Port 0 asks the OS for a free port, so two of them never clash.
             if l.addr.port() == 0 {
                 continue;
             }
-            let earlier = self
-                .listen
-                .iter()
-                .take(i)
-                .position(|o| o.transport == l.transport && o.addr == l.addr);
+            let earlier = self.listen.iter().take(i).position(|o| o.transport == l.transport && o.addr == l.addr);
             if let Some(j) = earlier {
                 v.push(ConfigError::new(
                     format!("listen[{i}]"),
@@ -76,23 +66,14 @@ impl Config {
     fn check_knobs(&self, v: &mut Vec<ConfigError>) {
         let positive: [(&str, u64); 17] = [
             ("admin.max_body_bytes", self.admin.max_body_bytes as u64),
-            (
-                "limits.max_concurrent_calls",
-                u64::from(self.limits.max_concurrent_calls),
-            ),
-            (
-                "limits.max_call_duration_s",
-                self.limits.max_call_duration_s,
-            ),
+            ("limits.max_concurrent_calls", u64::from(self.limits.max_concurrent_calls)),
+            ("limits.max_call_duration_s", self.limits.max_call_duration_s),
             ("timers.t1_ms", self.timers.t1_ms),
             ("timers.t2_ms", self.timers.t2_ms),
             ("timers.t4_ms", self.timers.t4_ms),
             ("timers.failover_ms", self.timers.failover_ms),
             ("timers.timer_c_ms", self.timers.timer_c_ms),
-            (
-                "health.options_interval_ms",
-                self.health.options_interval_ms,
-            ),
+            ("health.options_interval_ms", self.health.options_interval_ms),
             ("health.down_after", u64::from(self.health.down_after)),
             ("health.up_after", u64::from(self.health.up_after)),
             ("tcp.max_connections", self.tcp.max_connections as u64),
@@ -110,48 +91,30 @@ impl Config {
         // A disabled flood guard may keep any numbers.
         if self.flood.enabled {
             if self.flood.window_ms == 0 {
-                v.push(ConfigError::new(
-                    "flood.window_ms",
-                    "must be greater than 0 (or set flood.enabled = false)",
-                ));
+                v.push(ConfigError::new("flood.window_ms", "must be greater than 0 (or set flood.enabled = false)"));
             }
             if self.flood.max_requests == 0 {
-                v.push(ConfigError::new(
-                    "flood.max_requests",
-                    "must be greater than 0 (or set flood.enabled = false)",
-                ));
+                v.push(ConfigError::new("flood.max_requests", "must be greater than 0 (or set flood.enabled = false)"));
             }
             if self.flood.ban_s == 0 {
-                v.push(ConfigError::new(
-                    "flood.ban_s",
-                    "must be greater than 0 (or set flood.enabled = false)",
-                ));
+                v.push(ConfigError::new("flood.ban_s", "must be greater than 0 (or set flood.enabled = false)"));
             }
         }
         let t = &self.timers;
         if t.t1_ms > 0 && t.t2_ms > 0 && t.t2_ms < t.t1_ms {
-            v.push(ConfigError::new(
-                "timers.t2_ms",
-                format!("{} is less than t1_ms ({})", t.t2_ms, t.t1_ms),
-            ));
+            v.push(ConfigError::new("timers.t2_ms", format!("{} is less than t1_ms ({})", t.t2_ms, t.t1_ms)));
         }
         let tcp = &self.tcp;
         if tcp.max_per_ip > tcp.max_connections {
             v.push(ConfigError::new(
                 "tcp.max_per_ip",
-                format!(
-                    "{} is more than max_connections ({})",
-                    tcp.max_per_ip, tcp.max_connections
-                ),
+                format!("{} is more than max_connections ({})", tcp.max_per_ip, tcp.max_connections),
             ));
         }
         if tcp.max_header_bytes > tcp.max_message_bytes {
             v.push(ConfigError::new(
                 "tcp.max_header_bytes",
-                format!(
-                    "{} is more than max_message_bytes ({})",
-                    tcp.max_header_bytes, tcp.max_message_bytes
-                ),
+                format!("{} is more than max_message_bytes ({})", tcp.max_header_bytes, tcp.max_message_bytes),
             ));
         }
     }
@@ -163,47 +126,27 @@ impl Config {
             let at = format!("carrier[{i}]");
             if c.name.is_empty() {
                 v.push(ConfigError::new(format!("{at}.name"), "must not be empty"));
-            } else if !c
-                .name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
-            {
+            } else if !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.')) {
                 // The name goes into X-Carrier, metric labels and numbers.csv's `;` list.
                 v.push(ConfigError::new(
                     format!("{at}.name"),
-                    format!(
-                        "'{}' may only contain letters, digits, '-', '_' and '.'",
-                        c.name
-                    ),
+                    format!("'{}' may only contain letters, digits, '-', '_' and '.'", c.name),
                 ));
             } else if let Some(j) = names.insert(&c.name, i) {
-                v.push(ConfigError::new(
-                    format!("{at}.name"),
-                    format!("'{}' is already carrier[{j}]", c.name),
-                ));
+                v.push(ConfigError::new(format!("{at}.name"), format!("'{}' is already carrier[{j}]", c.name)));
             }
             if c.link.is_empty() {
-                v.push(ConfigError::new(
-                    format!("{at}.link"),
-                    format!("carrier '{}' has no [[carrier.link]]", c.name),
-                ));
+                v.push(ConfigError::new(format!("{at}.link"), format!("carrier '{}' has no [[carrier.link]]", c.name)));
             }
             for (k, s) in c.sources.iter().enumerate() {
                 if let Err(e) = Cidr::parse(s) {
-                    v.push(ConfigError::new(
-                        format!("{at}.sources[{k}]"),
-                        format!("'{s}': {e}"),
-                    ));
+                    v.push(ConfigError::new(format!("{at}.sources[{k}]"), format!("'{s}': {e}")));
                 }
             }
             for (j, l) in c.link.iter().enumerate() {
                 let at = format!("{at}.link[{j}]");
                 check_hop(v, &at, &l.az, l.addr);
-                let dup = c
-                    .link
-                    .iter()
-                    .take(j)
-                    .position(|o| o.addr == l.addr && o.transport == l.transport);
+                let dup = c.link.iter().take(j).position(|o| o.addr == l.addr && o.transport == l.transport);
                 if let Some(d) = dup {
                     v.push(ConfigError::new(
                         format!("{at}.addr"),
@@ -224,10 +167,7 @@ fn check_hop(v: &mut Vec<ConfigError>, at: &str, az: &str, addr: SocketAddr) {
         v.push(ConfigError::new(format!("{at}.az"), "must not be empty"));
     }
     if addr.ip().is_unspecified() || addr.port() == 0 {
-        v.push(ConfigError::new(
-            format!("{at}.addr"),
-            format!("{addr} is not an address we can send to"),
-        ));
+        v.push(ConfigError::new(format!("{at}.addr"), format!("{addr} is not an address we can send to")));
     }
 }
 
@@ -254,35 +194,22 @@ fn check_peer_ips(config: &Config, v: &mut Vec<ConfigError>) {
     for (i, c) in config.carrier.iter().enumerate() {
         for (j, l) in c.link.iter().enumerate() {
             let net = host(l.addr.ip());
-            claims.push(Claim {
-                owner: Owner::Carrier(i),
-                net,
-                field: format!("carrier[{i}].link[{j}].addr"),
-            });
+            claims.push(Claim { owner: Owner::Carrier(i), net, field: format!("carrier[{i}].link[{j}].addr") });
         }
         for (k, s) in c.sources.iter().enumerate() {
             // Unparseable entries are already reported by check_peers.
             if let Ok(net) = Cidr::parse(s) {
-                claims.push(Claim {
-                    owner: Owner::Carrier(i),
-                    net,
-                    field: format!("carrier[{i}].sources[{k}]"),
-                });
+                claims.push(Claim { owner: Owner::Carrier(i), net, field: format!("carrier[{i}].sources[{k}]") });
             }
         }
     }
     for (i, f) in config.flow_engine.iter().enumerate() {
-        claims.push(Claim {
-            owner: Owner::Platform,
-            net: host(f.addr.ip()),
-            field: format!("flow_engine[{i}].addr"),
-        });
+        claims.push(Claim { owner: Owner::Platform, net: host(f.addr.ip()), field: format!("flow_engine[{i}].addr") });
     }
     let name = |o: Owner| match o {
-        Owner::Carrier(i) => config.carrier.get(i).map_or_else(
-            || format!("carrier[{i}]"),
-            |c| format!("carrier '{}'", c.name),
-        ),
+        Owner::Carrier(i) => {
+            config.carrier.get(i).map_or_else(|| format!("carrier[{i}]"), |c| format!("carrier '{}'", c.name))
+        }
         Owner::Platform => "the flow engine".to_owned(),
     };
     // Reported at the later claim, naming the earlier one; once per earlier
@@ -314,10 +241,7 @@ fn check_peer_ips(config: &Config, v: &mut Vec<ConfigError>) {
                     earlier.field
                 )
             };
-            v.push(ConfigError::new(
-                later.field.clone(),
-                problem + "; one IP must belong to one peer",
-            ));
+            v.push(ConfigError::new(later.field.clone(), problem + "; one IP must belong to one peer"));
         }
     }
 }
@@ -334,10 +258,7 @@ impl Claim {
 /// A single address as a /32 or /128.
 fn host(ip: IpAddr) -> Cidr {
     let addr = canonical(ip);
-    Cidr {
-        addr,
-        prefix: host_bits(addr),
-    }
+    Cidr { addr, prefix: host_bits(addr) }
 }
 
 fn host_bits(ip: IpAddr) -> u8 {
@@ -376,9 +297,9 @@ fn check_host_port(s: &str) -> Result<(), String> {
         }
     }
     let ok_host = !host.is_empty()
-        && host.split('.').all(|label| {
-            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
+        && host
+            .split('.')
+            .all(|label| !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     if ok_host {
         Ok(())
     } else {

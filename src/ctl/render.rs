@@ -67,7 +67,8 @@ pub fn render_number(v: &Value) -> String {
 
 /// A page of numbers, with how to get the next one.
 pub fn render_number_page(v: &Value) -> String {
-    let mut rows = vec![["NUMBER", "STATE", "ROUTING", "KIND", "FLOW", "CARRIERS", "ACTIVE"].map(String::from).to_vec()];
+    let mut rows =
+        vec![["NUMBER", "STATE", "ROUTING", "KIND", "FLOW", "CARRIERS", "ACTIVE"].map(String::from).to_vec()];
     let items = v.get("numbers").and_then(Value::as_array).cloned().unwrap_or_default();
     for n in &items {
         let f = |k: &str| n.get(k).map(text).unwrap_or_default();
@@ -110,7 +111,8 @@ mod tests {
 
     #[test]
     fn objects_are_aligned_key_value_lines() {
-        let v = json!({"e164": "+18005550100", "state": "active", "carriers": ["a", "b"], "cnam": null, "active_calls": 0});
+        let v =
+            json!({"e164": "+18005550100", "state": "active", "carriers": ["a", "b"], "cnam": null, "active_calls": 0});
         let out = render_number(&v);
         assert_eq!(
             out,

@@ -82,12 +82,7 @@ mod tests {
     /// SPEC §5, row by row: (outcome, seen_18x, decision, the rule it checks).
     const TABLE: &[(Outcome, bool, Decision, &str)] = &[
         (TransportError, false, Next, "transport error -> next hop"),
-        (
-            Timeout,
-            false,
-            Next,
-            "no response within failover_ms -> next hop",
-        ),
+        (Timeout, false, Next, "no response within failover_ms -> next hop"),
         (Final(408), false, Next, "408 before a 18x -> next hop"),
         (Final(500), false, Next, "500 before a 18x -> next hop"),
         (Final(502), false, Next, "502 before a 18x -> next hop"),
@@ -101,20 +96,10 @@ mod tests {
         (Final(200), false, Relay, "2xx is relayed"),
         (Final(200), true, Relay, "2xx after a 18x is relayed"),
         (Final(202), false, Relay, "2xx is relayed"),
-        (
-            Final(302),
-            false,
-            Relay,
-            "other final answer (3xx) is relayed",
-        ),
+        (Final(302), false, Relay, "other final answer (3xx) is relayed"),
         (Final(404), false, Relay, "other final answer is relayed"),
         (Final(480), false, Relay, "other final answer is relayed"),
-        (
-            Final(486),
-            false,
-            Relay,
-            "busy is relayed, not retried elsewhere",
-        ),
+        (Final(486), false, Relay, "busy is relayed, not retried elsewhere"),
         (Final(487), true, Relay, "487 after CANCEL is relayed"),
         (Final(501), false, Relay, "501 is not in the retry list"),
         (Final(505), false, Relay, "505 is not in the retry list"),
@@ -124,44 +109,23 @@ mod tests {
         (Provisional(180), false, Relay, "180 is relayed"),
         (Provisional(183), false, Relay, "183 is relayed"),
         (Provisional(181), true, Relay, "18x after a 18x is relayed"),
-        (
-            Provisional(199),
-            false,
-            Relay,
-            "other provisional is relayed",
-        ),
+        (Provisional(199), false, Relay, "other provisional is relayed"),
         (Provisional(100), false, Wait, "100 Trying: keep waiting"),
         (Provisional(100), true, Wait, "100 Trying: keep waiting"),
-        (
-            TransportError,
-            true,
-            Relay,
-            "no failover after a 18x; proxy answers 503",
-        ),
-        (
-            Timeout,
-            true,
-            Relay,
-            "no failover after a 18x; proxy answers 408",
-        ),
+        (TransportError, true, Relay, "no failover after a 18x; proxy answers 503"),
+        (Timeout, true, Relay, "no failover after a 18x; proxy answers 408"),
     ];
 
     #[test]
     fn spec_table_row_by_row() {
         for &(outcome, seen_18x, want, rule) in TABLE {
-            assert_eq!(
-                classify(outcome, seen_18x),
-                want,
-                "{outcome:?} seen_18x={seen_18x}: {rule}"
-            );
+            assert_eq!(classify(outcome, seen_18x), want, "{outcome:?} seen_18x={seen_18x}: {rule}");
         }
     }
 
     #[test]
     fn only_the_five_listed_finals_fail_over() {
-        let next: Vec<u16> = (200..700)
-            .filter(|&c| classify(Final(c), false) == Next)
-            .collect();
+        let next: Vec<u16> = (200..700).filter(|&c| classify(Final(c), false) == Next).collect();
         assert_eq!(next, [408, 500, 502, 503, 504]);
         assert!((200..700).all(|c| classify(Final(c), true) == Relay));
     }
@@ -172,9 +136,7 @@ mod tests {
         assert_eq!(Outcome::from_status(183), Provisional(183));
         assert_eq!(Outcome::from_status(200), Final(200));
         assert_eq!(Outcome::from_status(503), Final(503));
-        let is_18x: Vec<u16> = (100..700)
-            .filter(|&c| Outcome::from_status(c).is_18x())
-            .collect();
+        let is_18x: Vec<u16> = (100..700).filter(|&c| Outcome::from_status(c).is_18x()).collect();
         assert_eq!(is_18x, (180..=189).collect::<Vec<_>>());
         assert!(!TransportError.is_18x() && !Timeout.is_18x());
     }

@@ -54,12 +54,7 @@ pub struct Health {
 impl Health {
     /// Empty health state; thresholds of 0 are taken as 1.
     pub fn new(interval: Duration, down_after: u32, up_after: u32) -> Health {
-        Health {
-            interval,
-            down_after: down_after.max(1),
-            up_after: up_after.max(1),
-            hops: HashMap::new(),
-        }
+        Health { interval, down_after: down_after.max(1), up_after: up_after.max(1), hops: HashMap::new() }
     }
 
     /// Applies new `[health]` settings (config reload). Run lengths are kept; probes not
@@ -94,13 +89,7 @@ impl Health {
         for key in wanted {
             if let Entry::Vacant(slot) = self.hops.entry(key) {
                 touched.push((slot.key().group.clone(), slot.key().az.clone()));
-                slot.insert(HopState {
-                    up: true,
-                    ok_run: 0,
-                    fail_run: 0,
-                    in_flight: false,
-                    next_due: now,
-                });
+                slot.insert(HopState { up: true, ok_run: 0, fail_run: 0, in_flight: false, next_due: now });
             }
         }
         touched.sort_unstable();
@@ -135,11 +124,7 @@ impl Health {
 
     /// The earliest time a probe is due, if any hop is waiting for one.
     pub fn next_due(&self) -> Option<Instant> {
-        self.hops
-            .values()
-            .filter(|st| !st.in_flight)
-            .map(|st| st.next_due)
-            .min()
+        self.hops.values().filter(|st| !st.in_flight).map(|st| st.next_due).min()
     }
 
     /// Records one result for `key`: a probe's (any response is `ok`; a timeout or
@@ -183,25 +168,16 @@ impl Health {
 
     /// Every tracked hop and whether it is up, sorted by carrier, AZ, address, transport.
     pub fn snapshot(&self) -> Vec<(HopKey, bool)> {
-        let mut out: Vec<(HopKey, bool)> =
-            self.hops.iter().map(|(k, st)| (k.clone(), st.up)).collect();
+        let mut out: Vec<(HopKey, bool)> = self.hops.iter().map(|(k, st)| (k.clone(), st.up)).collect();
         out.sort_by(|(a, _), (b, _)| {
-            (&a.group, &a.az, a.addr, a.transport.as_str()).cmp(&(
-                &b.group,
-                &b.az,
-                b.addr,
-                b.transport.as_str(),
-            ))
+            (&a.group, &a.az, a.addr, a.transport.as_str()).cmp(&(&b.group, &b.az, b.addr, b.transport.as_str()))
         });
         out
     }
 
     /// Links of `group` in `az` that are up.
     fn up_count(&self, group: &str, az: &str) -> usize {
-        self.hops
-            .iter()
-            .filter(|(k, st)| st.up && &*k.group == group && &*k.az == az)
-            .count()
+        self.hops.iter().filter(|(k, st)| st.up && &*k.group == group && &*k.az == az).count()
     }
 
     /// Sets `sipedge_link_up{carrier,az}` to the number of that carrier's links in that AZ
@@ -210,8 +186,7 @@ impl Health {
     /// removed reads 0.
     fn publish(&self, group: &Arc<str>, az: &Arc<str>) {
         let n = self.up_count(group, az);
-        metrics::gauge!(LINK_UP, "carrier" => Arc::clone(group), "az" => Arc::clone(az))
-            .set(n as f64);
+        metrics::gauge!(LINK_UP, "carrier" => Arc::clone(group), "az" => Arc::clone(az)).set(n as f64);
     }
 }
 
@@ -353,11 +328,7 @@ mod tests {
         h.sync_hops([a.clone(), c.clone()], t0 + SEC);
         assert!(!h.is_up(&a));
         assert!(h.is_up(&c));
-        let snap: Vec<(u16, bool)> = h
-            .snapshot()
-            .iter()
-            .map(|(k, up)| (k.addr.port(), *up))
-            .collect();
+        let snap: Vec<(u16, bool)> = h.snapshot().iter().map(|(k, up)| (k.addr.port(), *up)).collect();
         assert_eq!(snap, [(1, false), (3, true)]);
         assert_eq!(h.record(&b, false), None);
         assert_eq!(h.record(&a, true), Some(Change::Up(a.clone())));
@@ -373,21 +344,9 @@ mod tests {
     fn link_up_counts_up_links_per_carrier_and_az() {
         let t0 = Instant::now();
         let mut h = Health::new(5 * SEC, 1, 1);
-        let (a1, a1b, a2, b1) = (
-            key("A", "az1", 1),
-            key("A", "az1", 2),
-            key("A", "az2", 3),
-            key("B", "az1", 4),
-        );
+        let (a1, a1b, a2, b1) = (key("A", "az1", 1), key("A", "az1", 2), key("A", "az2", 3), key("B", "az1", 4));
         h.sync_hops([a1.clone(), a1b.clone(), a2.clone(), b1.clone()], t0);
-        assert_eq!(
-            (
-                h.up_count("A", "az1"),
-                h.up_count("A", "az2"),
-                h.up_count("B", "az1")
-            ),
-            (2, 1, 1)
-        );
+        assert_eq!((h.up_count("A", "az1"), h.up_count("A", "az2"), h.up_count("B", "az1")), (2, 1, 1));
         h.record(&a1, false);
         assert_eq!(h.up_count("A", "az1"), 1);
         h.record(&a1b, false);

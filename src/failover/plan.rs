@@ -93,12 +93,7 @@ mod tests {
 
     #[test]
     fn config_order_kept_within_each_half() {
-        let a = [
-            hop("A", "az3", 1),
-            hop("A", "az1", 2),
-            hop("A", "az2", 3),
-            hop("A", "az1", 4),
-        ];
+        let a = [hop("A", "az3", 1), hop("A", "az1", 2), hop("A", "az2", 3), hop("A", "az1", 4)];
         let p = plan(&[&a], "az1", |_| true);
         let ports: Vec<u16> = p.iter().map(|k| k.addr.port()).collect();
         assert_eq!(ports, [2, 4, 1, 3]);

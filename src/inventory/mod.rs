@@ -31,8 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::routing::{
-    build_record, ClaimSpec, NumberMap, NumberRecord, NumberState, Peers, RoutingError, RoutingSnapshot,
-    RoutingTable,
+    build_record, ClaimSpec, NumberMap, NumberRecord, NumberState, Peers, RoutingError, RoutingSnapshot, RoutingTable,
 };
 use crate::sip::E164;
 
@@ -120,7 +119,14 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// The durable inventory; owns the store and is the only writer of the
 /// table's numbers.
@@ -168,10 +174,7 @@ impl Inventory {
             }
         }
 
-        let unknown = records
-            .iter()
-            .filter(|r| r.carriers.iter().any(|c| peers.carrier(c).is_none()))
-            .count();
+        let unknown = records.iter().filter(|r| r.carriers.iter().any(|c| peers.carrier(c).is_none())).count();
         if unknown > 0 {
             tracing::warn!(numbers = unknown, "stored numbers refer to carriers missing from the config");
         }

@@ -155,8 +155,11 @@ impl Store {
         for row in numbers.iter()? {
             let (k, v) = row?;
             let key = k.value();
-            let r: StoredRecord = serde_json::from_slice(v.value())
-                .map_err(|source| InventoryError::Corrupt { table: "numbers", key, source })?;
+            let r: StoredRecord = serde_json::from_slice(v.value()).map_err(|source| InventoryError::Corrupt {
+                table: "numbers",
+                key,
+                source,
+            })?;
             if r.e164.as_u64() != key {
                 return Err(InventoryError::KeyMismatch { table: "numbers", key });
             }
@@ -166,17 +169,18 @@ impl Store {
         for row in txn.open_table(PORTS)?.iter()? {
             let (k, v) = row?;
             let key = k.value();
-            let p: PortOrder = serde_json::from_slice(v.value())
-                .map_err(|source| InventoryError::Corrupt { table: "ports", key, source })?;
+            let p: PortOrder = serde_json::from_slice(v.value()).map_err(|source| InventoryError::Corrupt {
+                table: "ports",
+                key,
+                source,
+            })?;
             if p.id != key {
                 return Err(InventoryError::KeyMismatch { table: "ports", key });
             }
             ports.push(p);
         }
         let meta = txn.open_table(META)?;
-        let get = |k: &str| -> Result<Option<u64>, InventoryError> {
-            Ok(meta.get(k)?.map(|v| v.value()))
-        };
+        let get = |k: &str| -> Result<Option<u64>, InventoryError> { Ok(meta.get(k)?.map(|v| v.value())) };
         let max_id = ports.iter().map(|p| p.id).max().unwrap_or(0);
         // Never hand out an id twice, even if the counter were behind.
         let next_port_id = get(META_NEXT_PORT)?.unwrap_or(1).max(max_id + 1);

@@ -16,13 +16,26 @@ const TF2: &str = "+18885550101";
 const DID: &str = "+12065550100";
 
 fn peers() -> Arc<Peers> {
-    let link = |addr: &str| PeerLink { az: Arc::from("az1"), addr: addr.parse().unwrap(), transport: Transport::Udp, drain: false };
-    let carrier = |name: &str, addr: &str| CarrierPeers { name: Arc::from(name), links: vec![link(addr)], sources: vec![] };
-    Arc::new(Peers::new(vec![carrier("a", "127.0.0.2:5060"), carrier("b", "127.0.0.3:5060")], vec![link("127.0.0.10:5060")]))
+    let link = |addr: &str| PeerLink {
+        az: Arc::from("az1"),
+        addr: addr.parse().unwrap(),
+        transport: Transport::Udp,
+        drain: false,
+    };
+    let carrier =
+        |name: &str, addr: &str| CarrierPeers { name: Arc::from(name), links: vec![link(addr)], sources: vec![] };
+    Arc::new(Peers::new(
+        vec![carrier("a", "127.0.0.2:5060"), carrier("b", "127.0.0.3:5060")],
+        vec![link("127.0.0.10:5060")],
+    ))
 }
 
 fn spec(flow: &str, carriers: &[&str]) -> ClaimSpec {
-    ClaimSpec { flow: Some(flow.into()), carriers: carriers.iter().map(|s| s.to_string()).collect(), ..ClaimSpec::default() }
+    ClaimSpec {
+        flow: Some(flow.into()),
+        carriers: carriers.iter().map(|s| s.to_string()).collect(),
+        ..ClaimSpec::default()
+    }
 }
 
 fn open(dir: &Path) -> Inventory {
@@ -208,7 +221,10 @@ fn release_restore_and_expiry() {
     let r = inv.release(n(TF), T0 + 10).unwrap();
     assert_eq!(r.state, NumberState::Released { released_at_unix_s: T0 + 10 });
     assert_eq!(route(&inv, TF), "released");
-    assert_eq!(inv.claim(n(TF), spec("g", &["a"]), T0 + 11).unwrap_err().to_string(), RoutingError::InDeletionQueue(n(TF)).to_string());
+    assert_eq!(
+        inv.claim(n(TF), spec("g", &["a"]), T0 + 11).unwrap_err().to_string(),
+        RoutingError::InDeletionQueue(n(TF)).to_string()
+    );
     let back = inv.restore(n(TF), T0 + 10 + RELEASE_WINDOW_S - 1).unwrap();
     assert_eq!(back, claimed, "restored with its old record");
     assert!(is_routable(&inv, TF));

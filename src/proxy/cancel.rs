@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::invite::{slot_of, CancelState, Call};
+use super::invite::{slot_of, Call, CancelState};
 use super::timer::{Owner, Timer};
 use super::txn::Actions;
 use super::{Core, Peer, Reject};

@@ -44,7 +44,10 @@ impl Local {
     pub fn is_ours(&self, host: &str, port: Option<u16>) -> bool {
         let port = port.unwrap_or(5060);
         [&self.udp, &self.tcp].into_iter().flatten().any(|hp| match hp.rsplit_once(':') {
-            Some((h, p)) => h.trim_matches(|c| c == '[' || c == ']') == host.trim_matches(|c| c == '[' || c == ']') && p.parse::<u16>().ok() == Some(port),
+            Some((h, p)) => {
+                h.trim_matches(|c| c == '[' || c == ']') == host.trim_matches(|c| c == '[' || c == ']')
+                    && p.parse::<u16>().ok() == Some(port)
+            }
             None => false,
         })
     }

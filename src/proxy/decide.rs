@@ -98,12 +98,7 @@ pub fn inbound(
     let flow = rec.flow.clone().ok_or(Reject::NoFlow)?;
     let plan = plan_of(&[hops.flow.as_slice()], cfg, down)?;
     let permit = admit(adm, rec, cfg)?;
-    let carrier_name = snap
-        .peers
-        .carriers
-        .get(carrier)
-        .map(|c| c.name.clone())
-        .unwrap_or_else(|| Arc::from("unknown"));
+    let carrier_name = snap.peers.carriers.get(carrier).map(|c| c.name.clone()).unwrap_or_else(|| Arc::from("unknown"));
     let mut headers = SmallVec::new();
     headers.push(("X-Flow-Id", flow));
     headers.push(("X-Number-Kind", Arc::from(rec.kind.as_str())));
@@ -120,11 +115,8 @@ pub fn outbound(
     down: &DownSet,
     cfg: &CoreConfig,
 ) -> Result<Decision, Reject> {
-    let caller = msg
-        .p_asserted_identity_uri()
-        .or_else(|| msg.from_uri())
-        .and_then(uri_user)
-        .ok_or(Reject::CallerIdNotOurs)?;
+    let caller =
+        msg.p_asserted_identity_uri().or_else(|| msg.from_uri()).and_then(uri_user).ok_or(Reject::CallerIdNotOurs)?;
     let number = E164::parse_dialed(&caller).map_err(|_| Reject::CallerIdNotOurs)?;
     let rec = match snap.route(number) {
         Route::Routable(rec) | Route::NoFlow(rec) => rec,
@@ -145,12 +137,5 @@ pub fn outbound(
         .collect();
     let plan = plan_of(&groups, cfg, down)?;
     let permit = admit(adm, rec, cfg)?;
-    Ok(Decision {
-        number,
-        permit,
-        plan,
-        headers: SmallVec::new(),
-        user,
-        cnam: rec.cnam.clone(),
-    })
+    Ok(Decision { number, permit, plan, headers: SmallVec::new(), user, cnam: rec.cnam.clone() })
 }

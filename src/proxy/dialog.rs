@@ -201,7 +201,9 @@ impl Core {
                 // deterministic one: an empty `branch=` is a malformed Via.
                 let branch = match msg.top_via().and_then(|v| v.branch).filter(|b| !b.is_empty()) {
                     Some(b) => ack_branch(b),
-                    None => ack_branch(&format!("{}|{}|{}", msg.call_id(), msg.cseq().seq, msg.from_tag().unwrap_or(""))),
+                    None => {
+                        ack_branch(&format!("{}|{}|{}", msg.call_id(), msg.cseq().seq, msg.from_tag().unwrap_or("")))
+                    }
                 };
                 let via = self.via(to.transport, &branch);
                 let bytes = build::forward_request(
@@ -329,18 +331,9 @@ impl Core {
         self.send(to, ack);
         let bb = self.new_branch();
         let bye_via = self.via(to.transport, &bb);
-        let bye = build::request(
-            Method::Bye,
-            &target,
-            &bye_via,
-            from,
-            to_hdr,
-            ok.call_id(),
-            seq.saturating_add(1),
-            &[],
-        );
+        let bye =
+            build::request(Method::Bye, &target, &bye_via, from, to_hdr, ok.call_id(), seq.saturating_add(1), &[]);
         tracing::info!(call_id = ok.call_id(), peer = %to.addr, "late 2xx on an abandoned branch: ACK + BYE");
         self.originate(now, to, bye);
     }
-
 }

@@ -110,7 +110,8 @@ pub(super) fn slot_of(idx: usize) -> u32 {
 impl Core {
     /// A retransmitted INVITE is absorbed by its server transaction.
     pub(super) fn invite_retransmission(&mut self, from: Peer, msg: &Msg) -> bool {
-        let Some(id) = Self::server_key_lookup(msg, Method::Invite, |k| self.invite_keys.get(k).copied()).flatten() else {
+        let Some(id) = Self::server_key_lookup(msg, Method::Invite, |k| self.invite_keys.get(k).copied()).flatten()
+        else {
             return false;
         };
         let Some(call) = self.calls.get_mut(&id) else { return false };
@@ -322,9 +323,7 @@ impl Core {
 
     /// How many leading Route entries name this edge.
     pub(super) fn our_routes(&self, msg: &Msg) -> usize {
-        msg.routes()
-            .take_while(|r| self.cfg.local.is_our_route(r))
-            .count()
+        msg.routes().take_while(|r| self.cfg.local.is_our_route(r)).count()
     }
 
     /// Answers the caller with our own final response and releases the slot.
@@ -567,7 +566,8 @@ impl Core {
                 gave_up = true;
             }
             self.run(now, to, Owner::Call(id), f.slot, out);
-            if gave_up && super::cancel::call_cancelled(self, id) && !self.calls.get(&id).is_some_and(|c| c.final_sent) {
+            if gave_up && super::cancel::call_cancelled(self, id) && !self.calls.get(&id).is_some_and(|c| c.final_sent)
+            {
                 // The callee never answered our CANCEL: the caller still gets its 487.
                 self.final_487(now, id);
             }
@@ -599,7 +599,6 @@ impl Core {
         }
     }
 }
-
 
 impl Branch {
     /// Ends an abandoned branch that never answered at all.

@@ -24,11 +24,11 @@ mod invite;
 mod noninvite;
 mod probe;
 pub mod respond;
+#[cfg(test)]
+mod tests;
 mod text;
 pub mod timer;
 pub mod txn;
-#[cfg(test)]
-mod tests;
 
 pub use context::{CallRate, CoreConfig, DownSet, Local, UnknownSourcePolicy};
 pub use probe::PROBE_CALL_ID_PREFIX;

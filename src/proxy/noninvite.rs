@@ -1,8 +1,8 @@
 //! Proxied non-INVITE transactions (BYE, UPDATE, INFO, PRACK, ...) and
 //! requests the edge originates itself (CANCEL, BYE at a call's forced end).
 
-use bytes::Bytes;
 use super::FastMap;
+use bytes::Bytes;
 use std::time::Instant;
 
 use super::timer::{Fired, Owner};
@@ -48,7 +48,6 @@ impl Table {
 fn client_key(branch: &str, method: &str) -> Box<str> {
     super::join_key(branch, '|', method)
 }
-
 
 impl Core {
     /// A retransmitted non-INVITE request gets the last answer again.
@@ -111,14 +110,7 @@ impl Core {
         self.start_nit(now, None, to, bytes, ckey);
     }
 
-    fn start_nit(
-        &mut self,
-        now: Instant,
-        upstream: Option<Upstream>,
-        to: Peer,
-        bytes: Bytes,
-        ckey: Box<str>,
-    ) {
+    fn start_nit(&mut self, now: Instant, upstream: Option<Upstream>, to: Peer, bytes: Bytes, ckey: Box<str>) {
         let id = self.new_id();
         let mut out = Actions::new();
         let client = ClientNonInvite::start(bytes, to.transport == Transport::Tcp, &self.cfg.timers, &mut out);
@@ -189,10 +181,16 @@ impl Core {
         match outcome {
             TimerOutcome::Timeout => {
                 // The next hop never answered: 408 upstream (§16.7 step 6).
-                let resp = self.nits.by_id.get(&id).and_then(|n| n.upstream.as_ref()).and_then(|(_, _, _, req)| req.as_deref()).map(|req| {
-                    let (code, reason) = Reject::Timeout.status();
-                    (code, self.response(req, code, reason, None, &[]))
-                });
+                let resp = self
+                    .nits
+                    .by_id
+                    .get(&id)
+                    .and_then(|n| n.upstream.as_ref())
+                    .and_then(|(_, _, _, req)| req.as_deref())
+                    .map(|req| {
+                        let (code, reason) = Reject::Timeout.status();
+                        (code, self.response(req, code, reason, None, &[]))
+                    });
                 if let Some((code, bytes)) = resp {
                     self.nit_respond_upstream(now, id, code, bytes);
                 }
@@ -237,11 +235,7 @@ impl Core {
     }
 
     fn nit_maybe_remove(&mut self, id: u64) {
-        let done = self
-            .nits
-            .by_id
-            .get(&id)
-            .is_some_and(|n| n.client_key.is_empty() && n.upstream.is_none());
+        let done = self.nits.by_id.get(&id).is_some_and(|n| n.client_key.is_empty() && n.upstream.is_none());
         if done {
             self.nits.by_id.remove(&id);
         }

@@ -442,7 +442,7 @@ mod tests {
         q.arm(now, ms(50), Owner::Call(1), Timer::A, 0); // 50
         q.arm(now - ms(40), ms(50), Owner::Call(2), Timer::A, 0); // 10: before 1
         q.arm(now - ms(20), ms(50), Owner::Call(3), Timer::A, 0); // 30: between
-        // More distinct durations than lists: they share lists, still in order.
+                                                                  // More distinct durations than lists: they share lists, still in order.
         for i in 0..(MAX_LISTS as u64 * 3) {
             q.arm(now, ms(1000 + (i * 7919) % 500), Owner::Txn(i), Timer::E, 0);
         }

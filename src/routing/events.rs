@@ -120,12 +120,25 @@ impl RoutingError {
     pub fn http_status(&self) -> u16 {
         use RoutingError::*;
         match self {
-            UnknownCarrier(_) | DuplicateCarrier(_) | DidCarrierCount { .. } | NoCarriers(_)
-            | CnamTooLong(_) | BadCnam(_) | EmptyPort | DuplicateNumber(_) | EmptyFlow
-            | BadFlow(_) | BadNumber(_) => 400,
+            UnknownCarrier(_)
+            | DuplicateCarrier(_)
+            | DidCarrierCount { .. }
+            | NoCarriers(_)
+            | CnamTooLong(_)
+            | BadCnam(_)
+            | EmptyPort
+            | DuplicateNumber(_)
+            | EmptyFlow
+            | BadFlow(_)
+            | BadNumber(_) => 400,
             UnknownNumber(_) | UnknownPort(_) => 404,
-            AlreadyClaimed(_) | InDeletionQueue(_) | NotClaimed(_) | NotReleased(_)
-            | RestoreWindowOver(_) | PortFinished(_) | PortWindowNotOpen { .. }
+            AlreadyClaimed(_)
+            | InDeletionQueue(_)
+            | NotClaimed(_)
+            | NotReleased(_)
+            | RestoreWindowOver(_)
+            | PortFinished(_)
+            | PortWindowNotOpen { .. }
             | NumberBusyInPort(_) => 409,
         }
     }

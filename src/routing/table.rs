@@ -35,10 +35,10 @@ use super::peers::Peers;
 use super::snapshot::{NumberRecord, RoutingSnapshot};
 use crate::sip::E164;
 
-/// Counter incremented on every published change (SPEC §7).
-pub use crate::metrics::ROUTING_SWAPS_TOTAL as SWAPS_TOTAL;
 /// Counter incremented when a compaction publishes a new base.
 pub use crate::metrics::ROUTING_COMPACTIONS_TOTAL as COMPACTIONS_TOTAL;
+/// Counter incremented on every published change (SPEC §7).
+pub use crate::metrics::ROUTING_SWAPS_TOTAL as SWAPS_TOTAL;
 /// Largest delta before the overlay is folded into a new base.
 pub const DEFAULT_COMPACT_THRESHOLD: usize = 8192;
 /// Smallest threshold the size rule below picks (tests may set less).
@@ -123,11 +123,7 @@ impl RoutingTable {
     pub fn set_peers(&self, peers: Arc<Peers>) {
         let _w = self.inner.lock();
         let cur = self.inner.current.load();
-        let next = RoutingSnapshot {
-            numbers: cur.numbers.clone(),
-            peers,
-            generation: cur.generation + 1,
-        };
+        let next = RoutingSnapshot { numbers: cur.numbers.clone(), peers, generation: cur.generation + 1 };
         self.inner.publish(next);
     }
 

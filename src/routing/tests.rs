@@ -44,10 +44,7 @@ fn peers() -> Peers {
 }
 
 fn table(recs: Vec<NumberRecord>, opts: TableOptions) -> RoutingTable {
-    RoutingTable::with_options(
-        RoutingSnapshot::new(NumberMap::from_records(recs), Arc::new(peers())),
-        opts,
-    )
+    RoutingTable::with_options(RoutingSnapshot::new(NumberMap::from_records(recs), Arc::new(peers())), opts)
 }
 
 struct XorShift(u64);
@@ -233,7 +230,11 @@ fn peer_lookups() {
 
 #[test]
 fn an_ip_claimed_twice_is_reported_and_the_first_claim_wins() {
-    let c = |name: &str, addr: &str| CarrierPeers { name: Arc::from(name), links: vec![link("az1", addr)], sources: vec![] };
+    let c = |name: &str, addr: &str| CarrierPeers {
+        name: Arc::from(name),
+        links: vec![link("az1", addr)],
+        sources: vec![],
+    };
     let p = Peers::new(vec![c("a", "127.0.0.2:5060"), c("b", "127.0.0.2:5070")], vec![link("az1", "127.0.0.2:5080")]);
     assert_eq!(p.classify("127.0.0.2".parse().unwrap()), Source::Carrier(0));
     let dropped: Vec<Source> = p.conflicts().iter().map(|c| c.dropped).collect();
@@ -241,7 +242,11 @@ fn an_ip_claimed_twice_is_reported_and_the_first_claim_wins() {
 }
 
 fn spec(carriers: &[&str]) -> ClaimSpec {
-    ClaimSpec { flow: Some("flow-1".into()), carriers: carriers.iter().map(|s| s.to_string()).collect(), ..ClaimSpec::default() }
+    ClaimSpec {
+        flow: Some("flow-1".into()),
+        carriers: carriers.iter().map(|s| s.to_string()).collect(),
+        ..ClaimSpec::default()
+    }
 }
 
 #[test]

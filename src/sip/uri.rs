@@ -87,7 +87,11 @@ fn word_has_bad_uri_char(x: u64) -> bool {
     let below_0x21 = x.wrapping_sub(ONES * 0x21) & !x & HIGH;
     // Adding 1 to each byte carries 0x7f into the high bit (0x7e does not).
     let above_0x7e = (x.wrapping_add(ONES) | x) & HIGH;
-    (below_0x21 | above_0x7e | zero(x ^ (ONES * u64::from(b'<'))) | zero(x ^ (ONES * u64::from(b'>'))) | zero(x ^ (ONES * u64::from(b'"'))))
+    (below_0x21
+        | above_0x7e
+        | zero(x ^ (ONES * u64::from(b'<')))
+        | zero(x ^ (ONES * u64::from(b'>')))
+        | zero(x ^ (ONES * u64::from(b'"'))))
         != 0
 }
 

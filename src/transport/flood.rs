@@ -234,7 +234,13 @@ mod tests {
     use super::*;
 
     fn settings(max: u32) -> FloodSettings {
-        FloodSettings { enabled: true, window: Duration::from_secs(60), max_requests: max, ban: Duration::from_secs(60), reject: false }
+        FloodSettings {
+            enabled: true,
+            window: Duration::from_secs(60),
+            max_requests: max,
+            ban: Duration::from_secs(60),
+            reject: false,
+        }
     }
 
     #[test]

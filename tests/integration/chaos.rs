@@ -84,7 +84,9 @@ impl Scen {
     fn allowed(self, code: u16) -> bool {
         let caps = code == 486 || code == 503;
         match self {
-            Scen::CallerBye | Scen::CalleeBye | Scen::LostAck | Scen::DuplicateBye | Scen::Failover => code == 200 || caps,
+            Scen::CallerBye | Scen::CalleeBye | Scen::LostAck | Scen::DuplicateBye | Scen::Failover => {
+                code == 200 || caps
+            }
             Scen::Cancel => code == 487 || caps,
             Scen::CancelRace | Scen::EarlyCancel => code == 200 || code == 487 || caps,
             Scen::AllBusy503 | Scen::Busy486 | Scen::Silent => caps,
@@ -330,7 +332,12 @@ fn chaos(callers: &str) {
     );
     let total: u64 = tally.outcomes.values().sum::<u64>() + tally.stuck.len() as u64;
     assert_eq!(total, (THREADS * CALLS_PER_THREAD) as u64);
-    assert!(tally.stuck.is_empty(), "{} calls stuck: {:#?}", tally.stuck.len(), &tally.stuck[..tally.stuck.len().min(20)]);
+    assert!(
+        tally.stuck.is_empty(),
+        "{} calls stuck: {:#?}",
+        tally.stuck.len(),
+        &tally.stuck[..tally.stuck.len().min(20)]
+    );
     assert!(tally.wrong.is_empty(), "wrong answers: {:#?}", &tally.wrong[..tally.wrong.len().min(20)]);
     assert!(zero, "every slot released: active_calls = {:?}", metric(&edge, "sipedge_active_calls", &[]));
     assert_eq!(metric(&edge, "sipedge_active_dialogs", &[]), Some(0.0), "every dialog ended");
@@ -341,7 +348,11 @@ fn chaos(callers: &str) {
     }
     let late: Vec<&String> = tally.byes_from_edge.iter().filter(|id| Scen::of_call_id(id) != Scen::LostAck).collect();
     assert!(late.is_empty(), "BYEs from the edge for calls that were ACKed or never answered: {late:?}");
-    assert_eq!(tally.byes_from_edge.len() as u64, tally.lost_ack_answered, "the edge hung up every unACKed call towards the caller");
+    assert_eq!(
+        tally.byes_from_edge.len() as u64,
+        tally.lost_ack_answered,
+        "the edge hung up every unACKed call towards the caller"
+    );
     // Every scenario produced its own answer at least once (the mix really happened).
     for s in ALL {
         let own = |code: u16| match s {

@@ -39,7 +39,13 @@ struct Stats {
 /// Applies events to `numbers` at about `per_sec` (0 = as fast as it can)
 /// until `stop`, on one keep-alive connection. Each number cycles through
 /// claim → flow → release → restore → flow → release → ...
-fn churn(admin: SocketAddr, numbers: Vec<String>, per_sec: f64, stop: Arc<AtomicBool>, carry: HashMap<String, St>) -> Stats {
+fn churn(
+    admin: SocketAddr,
+    numbers: Vec<String>,
+    per_sec: f64,
+    stop: Arc<AtomicBool>,
+    carry: HashMap<String, St>,
+) -> Stats {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).max_idle_connections_per_host(1).build();
     // Only this thread's numbers: the merge of all threads' maps must not
     // let one thread's stale copy of another's number win.
@@ -61,10 +67,15 @@ fn churn(admin: SocketAddr, numbers: Vec<String>, per_sec: f64, stop: Arc<Atomic
         let base = format!("http://{admin}/v1/numbers/{n}");
         let t0 = Instant::now();
         let (res, next) = match (st, did_flow) {
-            (St::Unclaimed, _) => {
-                (agent.post(&format!("{base}/claim")).send_json(json!({"flow": format!("c{k}"), "carriers": ["carrier-a"]})), St::Active)
+            (St::Unclaimed, _) => (
+                agent
+                    .post(&format!("{base}/claim"))
+                    .send_json(json!({"flow": format!("c{k}"), "carriers": ["carrier-a"]})),
+                St::Active,
+            ),
+            (St::Active, false) => {
+                (agent.put(&format!("{base}/flow")).send_json(json!({"flow": format!("f{k}")})), St::Active)
             }
-            (St::Active, false) => (agent.put(&format!("{base}/flow")).send_json(json!({"flow": format!("f{k}")})), St::Active),
             (St::Active, true) => (agent.post(&format!("{base}/release")).call(), St::Released),
             (St::Released, _) => (agent.post(&format!("{base}/restore")).call(), St::Active),
         };
@@ -92,8 +103,16 @@ fn median(mut v: Vec<Duration>) -> (Duration, Duration) {
 }
 
 /// Runs `threads` churn threads over `numbers` until `stop`; returns their stats merged.
-fn run_churn(admin: SocketAddr, numbers: &[String], threads: usize, per_sec: f64, stop: &Arc<AtomicBool>, carry: &HashMap<String, St>) -> std::thread::JoinHandle<Stats> {
-    let chunks: Vec<Vec<String>> = (0..threads).map(|t| numbers.iter().skip(t).step_by(threads).cloned().collect()).collect();
+fn run_churn(
+    admin: SocketAddr,
+    numbers: &[String],
+    threads: usize,
+    per_sec: f64,
+    stop: &Arc<AtomicBool>,
+    carry: &HashMap<String, St>,
+) -> std::thread::JoinHandle<Stats> {
+    let chunks: Vec<Vec<String>> =
+        (0..threads).map(|t| numbers.iter().skip(t).step_by(threads).cloned().collect()).collect();
     let stop = stop.clone();
     let carry = carry.clone();
     std::thread::spawn(move || {
@@ -151,7 +170,11 @@ fn lifecycle_churn_during_6000_calls_at_200_cps() {
     let during = events.join().unwrap();
     report("churn during SIPp", &during);
     assert_eq!((r.ok, r.failed), (6000, 0), "no call fails during churn:\n{}", r.stat);
-    assert!(during.refused.is_empty(), "every event acknowledged: {:?}", &during.refused[..during.refused.len().min(5)]);
+    assert!(
+        during.refused.is_empty(),
+        "every event acknowledged: {:?}",
+        &during.refused[..during.refused.len().min(5)]
+    );
     assert!(during.events > 1000, "the churn ran alongside the calls ({} events)", during.events);
 
     // Unpaced, calls done: what the control plane can do on this machine.

@@ -22,7 +22,13 @@ pub fn api(edge: &Edge, method: &str, path: &str, body: Option<Value>) -> (u16, 
 }
 
 /// Same, with a bearer token.
-pub fn api_token(admin: SocketAddr, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+pub fn api_token(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
     let text = body.map(|b| b.to_string());
     let (status, out) = http(admin, method, path, text.as_deref(), token);
     (status, serde_json::from_str(&out).unwrap_or(Value::Null))
@@ -61,7 +67,12 @@ pub struct Sip {
 impl Sip {
     /// Peers of the `standard` topology on `b`.
     pub fn new(b: Block, edge: &Edge) -> Sip {
-        Sip { carrier: Peer::udp(b.addr(2, 5060), edge.sip), flow: Peer::udp(b.addr(10, 5060), edge.sip), edge: edge.sip, n: 0 }
+        Sip {
+            carrier: Peer::udp(b.addr(2, 5060), edge.sip),
+            flow: Peer::udp(b.addr(10, 5060), edge.sip),
+            edge: edge.sip,
+            n: 0,
+        }
     }
 
     fn next_id(&mut self) -> String {
@@ -109,7 +120,9 @@ impl Sip {
         assert_eq!(got.call_id(), call.id);
         self.carrier.answer(&got, 200, from);
         let id = call.id.clone();
-        self.flow.expect(T, "200 BYE", move |m| m.status() == Some(200) && m.cseq().method == Method::Bye && m.call_id() == id);
+        self.flow.expect(T, "200 BYE", move |m| {
+            m.status() == Some(200) && m.cseq().method == Method::Bye && m.call_id() == id
+        });
     }
 
     /// The carrier hangs up `call`; `self.flow` must receive the BYE.
@@ -120,7 +133,9 @@ impl Sip {
         assert_eq!(bye.call_id(), call.id);
         self.flow.answer(&bye, 200, from);
         let id = call.id.clone();
-        self.carrier.expect(T, "200 BYE", move |m| m.status() == Some(200) && m.cseq().method == Method::Bye && m.call_id() == id);
+        self.carrier.expect(T, "200 BYE", move |m| {
+            m.status() == Some(200) && m.cseq().method == Method::Bye && m.call_id() == id
+        });
     }
 
     /// A call to `number` that the edge must refuse with `code`.
@@ -150,8 +165,12 @@ fn claim_flow_release_restore_with_real_calls() {
     let n = "+12065550150";
     sip.refused(n, 404);
 
-    let v = ok(&edge, "POST", &format!("/v1/numbers/{n}/claim"), Some(json!({"flow": "f1", "carriers": ["carrier-a"]})));
-    assert_eq!((v["state"].as_str(), v["kind"].as_str(), v["routing"].as_str()), (Some("active"), Some("did"), Some("routable")));
+    let v =
+        ok(&edge, "POST", &format!("/v1/numbers/{n}/claim"), Some(json!({"flow": "f1", "carriers": ["carrier-a"]})));
+    assert_eq!(
+        (v["state"].as_str(), v["kind"].as_str(), v["routing"].as_str()),
+        (Some("active"), Some("did"), Some("routable"))
+    );
     assert_eq!(sip.call(n), "f1", "a claimed number reaches the flow engine with its flow");
 
     ok(&edge, "PUT", &format!("/v1/numbers/{n}/flow"), Some(json!({"flow": "f2"})));
@@ -185,7 +204,14 @@ fn port_in_and_port_out_with_real_calls() {
     let mut sip = Sip::new(b, &edge);
 
     // Port-in: 404 until the port event, then routable with the order's flow.
-    let order = ok(&edge, "POST", "/v1/ports", Some(json!({"direction": "in", "numbers": ["+18885550001", "8885550002"], "carriers": ["carrier-a", "carrier-b"], "flow": "ported"})));
+    let order = ok(
+        &edge,
+        "POST",
+        "/v1/ports",
+        Some(
+            json!({"direction": "in", "numbers": ["+18885550001", "8885550002"], "carriers": ["carrier-a", "carrier-b"], "flow": "ported"}),
+        ),
+    );
     let id = order["id"].as_u64().expect("an order id");
     assert_eq!(order["status"], "pending");
     assert_eq!(state(&edge, "+18885550001"), "port_in_pending");
@@ -205,7 +231,12 @@ fn port_in_and_port_out_with_real_calls() {
     assert_eq!(state(&edge, "+18005550100"), "unknown_number");
 
     // Cancelled port-in: the number never existed. Cancelled port-out: still ours.
-    let pin = ok(&edge, "POST", "/v1/ports", Some(json!({"direction": "in", "numbers": ["+18885550003"], "carriers": ["carrier-b"], "flow": "x"})));
+    let pin = ok(
+        &edge,
+        "POST",
+        "/v1/ports",
+        Some(json!({"direction": "in", "numbers": ["+18885550003"], "carriers": ["carrier-b"], "flow": "x"})),
+    );
     let pin = pin["id"].as_u64().unwrap();
     let pout = ok(&edge, "POST", "/v1/ports", Some(json!({"direction": "out", "numbers": ["+12065550100"]})));
     let pout = pout["id"].as_u64().unwrap();
@@ -223,7 +254,12 @@ fn port_in_and_port_out_with_real_calls() {
     assert_eq!(ok(&edge, "GET", &format!("/v1/ports/{id}"), None)["direction"], "in");
 
     // A port window in the future refuses the port event.
-    let later = ok(&edge, "POST", "/v1/ports", Some(json!({"direction": "out", "numbers": ["+12065550100"], "window_start": 4_000_000_000u64})));
+    let later = ok(
+        &edge,
+        "POST",
+        "/v1/ports",
+        Some(json!({"direction": "out", "numbers": ["+12065550100"], "window_start": 4_000_000_000u64})),
+    );
     let (status, v) = api(&edge, "POST", &format!("/v1/ports/{}/complete", later["id"]), None);
     assert_eq!((status, v["error"].as_str()), (409, Some("port_window_not_open")), "{v}");
     assert_eq!(sip.call("+12065550100"), "flow-did");
@@ -241,7 +277,12 @@ fn bad_input_gets_a_json_4xx_naming_the_problem_and_changes_nothing() {
     let mut sip = Sip::new(b, &edge);
     // Some history to refuse against: a released number and a completed port.
     ok(&edge, "POST", "/v1/numbers/+12065550101/release", None);
-    let p = ok(&edge, "POST", "/v1/ports", Some(json!({"direction": "in", "numbers": ["+18885550009"], "carriers": ["carrier-a"], "flow": "p"})));
+    let p = ok(
+        &edge,
+        "POST",
+        "/v1/ports",
+        Some(json!({"direction": "in", "numbers": ["+18885550009"], "carriers": ["carrier-a"], "flow": "p"})),
+    );
     ok(&edge, "POST", &format!("/v1/ports/{}/complete", p["id"]), None);
     let done = p["id"].as_u64().unwrap();
     let before = everything(&edge);
@@ -250,17 +291,66 @@ fn bad_input_gets_a_json_4xx_naming_the_problem_and_changes_nothing() {
     // (method, path, body, status, error code, what the message must name)
     type Case<'a> = (&'a str, String, Option<&'a str>, u16, &'a str, &'a str);
     let cases: Vec<Case> = vec![
-        ("POST", claim("+12065550177"), Some(r#"{"flow":"f","carriers":["carrier-a","carrier-b"]}"#), 400, "did_carrier_count", "+12065550177 is a DID"),
-        ("POST", claim("+18005550177"), Some(r#"{"flow":"f","carriers":["carrier-z"]}"#), 400, "unknown_carrier", "carrier-z"),
+        (
+            "POST",
+            claim("+12065550177"),
+            Some(r#"{"flow":"f","carriers":["carrier-a","carrier-b"]}"#),
+            400,
+            "did_carrier_count",
+            "+12065550177 is a DID",
+        ),
+        (
+            "POST",
+            claim("+18005550177"),
+            Some(r#"{"flow":"f","carriers":["carrier-z"]}"#),
+            400,
+            "unknown_carrier",
+            "carrier-z",
+        ),
         ("POST", claim("+12x"), Some(r#"{"flow":"f","carriers":["carrier-a"]}"#), 400, "bad_number", "+12x"),
         ("POST", claim("%2B12x"), Some(r#"{"flow":"f","carriers":["carrier-a"]}"#), 400, "bad_number", "+12x"),
-        ("POST", claim("+18005550100"), Some(r#"{"flow":"f","carriers":["carrier-a"]}"#), 409, "already_claimed", "+18005550100"),
-        ("POST", claim("+12065550101"), Some(r#"{"flow":"f","carriers":["carrier-a"]}"#), 409, "in_deletion_queue", "restore"),
-        ("POST", claim("+12065550177"), Some(r#"{"flow":"f","carriers":["carrier-a"],"colour":"red"}"#), 400, "bad_json", "colour"),
-        ("POST", claim("+12065550177"), Some(r#"{"flow":"f","carriers":["carrier-a"],"max_concurrent":"ten"}"#), 400, "bad_json", "max_concurrent"),
+        (
+            "POST",
+            claim("+18005550100"),
+            Some(r#"{"flow":"f","carriers":["carrier-a"]}"#),
+            409,
+            "already_claimed",
+            "+18005550100",
+        ),
+        (
+            "POST",
+            claim("+12065550101"),
+            Some(r#"{"flow":"f","carriers":["carrier-a"]}"#),
+            409,
+            "in_deletion_queue",
+            "restore",
+        ),
+        (
+            "POST",
+            claim("+12065550177"),
+            Some(r#"{"flow":"f","carriers":["carrier-a"],"colour":"red"}"#),
+            400,
+            "bad_json",
+            "colour",
+        ),
+        (
+            "POST",
+            claim("+12065550177"),
+            Some(r#"{"flow":"f","carriers":["carrier-a"],"max_concurrent":"ten"}"#),
+            400,
+            "bad_json",
+            "max_concurrent",
+        ),
         ("POST", claim("+12065550177"), Some(r#"{"flow":"#), 400, "bad_json", "EOF"),
         ("POST", claim("+12065550177"), None, 400, "bad_json", ""),
-        ("POST", claim("+12065550177"), Some(r#"{"flow":"f","carriers":["carrier-a"],"cnam":"Sixteen chars!!!"}"#), 400, "cnam_too_long", "15"),
+        (
+            "POST",
+            claim("+12065550177"),
+            Some(r#"{"flow":"f","carriers":["carrier-a"],"cnam":"Sixteen chars!!!"}"#),
+            400,
+            "cnam_too_long",
+            "15",
+        ),
         ("POST", claim("+12065550177"), Some(r#"{"flow":"a b","carriers":["carrier-a"]}"#), 400, "bad_flow", "a b"),
         ("POST", "/v1/numbers/+12065550177/release".into(), None, 404, "unknown_number", "+12065550177"),
         ("POST", "/v1/numbers/+12065550101/release".into(), None, 409, "not_claimed", "+12065550101"),
@@ -269,10 +359,38 @@ fn bad_input_gets_a_json_4xx_naming_the_problem_and_changes_nothing() {
         ("PUT", "/v1/numbers/+18005550100/flow".into(), Some(r#"{"flow":""}"#), 400, "empty_flow", "flow"),
         ("PUT", "/v1/numbers/+18005550100/flow".into(), Some(r#"{"flows":"x"}"#), 400, "bad_json", "flows"),
         ("PUT", "/v1/numbers/+12065550101/flow".into(), Some(r#"{"flow":"x"}"#), 409, "not_claimed", "+12065550101"),
-        ("POST", "/v1/ports".into(), Some(r#"{"direction":"sideways","numbers":["+18885550010"]}"#), 400, "bad_json", "direction"),
-        ("POST", "/v1/ports".into(), Some(r#"{"direction":"in","numbers":["+18885550010","+12x"],"carriers":["carrier-a"]}"#), 400, "bad_number", "+12x"),
-        ("POST", "/v1/ports".into(), Some(r#"{"direction":"in","numbers":["+18885550010","+18005550100"],"carriers":["carrier-a"]}"#), 409, "already_claimed", "+18005550100"),
-        ("POST", "/v1/ports".into(), Some(r#"{"direction":"out","numbers":["+12065550177"]}"#), 404, "unknown_number", "+12065550177"),
+        (
+            "POST",
+            "/v1/ports".into(),
+            Some(r#"{"direction":"sideways","numbers":["+18885550010"]}"#),
+            400,
+            "bad_json",
+            "direction",
+        ),
+        (
+            "POST",
+            "/v1/ports".into(),
+            Some(r#"{"direction":"in","numbers":["+18885550010","+12x"],"carriers":["carrier-a"]}"#),
+            400,
+            "bad_number",
+            "+12x",
+        ),
+        (
+            "POST",
+            "/v1/ports".into(),
+            Some(r#"{"direction":"in","numbers":["+18885550010","+18005550100"],"carriers":["carrier-a"]}"#),
+            409,
+            "already_claimed",
+            "+18005550100",
+        ),
+        (
+            "POST",
+            "/v1/ports".into(),
+            Some(r#"{"direction":"out","numbers":["+12065550177"]}"#),
+            404,
+            "unknown_number",
+            "+12065550177",
+        ),
         ("POST", "/v1/ports".into(), Some(r#"{"direction":"in","numbers":[]}"#), 400, "empty_port", "no numbers"),
         ("POST", "/v1/ports/999/complete".into(), None, 404, "unknown_port", "999"),
         ("POST", "/v1/ports/999/cancel".into(), None, 404, "unknown_port", "999"),
@@ -345,7 +463,11 @@ fn token_is_required_when_configured() {
         }
     }
     assert_eq!(http(a, "GET", "/healthz", None, None).0, 200, "/healthz needs no token");
-    assert_eq!(api_token(a, "GET", "/v1/numbers?limit=1000", None, Some("first-token")), before, "refused calls changed nothing");
+    assert_eq!(
+        api_token(a, "GET", "/v1/numbers?limit=1000", None, Some("first-token")),
+        before,
+        "refused calls changed nothing"
+    );
 
     // A reload re-reads the token file.
     std::fs::write(&token_file, "second-token").unwrap();
@@ -358,7 +480,11 @@ fn token_is_required_when_configured() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = ctl(&edge, &["show", "+18005550100"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("401 unauthorized"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401 unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs `sipedge ctl --admin <edge> args...` in the edge's directory.
@@ -378,9 +504,24 @@ fn ctl_claim_show_release_and_exit_codes() {
     let b = Block::new();
     let edge = Edge::start(b, standard(b, "udp"));
     let mut sip = Sip::new(b, &edge);
-    let text = |o: &Output| (String::from_utf8_lossy(&o.stdout).to_string(), String::from_utf8_lossy(&o.stderr).to_string());
+    let text =
+        |o: &Output| (String::from_utf8_lossy(&o.stdout).to_string(), String::from_utf8_lossy(&o.stderr).to_string());
 
-    let out = ctl(&edge, &["claim", "+18005550188", "--flow", "via-ctl", "--carriers", "carrier-a,carrier-b", "--max-concurrent", "5", "--cnam", "CTL"]);
+    let out = ctl(
+        &edge,
+        &[
+            "claim",
+            "+18005550188",
+            "--flow",
+            "via-ctl",
+            "--carriers",
+            "carrier-a,carrier-b",
+            "--max-concurrent",
+            "5",
+            "--cnam",
+            "CTL",
+        ],
+    );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.lines().any(|l| l.split_whitespace().eq(["state:", "active"])), "{stdout}");
@@ -410,12 +551,17 @@ fn ctl_claim_show_release_and_exit_codes() {
     assert_eq!(state(&edge, "+12065550177"), "unknown_number");
 
     // Nobody listening: exit 3, naming the address.
-    let out = Command::new(binary()).args(["ctl", "--admin", &b.addr(1, 9061).to_string(), "show", "+18005550100"]).current_dir(edge.dir()).output().unwrap();
+    let out = Command::new(binary())
+        .args(["ctl", "--admin", &b.addr(1, 9061).to_string(), "show", "+18005550100"])
+        .current_dir(edge.dir())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out).1.contains(&b.addr(1, 9061).to_string()), "{}", text(&out).1);
 
     // The address from the config file (the global --config).
-    let out = Command::new(binary()).args(["ctl", "--config", edge.config_path.to_str().unwrap(), "list"]).output().unwrap();
+    let out =
+        Command::new(binary()).args(["ctl", "--config", edge.config_path.to_str().unwrap(), "list"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out).1);
     assert!(text(&out).0.contains("+18005550100"), "{}", text(&out).0);
 }

@@ -53,13 +53,30 @@ fn acknowledged_events_survive_kill9_and_refused_ones_never_appear() {
     // Refused outright: these numbers must never exist.
     let never: Vec<String> = (0..20).map(|i| format!("+120655530{i:02}")).collect();
     for n in &never {
-        let (status, _) = api(&edge, "POST", &format!("/v1/numbers/{n}/claim"), Some(json!({"flow": "f", "carriers": ["carrier-a", "carrier-b"]})));
+        let (status, _) = api(
+            &edge,
+            "POST",
+            &format!("/v1/numbers/{n}/claim"),
+            Some(json!({"flow": "f", "carriers": ["carrier-a", "carrier-b"]})),
+        );
         assert_eq!(status, 400);
     }
     // Port orders in every state.
-    let pin = ok(&edge, "POST", "/v1/ports", Some(json!({"direction": "in", "numbers": ["+18885552001", "+18885552002"], "carriers": ["carrier-a", "carrier-b"], "flow": "pin"})));
+    let pin = ok(
+        &edge,
+        "POST",
+        "/v1/ports",
+        Some(
+            json!({"direction": "in", "numbers": ["+18885552001", "+18885552002"], "carriers": ["carrier-a", "carrier-b"], "flow": "pin"}),
+        ),
+    );
     ok(&edge, "POST", &format!("/v1/ports/{}/complete", pin["id"]), None);
-    ok(&edge, "POST", "/v1/ports", Some(json!({"direction": "in", "numbers": ["+18885552003"], "carriers": ["carrier-b"], "flow": "later"})));
+    ok(
+        &edge,
+        "POST",
+        "/v1/ports",
+        Some(json!({"direction": "in", "numbers": ["+18885552003"], "carriers": ["carrier-b"], "flow": "later"})),
+    );
     ok(&edge, "POST", "/v1/ports", Some(json!({"direction": "out", "numbers": ["+12065550100"]})));
     let pout = ok(&edge, "POST", "/v1/ports", Some(json!({"direction": "out", "numbers": ["+18005550100"]})));
     ok(&edge, "POST", &format!("/v1/ports/{}/complete", pout["id"]), None);
@@ -74,7 +91,11 @@ fn acknowledged_events_survive_kill9_and_refused_ones_never_appear() {
     let log_len = edge.log().len();
     edge.restart();
 
-    assert_eq!(ok(&edge, "GET", "/v1/numbers?limit=1000", None), numbers_before, "the inventory is exactly what was acknowledged");
+    assert_eq!(
+        ok(&edge, "GET", "/v1/numbers?limit=1000", None),
+        numbers_before,
+        "the inventory is exactly what was acknowledged"
+    );
     assert_eq!(ok(&edge, "GET", "/v1/ports", None), ports_before);
     for (n, (st, flow)) in &model {
         let v = ok(&edge, "GET", &format!("/v1/numbers/{n}"), None);
@@ -132,7 +153,11 @@ fn kill9_in_the_middle_of_a_stream_of_claims_loses_nothing_acknowledged() {
     edge.restart();
     let total = ok(&edge, "GET", "/v1/numbers?limit=1", None)["total"].as_u64().unwrap() as usize;
     let seeded = 3;
-    assert!(total == seeded + acked.len() || total == seeded + acked.len() + 1, "{total} numbers for {} acknowledged", acked.len());
+    assert!(
+        total == seeded + acked.len() || total == seeded + acked.len() + 1,
+        "{total} numbers for {} acknowledged",
+        acked.len()
+    );
     for n in &acked {
         assert_eq!(state(&edge, n), "active", "{n} was acknowledged");
     }

@@ -80,12 +80,25 @@ pub fn wait_metric(edge: &Edge, name: &str, labels: &[(&str, &str)], want: f64, 
 }
 
 /// An INVITE from `from` to the edge for `dialed`, with `caller` as caller ID.
-pub fn invite_as(from: std::net::SocketAddr, edge: std::net::SocketAddr, dialed: &str, caller: &str, call_id: &str) -> String {
+pub fn invite_as(
+    from: std::net::SocketAddr,
+    edge: std::net::SocketAddr,
+    dialed: &str,
+    caller: &str,
+    call_id: &str,
+) -> String {
     invite_over("UDP", from, edge, dialed, caller, call_id)
 }
 
 /// `invite_as` with Via transport `t` ("UDP" or "TCP").
-pub fn invite_over(t: &str, from: std::net::SocketAddr, edge: std::net::SocketAddr, dialed: &str, caller: &str, call_id: &str) -> String {
+pub fn invite_over(
+    t: &str,
+    from: std::net::SocketAddr,
+    edge: std::net::SocketAddr,
+    dialed: &str,
+    caller: &str,
+    call_id: &str,
+) -> String {
     format!(
         "INVITE sip:{dialed}@{edge} SIP/2.0\n\
          Via: SIP/2.0/{t} {from};branch=z9hG4bK{call_id}\n\
@@ -108,7 +121,8 @@ pub fn place_call(peer: &mut Peer, invite: &str, seen: Option<&mut Vec<u16>>) ->
     let inv = Msg::parse(Bytes::from(wire(invite))).unwrap();
     let mut codes = Vec::new();
     let fin = loop {
-        let (m, _) = peer.expect(T + T, "an answer to the INVITE", |m| m.status().is_some() && m.call_id() == inv.call_id());
+        let (m, _) =
+            peer.expect(T + T, "an answer to the INVITE", |m| m.status().is_some() && m.call_id() == inv.call_id());
         let code = m.status().unwrap();
         codes.push(code);
         if code >= 200 {
@@ -121,7 +135,9 @@ pub fn place_call(peer: &mut Peer, invite: &str, seen: Option<&mut Vec<u16>>) ->
         peer.send(&in_dialog("ACK", &fin, local, "UDP", 1, &format!("a{}", inv.call_id())));
         peer.send(&in_dialog("BYE", &fin, local, "UDP", 2, &format!("b{}", inv.call_id())));
         let call_id = inv.call_id().to_string();
-        peer.expect(T, "200 to our BYE", |m| m.status() == Some(200) && m.cseq().method == sipedge::sip::Method::Bye && m.call_id() == call_id);
+        peer.expect(T, "200 to our BYE", |m| {
+            m.status() == Some(200) && m.cseq().method == sipedge::sip::Method::Bye && m.call_id() == call_id
+        });
     } else {
         peer.send_bytes(&build::ack_for_non2xx(&inv, &fin));
     }
@@ -143,7 +159,8 @@ pub fn sipp_counts(text: &str) -> (u64, u64) {
     (get("Successful call"), get("Failed call"))
 }
 
-const HEALTHY: &str = "[timers]\nfailover_ms = 300\n[health]\noptions_interval_ms = 200\ndown_after = 2\nup_after = 3\n";
+const HEALTHY: &str =
+    "[timers]\nfailover_ms = 300\n[health]\noptions_interval_ms = 200\ndown_after = 2\nup_after = 3\n";
 
 fn outbound(peer: &mut Peer, edge: &Edge, caller: &str, n: usize, tag: &str) -> Vec<u16> {
     (0..n)
@@ -181,7 +198,12 @@ fn toll_free_fails_over_to_the_next_carrier_and_health_checks_skip_the_dead_one(
         let labels = [("carrier", "carrier-a"), ("az", az)];
         assert!(wait_metric(&edge, "sipedge_link_up", &labels, 0.0, T), "carrier-a {az} marked down:\n{}", edge.log());
     }
-    assert!(a1.probes().1 >= 2 && a2.probes().1 >= 2, "down only after down_after (2) failed probes: {:?} {:?}", a1.probes(), a2.probes());
+    assert!(
+        a1.probes().1 >= 2 && a2.probes().1 >= 2,
+        "down only after down_after (2) failed probes: {:?} {:?}",
+        a1.probes(),
+        a2.probes()
+    );
     assert_eq!(metric(&edge, "sipedge_link_up", &[("carrier", "carrier-b"), ("az", "az1")]), Some(1.0));
     // Each change is logged, once.
     let changes = |what: &str, host: u8| {
@@ -192,7 +214,11 @@ fn toll_free_fails_over_to_the_next_carrier_and_health_checks_skip_the_dead_one(
 
     let before = (a1.invites(), a2.invites(), fo("az1"), fo("az2"));
     assert_eq!(outbound(&mut fe, &edge, "+18005550100", 6, "down"), vec![200; 6]);
-    assert_eq!((a1.invites(), a2.invites(), fo("az1"), fo("az2")), before, "no INVITE reaches a down link, no failover wait");
+    assert_eq!(
+        (a1.invites(), a2.invites(), fo("az1"), fo("az2")),
+        before,
+        "no INVITE reaches a down link, no failover wait"
+    );
     assert_eq!(b1.invites(), 10);
 
     // Phase 3: A-az1 answers probes again: up after `up_after` (3) answered probes, logged.
@@ -281,7 +307,13 @@ fn inbound_handoff_skips_a_down_flow_engine_endpoint() {
 fn busy_and_failure_after_ringing_are_relayed_not_failed_over() {
     let b = Block::new();
     let edge = start(b, "[timers]\nfailover_ms = 300\n", &[]);
-    let f1 = Far::with(b.addr(10, 5060), |m| if m.call_id().starts_with("busy") { Act::Refuse(486) } else { Act::RingThenRefuse(503) });
+    let f1 = Far::with(b.addr(10, 5060), |m| {
+        if m.call_id().starts_with("busy") {
+            Act::Refuse(486)
+        } else {
+            Act::RingThenRefuse(503)
+        }
+    });
     let f2 = Far::start(b.addr(11, 5060), Act::Answer);
     let mut carrier = Peer::udp(b.addr(2, 5070), edge.sip);
     let inv = invite_as(carrier.local(), edge.sip, "+18005550100", "+13125550199", "busy-1");
@@ -372,7 +404,13 @@ fn wait_for(what: impl Fn() -> bool, timeout: Duration) -> bool {
 fn a_hop_answering_after_failover_is_cancelled_or_hung_up() {
     let b = Block::new();
     let edge = start(b, "[timers]\nfailover_ms = 300\n[health]\noptions_interval_ms = 60000\n", &[]);
-    let f1 = Far::with(b.addr(10, 5060), |m| if m.call_id().starts_with("ring") { Act::LateRing(700) } else { Act::LateAnswer(700) });
+    let f1 = Far::with(b.addr(10, 5060), |m| {
+        if m.call_id().starts_with("ring") {
+            Act::LateRing(700)
+        } else {
+            Act::LateAnswer(700)
+        }
+    });
     let f2 = Far::start(b.addr(11, 5060), Act::Answer);
     let mut carrier = Peer::udp(b.addr(2, 5070), edge.sip);
     let inv = invite_as(carrier.local(), edge.sip, "+18005550100", "+13125550199", "ring-1");
@@ -469,7 +507,9 @@ fn bye_to_a_dead_tcp_hop_gets_503_at_once() {
     callee.join().unwrap();
     assert!(wait_metric(&edge, "sipedge_tcp_connections", &[], 0.0, T), "the edge saw the connection close");
     fe.send(&in_dialog("BYE", &ok, local, "UDP", 2, "bdead"));
-    let (m, _) = fe.expect(T, "an answer to the BYE", |m| m.cseq().method == sipedge::sip::Method::Bye && m.status().is_some_and(|s| s >= 200));
+    let (m, _) = fe.expect(T, "an answer to the BYE", |m| {
+        m.cseq().method == sipedge::sip::Method::Bye && m.status().is_some_and(|s| s >= 200)
+    });
     assert_eq!(m.status(), Some(503), "{}", edge.log());
     assert_eq!(metric(&edge, "sipedge_active_calls", &[]), Some(0.0));
 }

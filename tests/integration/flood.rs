@@ -269,7 +269,12 @@ fn tcp_slowloris_does_not_lock_out_a_carrier() {
     // The silent group reconnects first in each round: otherwise the trickling
     // groups, closed every 500 ms, take every freed slot back before it and
     // the idle timeout is hardly ever reached (seen in CI: 2 idle closes).
-    let plan = vec![(b.ip(73).into(), 100, false), (b.ip(70).into(), 120, true), (b.ip(71).into(), 100, true), (b.ip(72).into(), 100, true)];
+    let plan = vec![
+        (b.ip(73).into(), 100, false),
+        (b.ip(70).into(), 120, true),
+        (b.ip(71).into(), 100, true),
+        (b.ip(72).into(), 100, true),
+    ];
     let attack = slowloris(plan, edge.sip, stop.clone(), churn.clone());
     let end = Instant::now() + Duration::from_secs(10);
     let mut open = 0.0;

@@ -164,7 +164,9 @@ fn a_hop_with_no_listener_fails_over_on_icmp_without_waiting() {
     let mut flow2 = Peer::udp(b.addr(11, 5060), edge.sip);
     let inv = invite(carrier.local(), "UDP", edge.sip, "+18005550100", "call-icmp", "i1");
     carrier.send(&inv);
-    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| flow2.expect_request("INVITE", Duration::from_secs(5))));
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        flow2.expect_request("INVITE", Duration::from_secs(5))
+    }));
     let (fwd, from) = got.unwrap_or_else(|_| panic!("no failover; edge log:\n{}", edge.log()));
     flow2.answer(&fwd, 200, from);
     carrier.expect_status(200, T);

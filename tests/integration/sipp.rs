@@ -52,7 +52,17 @@ pub struct UacResult {
 
 /// Runs a SIPp UAC from `ip` to the edge, bounded by `-m` and `-timeout`.
 #[allow(clippy::too_many_arguments)]
-pub fn uac(ip: std::net::Ipv4Addr, edge: std::net::SocketAddr, scen: &str, transport: &str, rate: u32, calls: u32, numbers: &[&str], extra: &[&str], dir: &std::path::Path) -> UacResult {
+pub fn uac(
+    ip: std::net::Ipv4Addr,
+    edge: std::net::SocketAddr,
+    scen: &str,
+    transport: &str,
+    rate: u32,
+    calls: u32,
+    numbers: &[&str],
+    extra: &[&str],
+    dir: &std::path::Path,
+) -> UacResult {
     let inf = dir.join(format!("inf-{ip}.csv"));
     let mut csv = String::from("SEQUENTIAL\n");
     for n in numbers {
@@ -100,7 +110,11 @@ pub fn one_carrier(b: Block, transport: &str, nums: &[String]) -> EdgeSpec {
         b.addr(2, 5060),
         b.addr(10, 5060)
     );
-    EdgeSpec { toml, numbers: nums.iter().map(|n| format!("{n},,flow-{n},carrier-a,,")).collect(), ..EdgeSpec::default() }
+    EdgeSpec {
+        toml,
+        numbers: nums.iter().map(|n| format!("{n},,flow-{n},carrier-a,,")).collect(),
+        ..EdgeSpec::default()
+    }
 }
 
 fn run(transport: &str) {

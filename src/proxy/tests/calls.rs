@@ -167,7 +167,8 @@ fn cancel_before_any_answer_then_late_200_is_hung_up() {
     // The callee answers anyway: the edge ACKs and BYEs it, the caller hears nothing.
     net.deliver_bytes(FLOW_AZ1, answer(&fwd, 200, FLOW_AZ1));
     let sent = net.sent();
-    let methods: Vec<_> = sent.iter().filter(|(a, _)| *a == addr(FLOW_AZ1)).map(|(_, m)| m.method_str().to_string()).collect();
+    let methods: Vec<_> =
+        sent.iter().filter(|(a, _)| *a == addr(FLOW_AZ1)).map(|(_, m)| m.method_str().to_string()).collect();
     assert_eq!(methods, vec!["ACK", "BYE"]);
     assert!(statuses(&sent, CARRIER_A1).is_empty());
     assert_eq!(net.admission.active_total(), 0);

@@ -251,7 +251,9 @@ fn the_dialog_goes_on_from_the_early_cseqs() {
     // Never ACKed: the edge ends the call with BYEs whose CSeqs follow the early requests'.
     net.advance(Duration::from_secs(33));
     let sent = net.sent();
-    let bye_seq = |to: &str| sent.iter().find(|(a, m)| *a == addr(to) && m.method() == Some(Method::Bye)).map(|(_, m)| m.cseq().seq);
+    let bye_seq = |to: &str| {
+        sent.iter().find(|(a, m)| *a == addr(to) && m.method() == Some(Method::Bye)).map(|(_, m)| m.cseq().seq)
+    };
     assert_eq!(bye_seq(FLOW_AZ1), Some(6), "{:?}", summary(&sent));
     assert_eq!(bye_seq(CARRIER_A1), Some(10), "{:?}", summary(&sent));
 }

@@ -147,8 +147,18 @@ fn caller_id_not_ours_is_403() {
 fn hops_marked_down_are_skipped_without_waiting() {
     let mut net = Net::new();
     let down: HashSet<HopKey> = [
-        HopKey { group: Arc::from("carrier-a"), az: Arc::from("az1"), addr: addr(CARRIER_A1), transport: Transport::Udp },
-        HopKey { group: Arc::from("carrier-a"), az: Arc::from("az2"), addr: addr(CARRIER_A2), transport: Transport::Udp },
+        HopKey {
+            group: Arc::from("carrier-a"),
+            az: Arc::from("az1"),
+            addr: addr(CARRIER_A1),
+            transport: Transport::Udp,
+        },
+        HopKey {
+            group: Arc::from("carrier-a"),
+            az: Arc::from("az2"),
+            addr: addr(CARRIER_A2),
+            transport: Transport::Udp,
+        },
     ]
     .into_iter()
     .collect();

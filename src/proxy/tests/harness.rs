@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::admission::Admission;
 use crate::proxy::{Core, CoreConfig, CoreShared, DownSet, Local, Peer};
-use crate::routing::{CarrierPeers, NumberMap, NumberRecord, NumberState, PeerLink, Peers, RoutingSnapshot, RoutingTable};
+use crate::routing::{
+    CarrierPeers, NumberMap, NumberRecord, NumberState, PeerLink, Peers, RoutingSnapshot, RoutingTable,
+};
 use crate::sip::{build, HeaderName, Msg, NumberKind, Transport, E164};
 
 pub const EDGE: &str = "127.0.0.1:5060";
@@ -31,7 +33,14 @@ fn link(az: &str, a: &str) -> PeerLink {
     PeerLink { az: Arc::from(az), addr: addr(a), transport: Transport::Udp, drain: false }
 }
 
-fn record(n: &str, kind: NumberKind, flow: Option<&str>, carriers: &[&str], cap: Option<u32>, state: NumberState) -> NumberRecord {
+fn record(
+    n: &str,
+    kind: NumberKind,
+    flow: Option<&str>,
+    carriers: &[&str],
+    cap: Option<u32>,
+    state: NumberState,
+) -> NumberRecord {
     NumberRecord {
         e164: E164::parse_dialed(n).unwrap(),
         kind,
@@ -59,10 +68,24 @@ pub fn peers() -> Peers {
 
 pub fn numbers() -> Vec<NumberRecord> {
     vec![
-        record(TOLL_FREE, NumberKind::TollFree, Some("flow-tf"), &["carrier-a", "carrier-b"], None, NumberState::Active),
+        record(
+            TOLL_FREE,
+            NumberKind::TollFree,
+            Some("flow-tf"),
+            &["carrier-a", "carrier-b"],
+            None,
+            NumberState::Active,
+        ),
         record(DID, NumberKind::Did, Some("flow-did"), &["carrier-a"], Some(2), NumberState::Active),
         record(NO_FLOW, NumberKind::Did, None, &["carrier-a"], None, NumberState::Active),
-        record(RELEASED, NumberKind::Did, Some("f"), &["carrier-a"], None, NumberState::Released { released_at_unix_s: 1 }),
+        record(
+            RELEASED,
+            NumberKind::Did,
+            Some("f"),
+            &["carrier-a"],
+            None,
+            NumberState::Released { released_at_unix_s: 1 },
+        ),
     ]
 }
 
@@ -91,7 +114,8 @@ impl Net {
 
     pub fn with(cfg: CoreConfig, instance_cap: u32) -> Net {
         let now = Instant::now();
-        let snap = RoutingSnapshot { numbers: NumberMap::from_records(numbers()), peers: Arc::new(peers()), generation: 0 };
+        let snap =
+            RoutingSnapshot { numbers: NumberMap::from_records(numbers()), peers: Arc::new(peers()), generation: 0 };
         let routing = Arc::new(RoutingTable::new(snap));
         let admission = Arc::new(Admission::new(instance_cap));
         let down = Arc::new(DownSet::default());
@@ -120,7 +144,8 @@ impl Net {
     pub fn sent(&mut self) -> Vec<(SocketAddr, Msg)> {
         let mut v = Vec::new();
         while let Some(t) = self.core.poll_transmit() {
-            let m = Msg::parse(t.payload.clone()).unwrap_or_else(|e| panic!("core sent unparseable bytes: {e:?}\n{:?}", t.payload));
+            let m = Msg::parse(t.payload.clone())
+                .unwrap_or_else(|e| panic!("core sent unparseable bytes: {e:?}\n{:?}", t.payload));
             v.push((t.to.addr, m));
         }
         v

@@ -40,7 +40,12 @@ fn max_call_duration_ends_the_call() {
     to.dedup();
     to.sort();
     to.dedup();
-    assert_eq!(to, vec![addr(CARRIER_A1), addr(FLOW_AZ1)], "one BYE each way (plus retransmissions): {:?}", summary(&sent));
+    assert_eq!(
+        to,
+        vec![addr(CARRIER_A1), addr(FLOW_AZ1)],
+        "one BYE each way (plus retransmissions): {:?}",
+        summary(&sent)
+    );
     assert_eq!(net.admission.active_total(), 0);
     // The BYE answers are absorbed; a late BYE from the caller finds no dialog.
     net.deliver(CARRIER_A1, &caller_request("BYE", &ok, CARRIER_A1, 2, "z9hG4bKb1"));
@@ -86,7 +91,8 @@ fn a_2xx_retransmitted_after_the_bye_does_not_bring_the_dialog_back() {
     net.deliver(CARRIER_A1, &caller_request("ACK", &ok, CARRIER_A1, 1, "z9hG4bKa1"));
     net.deliver(CARRIER_A1, &caller_request("BYE", &ok, CARRIER_A1, 2, "z9hG4bKb1"));
     let sent = net.sent();
-    let bye = sent.iter().find(|(a, m)| *a == addr(FLOW_AZ1) && m.method() == Some(Method::Bye)).map(|(_, m)| m.clone());
+    let bye =
+        sent.iter().find(|(a, m)| *a == addr(FLOW_AZ1) && m.method() == Some(Method::Bye)).map(|(_, m)| m.clone());
     net.deliver_bytes(FLOW_AZ1, answer(&bye.expect("BYE forwarded"), 200, FLOW_AZ1));
     net.sent();
     assert_eq!(net.core.counts().1, 0, "the BYE ended the dialog");
@@ -97,6 +103,10 @@ fn a_2xx_retransmitted_after_the_bye_does_not_bring_the_dialog_back() {
     assert_eq!(net.core.counts().1, 0, "no dialog made again from a retransmitted 2xx");
     net.advance(Duration::from_secs(40));
     let sent = net.sent();
-    assert!(sent.iter().all(|(_, m)| m.method() != Some(Method::Bye)), "no BYE for an ended call: {:?}", summary(&sent));
+    assert!(
+        sent.iter().all(|(_, m)| m.method() != Some(Method::Bye)),
+        "no BYE for an ended call: {:?}",
+        summary(&sent)
+    );
     assert_eq!(net.admission.active_total(), 0);
 }

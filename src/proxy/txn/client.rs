@@ -196,11 +196,8 @@ impl ClientNonInvite {
             (Timer::E, ClientState::Calling | ClientState::Proceeding) => {
                 out.push(Action::Send(self.request.clone()));
                 // §17.1.2.2: doubling up to T2 while Trying, T2 once Proceeding.
-                self.e_interval = if self.state == ClientState::Proceeding {
-                    tv.t2
-                } else {
-                    (self.e_interval * 2).min(tv.t2)
-                };
+                self.e_interval =
+                    if self.state == ClientState::Proceeding { tv.t2 } else { (self.e_interval * 2).min(tv.t2) };
                 out.push(Action::Arm(Timer::E, self.e_interval));
                 TimerOutcome::Nothing
             }

@@ -90,7 +90,11 @@ const RFC5118: &[(&str, Expect, &str)] = &[
     ("mult-ip-in-sdp", Valid, "4.8 multiple IP addresses in SDP"),
     ("ipv4-mapped-ipv6", Valid, "4.9 IPv4-mapped IPv6 addresses"),
     ("ipv6-correct-abnf-2-colons", Valid, "4.10 correct IPv6 reference"),
-    ("ipv6-bug-abnf-3-colons", Valid, "4.10 RFC 3261 ABNF bug: \"an implementation must tolerate both\" (ersip rejects it)"),
+    (
+        "ipv6-bug-abnf-3-colons",
+        Valid,
+        "4.10 RFC 3261 ABNF bug: \"an implementation must tolerate both\" (ersip rejects it)",
+    ),
 ];
 
 fn load(dir: &str, name: &str) -> Bytes {

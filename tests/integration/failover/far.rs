@@ -243,7 +243,11 @@ fn run(sock: UdpSocket, ctl: &Ctl) {
                     }
                     Act::LateRing(ms) | Act::LateAnswer(ms) => {
                         let code = if matches!(act, Act::LateRing(_)) { 180 } else { 200 };
-                        later.push((Instant::now() + Duration::from_millis(ms.into()), msg.call_id().to_string(), code));
+                        later.push((
+                            Instant::now() + Duration::from_millis(ms.into()),
+                            msg.call_id().to_string(),
+                            code,
+                        ));
                         done = false;
                     }
                 }

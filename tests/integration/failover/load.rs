@@ -127,7 +127,10 @@ fn killed_during_load(transport: &str, hold_ms: u64) {
     let late: Vec<u64> = failed_ids
         .iter()
         .copied()
-        .filter(|n| Duration::from_secs_f64((*n as f64 - 1.0) / f64::from(RATE)) > killed + Duration::from_millis(FAILOVER_MS + 500))
+        .filter(|n| {
+            Duration::from_secs_f64((*n as f64 - 1.0) / f64::from(RATE))
+                > killed + Duration::from_millis(FAILOVER_MS + 500)
+        })
         .collect();
     let fo = metric(&edge, "sipedge_failovers_total", &labels).unwrap_or(0.0);
     println!(
@@ -144,7 +147,10 @@ fn killed_during_load(transport: &str, hold_ms: u64) {
     let early: Vec<u64> = failed_ids
         .iter()
         .copied()
-        .filter(|n| Duration::from_secs_f64((*n as f64 - 1.0) / f64::from(RATE)) + Duration::from_millis(hold_ms + 1000) < killed)
+        .filter(|n| {
+            Duration::from_secs_f64((*n as f64 - 1.0) / f64::from(RATE)) + Duration::from_millis(hold_ms + 1000)
+                < killed
+        })
         .collect();
     assert!(early.is_empty(), "calls over before the kill failed: {early:?}\n{errs}");
     assert!(late.is_empty(), "calls started after kill + failover_ms failed: {late:?}\n{errs}");

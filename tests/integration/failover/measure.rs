@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use super::far::{Act, Far};
 use super::{invite_as, wait_metric, T};
+use crate::sipp::{load_numbers, scenario, sipp_bin, uas};
 use crate::support::peer::{in_dialog, wire};
 use crate::support::Peer;
-use crate::sipp::{load_numbers, scenario, sipp_bin, uas};
 use crate::support::{Block, Edge, EdgeSpec};
 
 fn env_u32(name: &str, default: u32) -> u32 {
@@ -62,7 +62,14 @@ fn pct(v: &[f64], p: f64) -> f64 {
 }
 
 /// One bounded UAC run; returns (ok, failed, sorted response times in ms, CPU seconds of the edge).
-fn run(edge: &Edge, b: Block, dir: &std::path::Path, calls: u32, rate: u32, dialed: &[String]) -> (u64, u64, Vec<f64>, f64) {
+fn run(
+    edge: &Edge,
+    b: Block,
+    dir: &std::path::Path,
+    calls: u32,
+    rate: u32,
+    dialed: &[String],
+) -> (u64, u64, Vec<f64>, f64) {
     let inf = dir.join("numbers.csv");
     std::fs::write(&inf, format!("SEQUENTIAL\n{}\n", dialed.join("\n"))).unwrap();
     let before = cpu_ticks(edge.pid());
@@ -133,7 +140,9 @@ fn measure_failover_delay_and_cpu_per_call() {
     let idle = (cpu_ticks(edge.pid()) - t0) as f64 / ticks_per_second();
     println!("edge idle for {:.1} s: CPU {idle:.2} s", f64::from(calls) / f64::from(rate));
     let mut results = Vec::new();
-    for (label, az1_scenario) in [("no failover (az1 answers 200)", "uas_200.xml"), ("one failover (az1 answers 503)", "uas_503.xml")] {
+    for (label, az1_scenario) in
+        [("no failover (az1 answers 200)", "uas_200.xml"), ("one failover (az1 answers 503)", "uas_503.xml")]
+    {
         let az1 = uas(b.ip(10), az1_scenario, "u1", dir.path());
         let labels = [("carrier", "flow-engine"), ("az", "az1")];
         assert!(wait_metric(&edge, "sipedge_link_up", &labels, 1.0, Duration::from_secs(10)));
@@ -150,7 +159,8 @@ fn measure_failover_delay_and_cpu_per_call() {
         results.push((pct(&rtt, 0.5), per_call_us));
         std::thread::sleep(Duration::from_millis(300));
     }
-    let fo = super::metric(&edge, "sipedge_failovers_total", &[("carrier", "flow-engine"), ("az", "az1")]).unwrap_or(0.0);
+    let fo =
+        super::metric(&edge, "sipedge_failovers_total", &[("carrier", "flow-engine"), ("az", "az1")]).unwrap_or(0.0);
     println!(
         "CPU added by one failover: +{:.0} us/call ({fo} failovers counted); calls={calls} rate={rate}/s",
         results[1].1 - results[0].1
@@ -159,7 +169,8 @@ fn measure_failover_delay_and_cpu_per_call() {
 
     // Setup delay to the microsecond (SIPp's are whole ms): scripted far ends, and
     // the two cases interleaved call by call so drift in machine load hits both alike.
-    let _f1 = Far::with(b.addr(10, 5060), |m| if m.call_id().starts_with("fo") { Act::Refuse(503) } else { Act::Answer });
+    let _f1 =
+        Far::with(b.addr(10, 5060), |m| if m.call_id().starts_with("fo") { Act::Refuse(503) } else { Act::Answer });
     let _f2 = Far::start(b.addr(11, 5060), Act::Answer);
     let mut peer = Peer::udp(b.addr(2, 5070), edge.sip);
     let (mut direct, mut failover) = (Vec::new(), Vec::new());

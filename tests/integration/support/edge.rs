@@ -70,11 +70,7 @@ impl Edge {
             csv.push('\n');
         }
         std::fs::write(&seed, csv).unwrap();
-        let mut toml = format!(
-            "[edge]\ndata_dir = {:?}\n{}\n",
-            data_dir.display().to_string(),
-            spec.edge_extra
-        );
+        let mut toml = format!("[edge]\ndata_dir = {:?}\n{}\n", data_dir.display().to_string(), spec.edge_extra);
         if spec.udp {
             toml.push_str(&format!("[[listen]]\ntransport = \"udp\"\naddr = \"{sip}\"\n"));
         }
@@ -179,7 +175,8 @@ impl Edge {
     /// (a whole metric name: `sipedge_active_calls` does not match `sipedge_active_calls_high_water`).
     pub fn metric(&self, prefix: &str) -> Option<f64> {
         let (_, text) = self.http("GET", "/metrics", None);
-        let name_goes_on = |l: &str| l[prefix.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+        let name_goes_on =
+            |l: &str| l[prefix.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':');
         text.lines()
             .filter(|l| !l.starts_with('#') && l.starts_with(prefix) && !name_goes_on(l))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -227,11 +227,8 @@ pub fn wire(text: &str) -> Vec<u8> {
     let t = text.replace("\r\n", "\n");
     let (head, body) = t.split_once("\n\n").unwrap_or((&t, ""));
     let body = body.replace('\n', "\r\n");
-    let mut head: Vec<String> = head
-        .lines()
-        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length"))
-        .map(str::to_owned)
-        .collect();
+    let mut head: Vec<String> =
+        head.lines().filter(|l| !l.to_ascii_lowercase().starts_with("content-length")).map(str::to_owned).collect();
     head.push(format!("Content-Length: {}", body.len()));
     format!("{}\r\n\r\n{}", head.join("\r\n"), body).into_bytes()
 }
