@@ -1,4 +1,4 @@
-//! Routing table: lookups and events against naive baselines (STYLE practice 15).
+//! Routing table: lookups and events against naive baselines: a gain is only a gain against the simple thing.
 //!
 //! * `routing/lookup/{10k,1m,10m}`: `RoutingSnapshot::record` on random
 //!   existing numbers, with a delta of half the compaction threshold (the

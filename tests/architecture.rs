@@ -1,5 +1,5 @@
 //! The protocol layers stay sans-IO: no tokio under sip/, proxy/, routing/,
-//! admission/ or failover/ (STYLE practice 3). A `use tokio` there fails the build's tests.
+//! admission/ or failover/, so the core stays testable on a virtual clock. A `use tokio` there fails the build's tests.
 
 use std::path::Path;
 

@@ -1,5 +1,5 @@
-//! The one place where control-plane failures become HTTP answers (STYLE
-//! practice 6): every handler returns `Result<_, ApiError>`, and
+//! The one place where control-plane failures become HTTP answers: every
+//! handler returns `Result<_, ApiError>`, and
 //! [`ApiError::into_response`] turns it into a status and a JSON body
 //! `{"error": "<code>", "message": "<what is wrong>"}`.
 

@@ -2,8 +2,8 @@
 //!
 //! A call is admitted with [`Admission::try_admit`], which hands back a RAII [`Permit`].
 //! The dialog owns the permit; dropping it frees the number slot and the instance slot,
-//! so each call's slots are released exactly once however the call ends (STYLE practice 8,
-//! after pingora-limits' `Guard`).
+//! so each call's slots are released exactly once however the call ends (after
+//! pingora-limits' `Guard`): no code path has to remember to give a slot back.
 //!
 //! Sans-IO, and no mutex on the hot path: one `DashMap` read of an existing counter (a
 //! shard read lock held only for the lookup), then compare-and-add loops on atomics. A

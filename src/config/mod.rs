@@ -2,7 +2,7 @@
 //! that lists every problem it finds, and the `numbers.csv` seed inventory.
 //!
 //! Every table has `deny_unknown_fields`, so a misspelt key is an error and
-//! not a silently ignored setting (STYLE practice 10). Loading is three steps:
+//! not a silently ignored setting. Loading is three steps:
 //! parse (one error at most, since serde stops at the first), validate the
 //! whole config (every problem listed), then read and check the seed file.
 //!

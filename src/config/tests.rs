@@ -1,5 +1,5 @@
 //! Config tests: shipped files parse, every bad fixture fails with its named
-//! error, and an unknown key in any table is rejected (STYLE practice 10).
+//! error, and an unknown key in any table is rejected.
 
 use std::path::{Path, PathBuf};
 

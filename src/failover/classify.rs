@@ -1,7 +1,7 @@
 //! What to do with one next hop's outcome: fail over, relay, or keep waiting (SPEC §5).
 //!
 //! One pure function holds every retry rule, in the manner of pingora's error
-//! classification by origin and retryability (STYLE practice 5).
+//! classification by origin and retryability, so the rules can be tested row by row.
 
 /// What happened on the current attempt to a next hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! Next-hop health from OPTIONS probes and real-call failures, with hysteresis
-//! (STYLE practice 9, after pingora's `health_threshold`).
+//! (as pingora's `health_threshold`): one lost OPTIONS must not flip a link and
+//! move every new call elsewhere.
 //!
 //! Sans-IO: this module never reads the clock nor sends anything. The core asks
 //! [`Health::due_probes`] which hops to send an OPTIONS to, sends them, and reports each

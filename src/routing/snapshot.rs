@@ -1,6 +1,6 @@
 //! One immutable view of everything a call needs to be routed: the numbers
 //! and the peers. A snapshot is never changed once published; a change builds
-//! the next one (STYLE practice 7).
+//! the next one, so a reader never sees half of a change.
 
 use std::sync::Arc;
 
