@@ -405,8 +405,12 @@ impl From<ConfigError> for ConfigErrors {
     }
 }
 
-/// Validates the config file at `path` the way `sipedge check` does: the same
-/// as [`Config::load`]. The CLI prints each error as `error: <field>: <problem>`.
+/// Validates the config file at `path` the way `sipedge check` does: what
+/// [`Config::load`] checks, plus the files the edge reads at start (the admin
+/// token), so `check` refuses whatever start would. The CLI prints each error
+/// as `error: <field>: <problem>`.
 pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
-    Config::load(path)
+    let cfg = Config::load(path)?;
+    crate::admin::load_token(&cfg)?;
+    Ok(cfg)
 }

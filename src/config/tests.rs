@@ -285,14 +285,18 @@ fn validation_lists_every_problem_not_just_the_first() {
 }
 
 #[test]
-fn listen_on_port_zero_may_repeat_but_a_real_port_may_not() {
+fn one_listener_per_transport_and_a_real_port_named_once() {
+    // Two UDP listeners passed `check` and were refused at start: check now refuses them too.
     let zero = "[[listen]]\naddr = \"127.0.0.1:0\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n";
-    Config::from_toml_str(zero).unwrap();
+    let errors = errors_of(Config::from_toml_str(zero));
+    assert_eq!(errors.0[0].field, "listen[1]");
+    assert!(errors.0[0].problem.contains("at most one [[listen]] per transport"), "{}", errors.0[0].problem);
     let tcp_and_udp =
         "[[listen]]\naddr = \"127.0.0.1:5060\"\n[[listen]]\ntransport = \"tcp\"\naddr = \"127.0.0.1:5060\"\n";
     Config::from_toml_str(tcp_and_udp).unwrap();
     let errors = errors_of(Config::from_toml_str(&zero.replace(":0", ":5060")));
     assert_eq!(errors.0[0].field, "listen[1]");
+    assert!(errors.0[0].problem.contains("is already listen[0]"), "{}", errors.0[0].problem);
 }
 
 #[test]

@@ -48,15 +48,23 @@ impl Config {
             v.push(ConfigError::new("listen", "at least one [[listen]] is required"));
         }
         for (i, l) in self.listen.iter().enumerate() {
+            let earlier = self.listen.iter().take(i);
             // Port 0 asks the OS for a free port, so two of them never clash.
-            if l.addr.port() == 0 {
-                continue;
-            }
-            let earlier = self.listen.iter().take(i).position(|o| o.transport == l.transport && o.addr == l.addr);
-            if let Some(j) = earlier {
+            let same =
+                earlier.clone().position(|o| o.transport == l.transport && o.addr == l.addr && l.addr.port() != 0);
+            if let Some(j) = same {
                 v.push(ConfigError::new(
                     format!("listen[{i}]"),
                     format!("{} {} is already listen[{j}]", l.transport, l.addr),
+                ));
+            } else if let Some(j) = earlier.clone().position(|o| o.transport == l.transport) {
+                // The edge binds one listener per transport: `check` refuses what start would.
+                v.push(ConfigError::new(
+                    format!("listen[{i}]"),
+                    format!(
+                        "a second {} listener (listen[{j}] is one): at most one [[listen]] per transport",
+                        l.transport
+                    ),
                 ));
             }
         }

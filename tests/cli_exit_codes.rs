@@ -1,0 +1,92 @@
+//! The command line's exit codes, run as an operator's script would: `sipedge
+//! check` refuses whatever `sipedge` would refuse to start with, and `sipedge
+//! ctl` tells a refused call (1), a local problem (2) and an unreachable edge
+//! (3) apart. No edge is started: nothing here listens.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sipedge(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sipedge")).args(args).current_dir(dir).output().expect("run sipedge")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const BASE: &str = r#"
+[edge]
+data_dir = "data"
+[[listen]]
+transport = "udp"
+addr = "127.0.0.1:0"
+[admin]
+addr = "127.0.0.1:0"
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write config");
+    p.display().to_string()
+}
+
+#[test]
+fn check_accepts_the_shipped_example() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = sipedge(&["check", "--config", "config/sipedge.toml"], repo);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(": ok"));
+}
+
+#[test]
+fn check_refuses_an_unreadable_token_file_like_start_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "edge.toml", &format!("{BASE}token_file = \"no-such.token\"\n"));
+    let check = sipedge(&["check", "--config", &cfg], dir.path());
+    assert_eq!(code(&check), 1, "{}", stderr(&check));
+    assert!(stderr(&check).contains("admin.token_file"), "{}", stderr(&check));
+    let run = sipedge(&["--config", &cfg], dir.path());
+    assert_eq!(code(&run), 1, "start must refuse it too: {}", stderr(&run));
+    assert!(stderr(&run).contains("admin.token_file"), "{}", stderr(&run));
+}
+
+#[test]
+fn check_refuses_a_second_listener_of_one_transport_like_start_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg =
+        write(dir.path(), "edge.toml", &format!("{BASE}[[listen]]\ntransport = \"udp\"\naddr = \"127.0.0.1:0\"\n"));
+    let check = sipedge(&["check", "--config", &cfg], dir.path());
+    assert_eq!(code(&check), 1, "{}", stderr(&check));
+    assert!(stderr(&check).contains("listen[1]"), "{}", stderr(&check));
+}
+
+#[test]
+fn check_and_start_refuse_a_missing_or_unknown_keyed_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = sipedge(&["check", "--config", "nope.toml"], dir.path());
+    assert_eq!(code(&missing), 1);
+    assert!(stderr(&missing).contains("cannot read the config file"), "{}", stderr(&missing));
+    let cfg = write(dir.path(), "edge.toml", &format!("{BASE}colour = \"blue\"\n"));
+    let check = sipedge(&["check", "--config", &cfg], dir.path());
+    assert_eq!(code(&check), 1);
+    assert!(stderr(&check).contains("colour"), "{}", stderr(&check));
+    let run = sipedge(&["--config", &cfg], dir.path());
+    assert_eq!(code(&run), 1);
+}
+
+#[test]
+fn ctl_exit_codes_tell_unreachable_from_local_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there, the connection is refused at once.
+    let unreachable = sipedge(&["ctl", "--admin", "127.0.0.1:1", "show", "+18005550100"], dir.path());
+    assert_eq!(code(&unreachable), 3, "{}", stderr(&unreachable));
+    let bad_token = sipedge(
+        &["ctl", "--admin", "127.0.0.1:1", "--token-file", "no-such.token", "show", "+18005550100"],
+        dir.path(),
+    );
+    assert_eq!(code(&bad_token), 2, "{}", stderr(&bad_token));
+}
