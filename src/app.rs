@@ -131,7 +131,7 @@ pub fn peers_from_config(cfg: &Config) -> Peers {
 pub fn core_config(cfg: &Config, local: &Local, nonce: u32) -> CoreConfig {
     let t = &cfg.timers;
     CoreConfig {
-        timers: crate::proxy::timer::TimerValues {
+        timers: crate::proxy::TimerValues {
             t1: Duration::from_millis(t.t1_ms),
             t2: Duration::from_millis(t.t2_ms),
             t4: Duration::from_millis(t.t4_ms),

@@ -12,7 +12,7 @@
 //! - `admin/`, `ctl`: the HTTP control plane and its command-line client.
 //! - `app`: wiring, reload, shutdown. `cli`: the command line.
 //! - `metrics`: metric names and hot-path counters.
-//! - `fuzzing`: fuzz harnesses shared by `tools/fuzz` and `tests/fuzz_replay.rs` (doc-hidden).
+//! - `fuzzing`: fuzz harnesses shared by `tools/fuzz` and `tests/fuzz_replay.rs` (feature `fuzzing`, doc-hidden).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
 pub mod admin;
@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod failover;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inventory;

@@ -27,12 +27,13 @@ pub mod respond;
 #[cfg(test)]
 mod tests;
 mod text;
-pub mod timer;
-pub mod txn;
+pub(crate) mod timer;
+pub(crate) mod txn;
 
 pub use context::{CallRate, CoreConfig, DownSet, Local, UnknownSourcePolicy};
 pub use probe::PROBE_CALL_ID_PREFIX;
 pub use respond::Reject;
+pub use timer::TimerValues;
 
 use bytes::Bytes;
 use std::collections::VecDeque;

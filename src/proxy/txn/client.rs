@@ -151,11 +151,6 @@ impl ClientNonInvite {
         ClientNonInvite { state: ClientState::Calling, reliable, request, e_interval: tv.t1 }
     }
 
-    /// Current state.
-    pub fn state(&self) -> ClientState {
-        self.state
-    }
-
     /// A response arrived.
     pub fn on_response(&mut self, code: u16, tv: &TimerValues, out: &mut Actions) -> (Delivery, TimerOutcome) {
         match self.state {

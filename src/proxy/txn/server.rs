@@ -137,11 +137,6 @@ impl ServerNonInvite {
         ServerNonInvite { state: ServerState::Trying, reliable, last: None }
     }
 
-    /// Current state.
-    pub fn state(&self) -> ServerState {
-        self.state
-    }
-
     /// The request was received again: resend the last response, if any.
     pub fn on_retransmission(&mut self, out: &mut Actions) {
         if let Some(b) = &self.last {
