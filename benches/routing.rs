@@ -109,7 +109,7 @@ fn bench(c: &mut Criterion) {
             RoutingTable::new(RoutingSnapshot::new(map.clone(), Arc::new(Peers::default()))).compaction_threshold() / 2;
         let table = RoutingTable::with_options(
             RoutingSnapshot::new(map.clone(), Arc::new(Peers::default())),
-            TableOptions { compact_threshold: usize::MAX, background: false },
+            TableOptions { compact_threshold: usize::MAX, background: None },
         );
         let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
         while table.load().numbers.delta_len() < half {
@@ -162,7 +162,7 @@ fn bench(c: &mut Criterion) {
         let fresh = || {
             RoutingTable::with_options(
                 RoutingSnapshot::clone(&snap),
-                TableOptions { compact_threshold: usize::MAX, background: false },
+                TableOptions { compact_threshold: usize::MAX, background: None },
             )
         };
         let mut salt = 0;
@@ -189,7 +189,9 @@ fn bench(c: &mut Criterion) {
         // apply_one_flood: events back to back on the real table (background
         // compaction at the default threshold), so a compaction thread is
         // almost always folding a base on the other core.
-        let table = RoutingTable::new(RoutingSnapshot::clone(&snap));
+        let background =
+            TableOptions { background: Some(sipedge::inventory::compaction_on_a_thread), ..TableOptions::default() };
+        let table = RoutingTable::with_options(RoutingSnapshot::clone(&snap), background);
         drop(snap);
         g.bench_function(BenchmarkId::new("apply_one_flood", label), |b| {
             let mut rng = XorShift(0x1234_5678_9ABC_DEF1);

@@ -19,6 +19,7 @@
 //! * `lifecycle.rs`: claim, release, restore, set flow, expire.
 //! * `ports.rs`: port orders (create, cancel, complete).
 
+mod compaction;
 mod lifecycle;
 mod ports;
 mod store;
@@ -32,9 +33,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::routing::{
     build_record, ClaimSpec, NumberMap, NumberRecord, NumberState, Peers, RoutingError, RoutingSnapshot, RoutingTable,
+    TableOptions,
 };
 use crate::sip::E164;
 
+/// The runner the inventory's routing table compacts with (benches use it too).
+pub use compaction::on_a_thread as compaction_on_a_thread;
 pub use ports::{PortDirection, PortOrder, PortRequest, PortStatus};
 use store::{Batch, Interner, Store};
 
@@ -191,7 +195,8 @@ impl Inventory {
             released,
         };
         let snapshot = RoutingSnapshot::new(NumberMap::from_records(records), peers);
-        let table = Arc::new(RoutingTable::new(snapshot));
+        let opts = TableOptions { background: Some(compaction::on_a_thread), ..TableOptions::default() };
+        let table = Arc::new(RoutingTable::with_options(snapshot, opts));
         let inv = Inventory { store, table: Arc::clone(&table), state: Mutex::new(state) };
         Ok((inv, table))
     }

@@ -57,4 +57,4 @@ pub use events::{build_record, check_flow, parse_number, ClaimSpec, RoutingError
 pub use numbers::NumberMap;
 pub use peers::{CarrierPeers, Conflict, PeerLink, Peers, Source};
 pub use snapshot::{NumberRecord, NumberState, Route, RoutingSnapshot};
-pub use table::{RoutingTable, TableOptions, SWAPS_TOTAL};
+pub use table::{CompactionJob, CompactionRunner, OldBase, RoutingTable, TableOptions, SWAPS_TOTAL};

@@ -13,22 +13,22 @@
 //!   touches the persistent delta (`numbers.rs`).
 //! * Compaction is O(n) (it copies the base), so it never runs on the event
 //!   path. When the delta reaches the threshold, the writer freezes the
-//!   current map (an O(1) clone) and a `std::thread` folds it into a new
-//!   base. Events go on meanwhile; the writer logs which keys they touch.
+//!   current map (an O(1) clone) and hands a [`CompactionJob`] to the
+//!   runner the owner of the table gave it (the inventory runs it on a
+//!   thread of its own; this module starts no thread and reads no clock), which
+//!   folds it into a new base. Events go on meanwhile; the writer logs which keys they touch.
 //!   The thread then re-reads those keys from the live map to build the new
 //!   (small) delta, in two rounds so that the mutex is only held for the
 //!   events that arrived during the first round, and publishes base + delta.
 //!   The published content is unchanged, so compaction keeps the generation
 //!   and is not counted in `sipedge_routing_swaps_total`.
-//! * Dropping a 10 M-entry base takes a while; the compaction thread waits
-//!   (bounded) until it holds the last reference to the old base and drops
-//!   it itself, so no request handler pays for it.
-
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+//! * Dropping a 10 M-entry base takes a while; the job hands the old base
+//!   back as an [`OldBase`], which the runner keeps trying to drop until it
+//!   holds the last reference, so no request handler pays for it.
 
 use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::numbers::{Base, Delta, NumberMap};
 use super::peers::Peers;
@@ -43,8 +43,8 @@ pub use crate::metrics::ROUTING_SWAPS_TOTAL as SWAPS_TOTAL;
 pub const DEFAULT_COMPACT_THRESHOLD: usize = 8192;
 /// Smallest threshold the size rule below picks (tests may set less).
 const MIN_COMPACT_THRESHOLD: usize = 256;
-/// How long the compaction thread waits to be the one that drops an old base.
-const OLD_BASE_WAIT: Duration = Duration::from_secs(10);
+/// Runs a compaction away from the event path (a thread of the caller's).
+pub type CompactionRunner = fn(CompactionJob);
 
 /// How the table compacts (tests use a small threshold and no thread).
 #[derive(Debug, Clone, Copy)]
@@ -54,14 +54,55 @@ pub struct TableOptions {
     /// folding them is cheap and a delta holding a large share of the keys
     /// slows lookups down.
     pub compact_threshold: usize,
-    /// `true`: compact on a background thread; `false`: inline, after the
-    /// event that crossed the threshold (deterministic, for tests).
-    pub background: bool,
+    /// `Some`: hand each compaction to this runner; `None`: compact inline,
+    /// after the event that crossed the threshold (deterministic, for tests).
+    pub background: Option<CompactionRunner>,
 }
 
 impl Default for TableOptions {
     fn default() -> Self {
-        TableOptions { compact_threshold: DEFAULT_COMPACT_THRESHOLD, background: true }
+        TableOptions { compact_threshold: DEFAULT_COMPACT_THRESHOLD, background: None }
+    }
+}
+
+/// One compaction to run: fold a frozen view into a new base and publish it.
+/// Dropped without being run, it ends the compaction (the delta just grows
+/// until a later event starts another), so a runner that cannot start a
+/// thread loses nothing but time.
+pub struct CompactionJob {
+    inner: Arc<Inner>,
+    frozen: Option<NumberMap>,
+}
+
+impl CompactionJob {
+    /// Folds and publishes; returns the old base for the runner to drop.
+    pub fn run(mut self) -> OldBase {
+        let frozen = self.frozen.take();
+        OldBase(frozen.map(|f| self.inner.compact(f)))
+    }
+}
+
+impl Drop for CompactionJob {
+    fn drop(&mut self) {
+        if self.frozen.is_some() {
+            let mut w = self.inner.lock();
+            w.since = None;
+            self.inner.idle.notify_all();
+        }
+    }
+}
+
+/// The base a compaction replaced. Snapshots held by calls may still use it.
+pub struct OldBase(Option<Arc<Base>>);
+
+impl OldBase {
+    /// Frees the old base if nothing else holds it; otherwise hands it back,
+    /// to be tried again later (or dropped anywhere: it is only memory).
+    pub fn try_free(self) -> Result<(), OldBase> {
+        match self.0.map(Arc::try_unwrap) {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(shared)) => Err(OldBase(Some(shared))),
+        }
     }
 }
 
@@ -87,7 +128,7 @@ struct Writer {
 }
 
 impl RoutingTable {
-    /// A table publishing `initial`, with default compaction settings.
+    /// A table publishing `initial`, compacting inline (see [`TableOptions`]).
     pub fn new(initial: RoutingSnapshot) -> RoutingTable {
         RoutingTable::with_options(initial, TableOptions::default())
     }
@@ -179,21 +220,10 @@ impl RoutingTable {
     }
 
     fn start_compaction(&self, frozen: NumberMap) {
-        if !self.inner.opts.background {
-            drop(self.inner.compact(frozen));
-            return;
-        }
-        let inner = Arc::clone(&self.inner);
-        let spawned = std::thread::Builder::new()
-            .name("routing-compact".into())
-            .spawn(move || drop_when_last(inner.compact(frozen)));
-        if let Err(e) = spawned {
-            // Correctness does not depend on compaction; the delta just grows
-            // until a later event manages to start one.
-            tracing::warn!(error = %e, "could not start routing compaction thread");
-            let mut w = self.inner.lock();
-            w.since = None;
-            self.inner.idle.notify_all();
+        let job = CompactionJob { inner: Arc::clone(&self.inner), frozen: Some(frozen) };
+        match self.inner.opts.background {
+            Some(runner) => runner(job),
+            None => drop(job.run()),
         }
     }
 }
@@ -265,22 +295,6 @@ fn overlay(delta: &mut Delta, base: &Base, live: &NumberMap, keys: &[u64]) {
             delta.remove(&k);
         } else {
             delta.insert(k, now.cloned());
-        }
-    }
-}
-
-/// Drops `base` once no snapshot uses it any more, or after a bounded wait.
-fn drop_when_last(mut base: Arc<Base>) {
-    let deadline = Instant::now() + OLD_BASE_WAIT;
-    loop {
-        match Arc::try_unwrap(base) {
-            Ok(map) => return drop(map),
-            Err(shared) if Instant::now() < deadline => {
-                base = shared;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            // Someone keeps an old snapshot for long: they will drop it.
-            Err(_) => return,
         }
     }
 }

@@ -104,21 +104,22 @@ fn random_ops(opts: TableOptions) -> RoutingTable {
 
 #[test]
 fn overlay_matches_a_model_with_inline_compaction() {
-    let t = random_ops(TableOptions { compact_threshold: 64, background: false });
+    let t = random_ops(TableOptions { compact_threshold: 64, background: None });
     assert!(t.compactions() > 50, "compactions: {}", t.compactions());
     assert!(t.load().numbers.delta_len() < 64);
 }
 
 #[test]
 fn overlay_matches_a_model_with_background_compaction() {
-    let t = random_ops(TableOptions { compact_threshold: 64, background: true });
+    let t =
+        random_ops(TableOptions { compact_threshold: 64, background: Some(crate::inventory::compaction_on_a_thread) });
     assert!(t.compactions() > 0);
 }
 
 #[test]
 fn a_held_snapshot_keeps_its_values_across_changes_and_compaction() {
     let n = num(18_005_550_100);
-    let t = table(vec![rec(n, "old")], TableOptions { compact_threshold: 2, background: false });
+    let t = table(vec![rec(n, "old")], TableOptions { compact_threshold: 2, background: None });
     let held = t.load_full();
     t.apply(&[(n, Some(rec(n, "new")))]);
     t.apply(&[(num(18_005_550_101), Some(rec(num(18_005_550_101), "x")))]); // compacts
@@ -305,6 +306,6 @@ fn small_tables_compact_sooner() {
     assert_eq!(table(vec![], TableOptions::default()).compaction_threshold(), 256);
     assert_eq!(table(recs(10_000), TableOptions::default()).compaction_threshold(), 625);
     assert_eq!(table(recs(140_000), TableOptions::default()).compaction_threshold(), 8192);
-    let small = TableOptions { compact_threshold: 64, background: false };
+    let small = TableOptions { compact_threshold: 64, background: None };
     assert_eq!(table(recs(10_000), small).compaction_threshold(), 64);
 }
