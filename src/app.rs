@@ -97,7 +97,17 @@ fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            use crate::metrics as m;
+            use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+            let builder = PrometheusBuilder::new();
+            // Full names always match; an error here would mean empty buckets.
+            let builder = builder
+                .set_buckets_for_metric(Matcher::Full(m::SETUP_SECONDS.into()), m::SETUP_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(m::CALL_DURATION_SECONDS.into()), m::DURATION_BUCKETS)
+                })
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             let _ = metrics::set_global_recorder(recorder);
             crate::metrics::describe();
@@ -217,6 +227,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let (inventory, routing) = Inventory::open(&data_dir, peers, seed)?;
     let inventory = Arc::new(inventory);
     let admission = Arc::new(Admission::new(cfg.limits.max_concurrent_calls));
+    crate::metrics::instance_cap(cfg.limits.max_concurrent_calls);
     let down = Arc::new(DownSet::default());
     let (fs, exempt) = flood_settings(&cfg);
     let flood = Arc::new(FloodGuard::new(fs, exempt));
@@ -285,6 +296,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         receivers.push(rx);
     }
     hub.set_shards(inputs.clone());
+    if let Some(addr) = cfg.capture.hep_addr {
+        match crate::capture::Capture::start(addr, cfg.capture.hep_id).await {
+            Ok(c) => hub.set_capture(c),
+            Err(e) => tracing::warn!(collector = %addr, error = %e, "HEP capture not started"),
+        }
+    }
     let now = std::time::Instant::now();
     let core_shared = CoreShared {
         routing: routing.clone(),
@@ -429,6 +446,7 @@ impl Shared {
         report.flow_engines = peers.flow_engine.len();
         self.inventory.set_peers(peers);
         self.admission.set_instance_cap(new.limits.max_concurrent_calls);
+        crate::metrics::instance_cap(new.limits.max_concurrent_calls);
         let (fs, exempt) = flood_settings(&new);
         self.flood.update(fs, exempt);
         let nonce = (unix_now() as u32) ^ std::process::id().rotate_left(16);

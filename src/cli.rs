@@ -34,8 +34,14 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         None | Some(Command::Run) => run_edge(&cli.config),
-        Some(Command::Check) => check(&cli.config),
-        Some(Command::Ctl(args)) => crate::ctl::run(&cli.config, args),
+        Some(Command::Check) => {
+            crate::logging::init(crate::config::LogFormat::Text);
+            check(&cli.config)
+        }
+        Some(Command::Ctl(args)) => {
+            crate::logging::init(crate::config::LogFormat::Text);
+            crate::ctl::run(&cli.config, args)
+        }
     }
 }
 
@@ -63,8 +69,12 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 fn run_edge(path: &std::path::Path) -> ExitCode {
     let cfg = match Config::load(path) {
-        Ok(cfg) => cfg,
+        Ok(cfg) => {
+            crate::logging::init(cfg.log.format);
+            cfg
+        }
         Err(errors) => {
+            crate::logging::init(crate::config::LogFormat::Text);
             for e in errors.iter() {
                 tracing::error!("config: {e}");
                 eprintln!("error: {e}");

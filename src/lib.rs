@@ -12,12 +12,14 @@
 //! - `admin/`, `ctl`: the HTTP control plane and its command-line client.
 //! - `app`: wiring, reload, shutdown. `cli`: the command line.
 //! - `metrics`: metric names and hot-path counters.
+//! - `capture`: HEP3 capture of every SIP message to a collector. `logging`: log set-up.
 //! - `fuzzing`: fuzz harnesses shared by `tools/fuzz` and `tests/fuzz_replay.rs` (feature `fuzzing`, doc-hidden).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
 pub mod admin;
 pub mod admission;
 pub mod app;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod ctl;
@@ -26,6 +28,7 @@ pub mod failover;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inventory;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

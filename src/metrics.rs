@@ -2,7 +2,7 @@
 //! the hot path calls. Label-free and fixed-label handles are registered once
 //! and cached, so counting a message is one atomic add.
 
-use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Gauge, Unit};
 use std::sync::OnceLock;
 
 use crate::sip::Transport;
@@ -39,6 +39,19 @@ pub const TCP_LIMIT_CLOSES_TOTAL: &str = "sipedge_tcp_limit_closes_total";
 pub const TCP_CONNECTIONS: &str = "sipedge_tcp_connections";
 /// Messages dropped because a shard's queue was full.
 pub const QUEUE_DROPS_TOTAL: &str = "sipedge_queue_dropped_total";
+/// HEP capture copies dropped (queue full, too large, send failed).
+pub const HEP_DROPS_TOTAL: &str = "sipedge_hep_dropped_total";
+/// Seconds from an INVITE received to its final answer sent, by direction.
+pub const SETUP_SECONDS: &str = "sipedge_setup_seconds";
+/// Seconds an established call lasted, by direction.
+pub const CALL_DURATION_SECONDS: &str = "sipedge_call_duration_seconds";
+/// The instance's concurrency cap (`limits.max_concurrent_calls`; 0 = none), to plot active calls against.
+pub const MAX_CONCURRENT_CALLS: &str = "sipedge_max_concurrent_calls";
+/// Histogram buckets for call set-up: 1 ms to 30 s.
+pub const SETUP_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Histogram buckets for call duration: 1 s to 4 h.
+pub const DURATION_BUCKETS: &[f64] =
+    &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0];
 
 struct Handles {
     udp_in: Counter,
@@ -80,6 +93,11 @@ pub fn describe() {
     describe_counter!(TCP_LIMIT_CLOSES_TOTAL, "TCP connections closed at a limit");
     describe_gauge!(TCP_CONNECTIONS, "Open TCP connections");
     describe_counter!(QUEUE_DROPS_TOTAL, "Messages dropped at a full shard queue");
+    describe_counter!(HEP_DROPS_TOTAL, "HEP capture copies dropped");
+    describe_histogram!(SETUP_SECONDS, Unit::Seconds, "INVITE received to its final answer sent");
+    describe_histogram!(CALL_DURATION_SECONDS, Unit::Seconds, "Established call duration");
+    describe_gauge!(MAX_CONCURRENT_CALLS, "The instance's concurrency cap (0 = none)");
+    counter!(HEP_DROPS_TOTAL).increment(0);
     // Register the zero values so a scrape shows them before the first event.
     let _ = handles();
     counter!(ROUTING_SWAPS_TOTAL).increment(0);
@@ -155,4 +173,19 @@ pub fn active_dialogs_inc() {
 /// A dialog ended.
 pub fn active_dialogs_dec() {
     handles().dialogs.decrement(1.0);
+}
+
+/// An INVITE got its final answer `secs` after it arrived.
+pub fn setup_seconds(direction: &'static str, secs: f64) {
+    histogram!(SETUP_SECONDS, "direction" => direction).record(secs);
+}
+
+/// An established call ended after `secs`.
+pub fn call_duration_seconds(direction: &'static str, secs: f64) {
+    histogram!(CALL_DURATION_SECONDS, "direction" => direction).record(secs);
+}
+
+/// The instance cap now in force (at start and on reload).
+pub fn instance_cap(n: u32) {
+    gauge!(MAX_CONCURRENT_CALLS).set(f64::from(n));
 }

@@ -15,6 +15,7 @@
 
 mod cidr;
 mod load;
+mod observe;
 mod seed;
 mod validate;
 
@@ -30,6 +31,7 @@ use crate::sip::Transport;
 
 pub(crate) use cidr::canonical;
 pub use cidr::{Cidr, CidrError};
+pub use observe::{CaptureConfig, LogConfig, LogFormat};
 pub use seed::{check_numbers, load_seed, parse_seed_csv, SeedNumber};
 
 /// The whole configuration file.
@@ -68,6 +70,12 @@ pub struct Config {
     /// `[tcp]`: limits on SIP over TCP connections.
     #[serde(default)]
     pub tcp: TcpConfig,
+    /// `[capture]`: HEP3 capture of every SIP message.
+    #[serde(default)]
+    pub capture: CaptureConfig,
+    /// `[log]`: log line format.
+    #[serde(default)]
+    pub log: LogConfig,
     /// The file this config was loaded from, so a reload re-reads the same file.
     #[serde(skip)]
     pub source_path: Option<PathBuf>,

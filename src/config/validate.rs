@@ -16,6 +16,7 @@ impl Config {
         self.check_knobs(&mut v);
         self.check_peers(&mut v);
         check_peer_ips(self, &mut v);
+        super::observe::check_capture(&self.capture, &mut v);
         v
     }
 

@@ -34,6 +34,8 @@ pub(super) struct Dialog {
     callee_cseq: u32,
     number: Option<E164>,
     since: Instant,
+    /// The call's direction, for the duration histogram.
+    direction: Option<super::decide::Direction>,
     /// AckWait and MaxDuration, cancelled when the dialog ends.
     timers: [Option<TimerKey>; 2],
 }
@@ -110,7 +112,9 @@ impl Core {
         if self.dialogs.by_key.contains_key(&k) {
             return;
         }
+        let direction = self.calls.get(&id).and_then(|c| c.direction);
         let mut d = Dialog {
+            direction,
             id,
             caller,
             callee,
@@ -222,7 +226,7 @@ impl Core {
                 self.send(to, bytes);
             }
             Method::Bye => {
-                self.end_dialog(&k, "bye");
+                self.end_dialog(now, &k, "bye");
                 self.forward_nit(now, from, msg, to, pop);
             }
             Method::Invite => {
@@ -235,7 +239,7 @@ impl Core {
     }
 
     /// Removes a dialog and releases its slot (exactly once: the permit moves out).
-    fn end_dialog(&mut self, k: &str, how: &'static str) -> Option<Dialog> {
+    fn end_dialog(&mut self, now: Instant, k: &str, how: &'static str) -> Option<Dialog> {
         let mut d = self.dialogs.by_key.remove(k)?;
         self.dialogs.by_id.remove(&d.id);
         for t in d.timers.iter_mut().filter_map(Option::take) {
@@ -243,6 +247,9 @@ impl Core {
         }
         m::active_dialogs_dec();
         if d.permit.take().is_some() {
+            if let Some(dir) = d.direction {
+                m::call_duration_seconds(dir.as_str(), now.saturating_duration_since(d.since).as_secs_f64());
+            }
             tracing::debug!(call_id = &*d.call_id, number = ?d.number, how, "call ended");
         }
         Some(d)
@@ -268,7 +275,7 @@ impl Core {
 
     /// Ends a dialog from the edge: BYE to both sides, slot released.
     fn hang_up(&mut self, now: Instant, k: &str, how: &'static str) {
-        let Some(d) = self.end_dialog(k, how) else { return };
+        let Some(d) = self.end_dialog(now, k, how) else { return };
         let b1 = self.new_branch();
         let to_callee = build::request(
             Method::Bye,

@@ -89,6 +89,8 @@ pub(super) struct Call {
     /// after a BYE ended that dialog must not make it again (slotless, it
     /// would send BYEs both ways when its ACK wait ran out).
     pub dialog_made: bool,
+    /// When the INVITE arrived: set-up time runs to its final answer.
+    pub received: Instant,
 }
 
 impl Call {
@@ -215,6 +217,7 @@ impl Core {
                 early_key: None,
                 early_cseq: [0, 0],
                 dialog_made: false,
+                received: now,
             }),
         );
         id
@@ -350,6 +353,9 @@ impl Core {
         call.server.respond(code, bytes, &self.cfg.timers, &mut out);
         let mut early = None;
         if code >= 200 {
+            if let (false, Some(d)) = (call.final_sent, call.direction) {
+                m::setup_seconds(d.as_str(), now.saturating_duration_since(call.received).as_secs_f64());
+            }
             call.final_sent = true;
             // The call's early dialogs end with its final answer (a 2xx makes the dialog).
             early = call.early_key.take();

@@ -3,8 +3,9 @@
 //! It sleeps until the core's next timer, and sends whatever the core queues.
 
 use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
@@ -53,6 +54,8 @@ impl Shard {
     /// Runs until shutdown; then ends every call (BYE both ways) and flushes.
     pub async fn run(mut self) {
         let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
+        // The captured destination of what we receive (and source of what we send).
+        let local = self.udp.as_ref().and_then(|s| s.local_addr().ok());
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
         // One Sleep for the shard's life, moved only when the core's next
         // deadline changes: a fresh sleep_until per wake-up registers and
@@ -69,7 +72,7 @@ impl Shard {
                 biased;
                 _ = self.shutdown.changed() => {
                     self.core.shutdown(Instant::now());
-                    self.flush().await;
+                    self.flush(local).await;
                     return;
                 }
                 input = self.rx.recv() => match input {
@@ -82,13 +85,13 @@ impl Shard {
                         self.on_icmp_errors();
                     }
                     if let Ok(from) = r {
-                        self.on_datagram(from, &mut buf);
+                        self.on_datagram(from, local, &mut buf);
                         // Drain what is already queued before going back to select.
                         if let Some(sock) = udp.as_deref() {
                             for _ in 1..RECV_BATCH {
                                 reserve(&mut buf);
                                 match sock.try_recv_buf_from(&mut buf) {
-                                    Ok((_, from)) => self.on_datagram(from, &mut buf),
+                                    Ok((_, from)) => self.on_datagram(from, local, &mut buf),
                                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                                     Err(_) => {
                                         self.on_icmp_errors();
@@ -103,7 +106,7 @@ impl Shard {
                     self.core.handle_timeout(Instant::now());
                 }
             }
-            self.flush().await;
+            self.flush(local).await;
         }
     }
 
@@ -134,7 +137,7 @@ impl Shard {
         }
     }
 
-    fn on_datagram(&mut self, from: std::net::SocketAddr, buf: &mut BytesMut) {
+    fn on_datagram(&mut self, from: SocketAddr, local: Option<SocketAddr>, buf: &mut BytesMut) {
         let verdict = self.flood.check(from.ip());
         if verdict == Verdict::Drop {
             // Dropped before the copy: a flood costs no allocation.
@@ -143,6 +146,10 @@ impl Shard {
         }
         let bytes = Bytes::copy_from_slice(buf);
         buf.clear();
+        let capture = self.tcp.capture();
+        if let (true, Some(local)) = (capture.is_on(), local) {
+            capture.message(from, local, Transport::Udp, SystemTime::now(), &bytes);
+        }
         match verdict {
             Verdict::Pass | Verdict::Drop => {}
             Verdict::Reject => {
@@ -161,11 +168,16 @@ impl Shard {
         }
     }
 
-    async fn flush(&mut self) {
+    async fn flush(&mut self, local: Option<SocketAddr>) {
         while let Some(t) = self.core.poll_transmit() {
             match t.to.transport {
                 Transport::Udp => {
                     let Some(sock) = self.udp.clone() else { continue };
+                    let capture = self.tcp.capture();
+                    if let (true, Some(local)) = (capture.is_on(), local) {
+                        // Stamped as it is handed to the socket.
+                        capture.message(local, t.to.addr, Transport::Udp, SystemTime::now(), &t.payload);
+                    }
                     match sock.try_send_to(&t.payload, t.to.addr) {
                         Ok(_) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

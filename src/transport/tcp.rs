@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::flood::{FloodGuard, Verdict};
 use super::{shard_of, ShardInput};
+use crate::capture::Capture;
 use crate::metrics as m;
 use crate::proxy::Peer;
 use crate::sip::framing::{next_frame, Frame};
@@ -54,6 +55,7 @@ pub struct TcpHub {
     shards: OnceLock<Vec<mpsc::Sender<ShardInput>>>,
     hasher: ahash::RandomState,
     flood: Arc<FloodGuard>,
+    capture: OnceLock<Capture>,
 }
 
 /// Messages queued for one connection before new ones are dropped.
@@ -72,7 +74,19 @@ impl TcpHub {
             shards: OnceLock::new(),
             hasher,
             flood,
+            capture: OnceLock::new(),
         })
+    }
+
+    /// Turns HEP capture on for every transport (once, at start).
+    pub fn set_capture(&self, c: Capture) {
+        let _ = self.capture.set(c);
+    }
+
+    /// The capture handle (off unless set).
+    pub fn capture(&self) -> &Capture {
+        static OFF: OnceLock<Capture> = OnceLock::new();
+        self.capture.get().unwrap_or_else(|| OFF.get_or_init(Capture::off))
     }
 
     /// Connects the hub to the shards' inputs (once, at start).
@@ -181,16 +195,21 @@ impl TcpHub {
 
     async fn run_conn(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, id: u64, mut rx: mpsc::Receiver<Bytes>) {
         metrics::gauge!(m::TCP_CONNECTIONS).increment(1.0);
+        let local = stream.local_addr().unwrap_or(peer);
         let (mut rd, mut wr) = stream.into_split();
+        let capture = self.capture().clone();
         let writer = tokio::spawn(async move {
             while let Some(b) = rx.recv().await {
                 if wr.write_all(&b).await.is_err() {
                     break;
                 }
+                if capture.is_on() {
+                    capture.message(local, peer, Transport::Tcp, std::time::SystemTime::now(), &b);
+                }
             }
             let _ = wr.shutdown().await;
         });
-        let why = self.read_loop(&mut rd, peer, id).await;
+        let why = self.read_loop(&mut rd, peer, local, id).await;
         tracing::debug!(peer = %peer, why, "tcp connection closed");
         writer.abort();
         self.forget(id, peer);
@@ -202,7 +221,13 @@ impl TcpHub {
         metrics::gauge!(m::TCP_CONNECTIONS).decrement(1.0);
     }
 
-    async fn read_loop(&self, rd: &mut tokio::net::tcp::OwnedReadHalf, peer: SocketAddr, id: u64) -> &'static str {
+    async fn read_loop(
+        &self,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        peer: SocketAddr,
+        local: SocketAddr,
+        id: u64,
+    ) -> &'static str {
         let mut buf = BytesMut::with_capacity(8192);
         let shards = match self.shards.get() {
             Some(s) => s,
@@ -233,6 +258,10 @@ impl TcpHub {
                         if self.flood.check(peer.ip()) != Verdict::Pass {
                             metrics::counter!(m::TCP_LIMIT_CLOSES_TOTAL, "limit" => "flood").increment(1);
                             return "source banned by flood control";
+                        }
+                        let capture = self.capture();
+                        if capture.is_on() {
+                            capture.message(peer, local, Transport::Tcp, std::time::SystemTime::now(), &msg);
                         }
                         let shard = shard_of(&msg, shards.len(), &self.hasher);
                         let p = Peer { addr: peer, transport: Transport::Tcp, conn: Some(id) };

@@ -7,9 +7,11 @@ mod sip_answers;
 mod sipp;
 
 mod caps;
+mod capture;
 mod chaos;
 mod churn;
 mod control_plane;
+mod deploy;
 mod durability;
 mod early_dialog;
 mod failover;

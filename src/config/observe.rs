@@ -1,0 +1,53 @@
+//! `[capture]` and `[log]`: what operators plug in (HEP capture, log format).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+use super::ConfigError;
+
+/// `[capture]`: HEP3 capture to a collector; off when `hep_addr` is unset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// HEP3 collector (Homer, heplify-server, `sngrep -L udp:ADDR`).
+    pub hep_addr: Option<SocketAddr>,
+    /// Capture agent id stamped on every packet (default 2001).
+    pub hep_id: u32,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig { hep_addr: None, hep_id: 2001 }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (default) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Problems in `[capture]`.
+pub(super) fn check_capture(c: &CaptureConfig, v: &mut Vec<ConfigError>) {
+    if let Some(a) = c.hep_addr {
+        if a.port() == 0 || a.ip().is_unspecified() {
+            v.push(ConfigError::new(
+                "capture.hep_addr",
+                format!("{a} is not a collector address: give its IP and port"),
+            ));
+        }
+    }
+}
