@@ -118,9 +118,12 @@ pub fn encode(m: &Message<'_>, out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-/// Splits a HEP3 packet into its `(vendor, type, value)` chunks, checking the
-/// magic, the total length and every chunk length. For tests and tools.
-pub fn decode(pkt: &[u8]) -> Result<Vec<(u16, u16, &[u8])>, &'static str> {
+/// One decoded chunk: `(vendor, type, value)`.
+pub type Chunk<'a> = (u16, u16, &'a [u8]);
+
+/// Splits a HEP3 packet into its chunks, checking the magic, the total length
+/// and every chunk length. For tests and tools.
+pub fn decode(pkt: &[u8]) -> Result<Vec<Chunk<'_>>, &'static str> {
     if pkt.get(..4) != Some(b"HEP3") {
         return Err("no HEP3 magic");
     }
