@@ -13,12 +13,16 @@ use crate::admission::Admission;
 use crate::config::{Cidr, Config, ConfigErrors, FloodAction, UnknownSource};
 use crate::inventory::{Inventory, InventoryError};
 use crate::proxy::{CallRate, Core, CoreConfig, CoreShared, DownSet, Local, UnknownSourcePolicy};
+use crate::records::Records;
 use crate::routing::{CarrierPeers, ClaimSpec, PeerLink, Peers, RoutingTable};
 use crate::sip::{Transport, E164};
 use crate::transport::flood::{Exempt, FloodGuard, FloodSettings};
 use crate::transport::shard::{Shard, SHARD_QUEUE};
 use crate::transport::tcp::{TcpHub, TcpLimits};
 use crate::transport::{udp, ShardInput};
+
+/// How long shutdown waits for the last call records to reach the file.
+const RECORDS_SETTLE: Duration = Duration::from_secs(2);
 
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +77,8 @@ pub struct Shared {
     pub bound: Bound,
     /// The control plane's bearer token (`[admin].token_file`), re-read on reload.
     pub admin_token: arc_swap::ArcSwapOption<crate::admin::Token>,
+    /// The call-records writer (off without `[records] path`; SIGHUP reopens its file).
+    pub records: Records,
     /// Serializes reloads.
     reload_lock: std::sync::Mutex<()>,
 }
@@ -164,6 +170,7 @@ pub fn core_config(cfg: &Config, local: &Local, nonce: u32) -> CoreConfig {
         down_after: cfg.health.down_after,
         up_after: cfg.health.up_after,
         new_calls_per_second: cfg.limits.new_calls_per_second,
+        records: cfg.records.path.is_some(),
     }
 }
 
@@ -302,6 +309,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             Err(e) => tracing::warn!(collector = %addr, error = %e, "HEP capture not started"),
         }
     }
+    let records = match &cfg.records.path {
+        Some(p) => Records::start(p.clone()).map_err(AppError::Thread)?,
+        None => Records::off(),
+    };
     let now = std::time::Instant::now();
     let core_shared = CoreShared {
         routing: routing.clone(),
@@ -317,8 +328,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     for (i, rx) in receivers.into_iter().enumerate() {
         let core = Core::new(i as u32, core_cfg.clone(), core_shared.clone(), now);
         let sock = udp_socks.next();
-        let (inputs, hub, flood, hasher, stop_rx) =
-            (inputs.clone(), hub.clone(), flood.clone(), hasher.clone(), stop_rx.clone());
+        let (inputs, hub, flood, hasher, stop_rx, records) =
+            (inputs.clone(), hub.clone(), flood.clone(), hasher.clone(), stop_rx.clone(), records.clone());
         let thread = std::thread::Builder::new().name(format!("sipedge-shard-{i}")).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -329,8 +340,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     Ok(u) => u.map(Arc::new),
                     Err(e) => return tracing::error!(shard = i, error = %e, "shard socket failed"),
                 };
-                let shard =
-                    Shard { index: i, core, udp, rx, shards: inputs, tcp: hub, flood, hasher, shutdown: stop_rx };
+                let shard = Shard {
+                    index: i,
+                    core,
+                    udp,
+                    rx,
+                    shards: inputs,
+                    tcp: hub,
+                    flood,
+                    hasher,
+                    shutdown: stop_rx,
+                    records,
+                };
                 shard.run().await;
                 // Let TCP writers spawned on this runtime drain the final BYEs.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -358,6 +379,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         local,
         bound,
         admin_token: arc_swap::ArcSwapOption::from_pointee(admin_token),
+        records: records.clone(),
         reload_lock: std::sync::Mutex::new(()),
     });
     tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
@@ -385,6 +407,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         }
     });
     let _ = tokio::time::timeout(Duration::from_secs(3), joined).await;
+    // The records of the calls just ended reach the file before we exit.
+    let _ = tokio::task::spawn_blocking(move || records.settle(RECORDS_SETTLE)).await;
     // Let TCP writers drain the final BYEs.
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
@@ -441,6 +465,12 @@ impl Shared {
         if new.edge.workers != old.edge.workers {
             report.needs_restart.push("edge.workers".into());
         }
+        if new.records.path != old.records.path {
+            report.needs_restart.push("records.path".into());
+        }
+        if new.capture.hep_addr != old.capture.hep_addr || new.capture.hep_id != old.capture.hep_id {
+            report.needs_restart.push("capture".into());
+        }
         let peers = Arc::new(peers_from_config(&new));
         report.carriers = peers.carriers.len();
         report.flow_engines = peers.flow_engine.len();
@@ -450,7 +480,10 @@ impl Shared {
         let (fs, exempt) = flood_settings(&new);
         self.flood.update(fs, exempt);
         let nonce = (unix_now() as u32) ^ std::process::id().rotate_left(16);
-        let core_cfg = Arc::new(core_config(&new, &self.local, nonce));
+        let mut core_cfg = core_config(&new, &self.local, nonce);
+        // Records stay as the writer started: on with a path, off without.
+        core_cfg.records = self.records.is_on();
+        let core_cfg = Arc::new(core_cfg);
         for s in &self.shards {
             // A full queue must not lose a reload: wait for room.
             let _ = s.blocking_send_or_try(ShardInput::Config(core_cfg.clone()));
@@ -509,6 +542,8 @@ async fn sighup(shared: Arc<Shared>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
+        // logrotate's contract: the file was renamed, write a new one.
+        shared.records.reopen();
         let s = shared.clone();
         let res = tokio::task::spawn_blocking(move || s.reload()).await;
         match res {

@@ -12,7 +12,7 @@
 //! - `admin/`, `ctl`: the HTTP control plane and its command-line client.
 //! - `app`: wiring, reload, shutdown. `cli`: the command line.
 //! - `metrics`: metric names and hot-path counters.
-//! - `capture`: HEP3 capture of every SIP message to a collector. `logging`: log set-up.
+//! - `capture`: HEP3 capture of every SIP message to a collector. `records`: the call-records file. `logging`: log set-up.
 //! - `fuzzing`: fuzz harnesses shared by `tools/fuzz` and `tests/fuzz_replay.rs` (feature `fuzzing`, doc-hidden).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
@@ -31,6 +31,7 @@ pub mod inventory;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod records;
 pub mod routing;
 pub mod sip;
 pub mod transport;

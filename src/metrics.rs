@@ -41,6 +41,10 @@ pub const TCP_CONNECTIONS: &str = "sipedge_tcp_connections";
 pub const QUEUE_DROPS_TOTAL: &str = "sipedge_queue_dropped_total";
 /// HEP capture copies dropped (queue full, too large, send failed).
 pub const HEP_DROPS_TOTAL: &str = "sipedge_hep_dropped_total";
+/// Call records written to `[records] path`.
+pub const RECORDS_TOTAL: &str = "sipedge_records_written_total";
+/// Call records dropped (queue full, disk full, file not writable).
+pub const RECORDS_DROPS_TOTAL: &str = "sipedge_records_dropped_total";
 /// Seconds from an INVITE received to its final answer sent, by direction.
 pub const SETUP_SECONDS: &str = "sipedge_setup_seconds";
 /// Seconds an established call lasted, by direction.
@@ -97,7 +101,11 @@ pub fn describe() {
     describe_histogram!(SETUP_SECONDS, Unit::Seconds, "INVITE received to its final answer sent");
     describe_histogram!(CALL_DURATION_SECONDS, Unit::Seconds, "Established call duration");
     describe_gauge!(MAX_CONCURRENT_CALLS, "The instance's concurrency cap (0 = none)");
+    describe_counter!(RECORDS_TOTAL, "Call records written");
+    describe_counter!(RECORDS_DROPS_TOTAL, "Call records dropped");
     counter!(HEP_DROPS_TOTAL).increment(0);
+    counter!(RECORDS_TOTAL).increment(0);
+    counter!(RECORDS_DROPS_TOTAL).increment(0);
     // Register the zero values so a scrape shows them before the first event.
     let _ = handles();
     counter!(ROUTING_SWAPS_TOTAL).increment(0);

@@ -31,7 +31,7 @@ use crate::sip::Transport;
 
 pub(crate) use cidr::canonical;
 pub use cidr::{Cidr, CidrError};
-pub use observe::{CaptureConfig, LogConfig, LogFormat};
+pub use observe::{CaptureConfig, LogConfig, LogFormat, RecordsConfig};
 pub use seed::{check_numbers, load_seed, parse_seed_csv, SeedNumber};
 
 /// The whole configuration file.
@@ -73,6 +73,9 @@ pub struct Config {
     /// `[capture]`: HEP3 capture of every SIP message.
     #[serde(default)]
     pub capture: CaptureConfig,
+    /// `[records]`: call records.
+    #[serde(default)]
+    pub records: RecordsConfig,
     /// `[log]`: log line format.
     #[serde(default)]
     pub log: LogConfig,

@@ -1,7 +1,9 @@
-//! `[capture]` and `[log]`: what operators plug in (HEP capture, log format).
+//! `[capture]`, `[records]` and `[log]`: what operators plug in (HEP capture,
+//! call records, log format).
 
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use super::ConfigError;
 
@@ -19,6 +21,14 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig { hep_addr: None, hep_id: 2001 }
     }
+}
+
+/// `[records]`: one JSON line per finished call; off when `path` is unset.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsConfig {
+    /// The file records are appended to (reopened on SIGHUP).
+    pub path: Option<PathBuf>,
 }
 
 /// `[log]`.
@@ -48,6 +58,16 @@ pub(super) fn check_capture(c: &CaptureConfig, v: &mut Vec<ConfigError>) {
                 "capture.hep_addr",
                 format!("{a} is not a collector address: give its IP and port"),
             ));
+        }
+    }
+}
+
+/// Problems in `[records]` (no I/O: a directory that is missing at run time
+/// drops records and counts them, it does not stop the edge).
+pub(super) fn check_records(r: &RecordsConfig, v: &mut Vec<ConfigError>) {
+    if let Some(p) = &r.path {
+        if p.as_os_str().is_empty() || p.file_name().is_none() || p.to_string_lossy().ends_with('/') {
+            v.push(ConfigError::new("records.path", format!("{:?} names no file: give a file path", p.display())));
         }
     }
 }

@@ -17,6 +17,7 @@ impl Config {
         self.check_peers(&mut v);
         check_peer_ips(self, &mut v);
         super::observe::check_capture(&self.capture, &mut v);
+        super::observe::check_records(&self.records, &mut v);
         v
     }
 

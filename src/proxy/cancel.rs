@@ -50,6 +50,7 @@ impl Core {
     pub(super) fn final_487(&mut self, now: Instant, id: u64) {
         let Some(call) = self.calls.get(&id) else { return };
         let bytes = self.response(&call.invite, 487, "Request Terminated", Some(&call.to_tag), &[]);
+        self.record_outcome(id, "cancelled", super::record::EndedBy::Caller);
         self.respond_upstream(now, id, 487, bytes);
         if let Some(call) = self.calls.get_mut(&id) {
             if let (Some(d), Some(_)) = (call.direction, call.permit.take()) {

@@ -123,6 +123,8 @@ pub struct CoreConfig {
     pub up_after: u32,
     /// Instance-wide new calls per second (0 = unlimited); beyond it 503.
     pub new_calls_per_second: u32,
+    /// Whether to build call records (`[records] path` is set).
+    pub records: bool,
 }
 
 impl Default for CoreConfig {
@@ -142,6 +144,7 @@ impl Default for CoreConfig {
             down_after: 2,
             up_after: 2,
             new_calls_per_second: 0,
+            records: false,
         }
     }
 }

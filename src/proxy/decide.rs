@@ -44,6 +44,10 @@ pub struct Decision {
     pub user: String,
     /// Display name for From / P-Asserted-Identity (outbound cnam).
     pub cnam: Option<Arc<str>>,
+    /// The number's kind (for call records).
+    pub kind: NumberKind,
+    /// The number's flow, if it has one (for call records).
+    pub flow: Option<Arc<str>>,
 }
 
 /// The user part of a SIP or tel URI, unescaped, without its parameters.
@@ -100,10 +104,10 @@ pub fn inbound(
     let permit = admit(adm, rec, cfg)?;
     let carrier_name = snap.peers.carriers.get(carrier).map(|c| c.name.clone()).unwrap_or_else(|| Arc::from("unknown"));
     let mut headers = SmallVec::new();
-    headers.push(("X-Flow-Id", flow));
+    headers.push(("X-Flow-Id", flow.clone()));
     headers.push(("X-Number-Kind", Arc::from(rec.kind.as_str())));
     headers.push(("X-Carrier", carrier_name));
-    Ok(Decision { number, permit, plan, headers, user, cnam: None })
+    Ok(Decision { number, permit, plan, headers, user, cnam: None, kind: rec.kind, flow: Some(flow) })
 }
 
 /// A call from the flow engine to the PSTN, with one of our numbers as caller ID.
@@ -137,5 +141,14 @@ pub fn outbound(
         .collect();
     let plan = plan_of(&groups, cfg, down)?;
     let permit = admit(adm, rec, cfg)?;
-    Ok(Decision { number, permit, plan, headers: SmallVec::new(), user, cnam: rec.cnam.clone() })
+    Ok(Decision {
+        number,
+        permit,
+        plan,
+        headers: SmallVec::new(),
+        user,
+        cnam: rec.cnam.clone(),
+        kind: rec.kind,
+        flow: rec.flow.clone(),
+    })
 }

@@ -10,6 +10,7 @@ use super::FastMap;
 use std::time::Instant;
 
 use super::invite::Shape;
+use super::record::{CallRecord, EndedBy};
 use super::timer::{Owner, Timer, TimerKey};
 use super::{Core, Peer, Reject};
 use crate::admission::Permit;
@@ -38,6 +39,8 @@ pub(super) struct Dialog {
     direction: Option<super::decide::Direction>,
     /// AckWait and MaxDuration, cancelled when the dialog ends.
     timers: [Option<TimerKey>; 2],
+    /// The call record, finished when the dialog ends.
+    record: Option<Box<CallRecord>>,
 }
 
 /// The dialogs of a shard, keyed by Call-ID and the caller's tag.
@@ -131,6 +134,7 @@ impl Core {
             number,
             since: now,
             timers: [None, None],
+            record: None,
         };
         let tv = self.cfg.timers;
         d.timers[0] = Some(self.timers.arm(now, tv.t1x64(), Owner::Call(id), Timer::AckWait, 0));
@@ -139,6 +143,15 @@ impl Core {
         self.dialogs.by_id.insert(id, k.clone());
         self.dialogs.by_key.insert(k, d);
         m::active_dialogs_inc();
+    }
+
+    /// Hands an answered call's record to its dialog; with no dialog made
+    /// (a 2xx without tags) the record is finished now.
+    pub(super) fn dialog_attach_record(&mut self, id: u64, rec: Box<CallRecord>) {
+        match self.dialogs.by_id.get(&id).and_then(|k| self.dialogs.by_key.get_mut(k)) {
+            Some(d) => d.record = Some(rec),
+            None => self.push_record(rec),
+        }
     }
 
     /// Whether `msg` belongs to an established or early dialog.
@@ -226,7 +239,8 @@ impl Core {
                 self.send(to, bytes);
             }
             Method::Bye => {
-                self.end_dialog(now, &k, "bye");
+                let by = if side == Side::Caller { EndedBy::Caller } else { EndedBy::Callee };
+                self.end_dialog(now, &k, "bye", by);
                 self.forward_nit(now, from, msg, to, pop);
             }
             Method::Invite => {
@@ -239,7 +253,7 @@ impl Core {
     }
 
     /// Removes a dialog and releases its slot (exactly once: the permit moves out).
-    fn end_dialog(&mut self, now: Instant, k: &str, how: &'static str) -> Option<Dialog> {
+    fn end_dialog(&mut self, now: Instant, k: &str, how: &'static str, by: EndedBy) -> Option<Dialog> {
         let mut d = self.dialogs.by_key.remove(k)?;
         self.dialogs.by_id.remove(&d.id);
         for t in d.timers.iter_mut().filter_map(Option::take) {
@@ -251,6 +265,11 @@ impl Core {
                 m::call_duration_seconds(dir.as_str(), now.saturating_duration_since(d.since).as_secs_f64());
             }
             tracing::debug!(call_id = &*d.call_id, number = ?d.number, how, "call ended");
+        }
+        if let Some(mut rec) = d.record.take() {
+            rec.duration_s = now.saturating_duration_since(d.since).as_secs_f64();
+            rec.ended_by = by;
+            self.push_record(rec);
         }
         Some(d)
     }
@@ -275,7 +294,7 @@ impl Core {
 
     /// Ends a dialog from the edge: BYE to both sides, slot released.
     fn hang_up(&mut self, now: Instant, k: &str, how: &'static str) {
-        let Some(d) = self.end_dialog(now, k, how) else { return };
+        let Some(d) = self.end_dialog(now, k, how, EndedBy::Edge) else { return };
         let b1 = self.new_branch();
         let to_callee = build::request(
             Method::Bye,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::decide::{self, Decision, Direction};
+use super::record::{CallRecord, EndedBy, HopAnswer};
 use super::timer::{Fired, Owner, Timer, TimerKey};
 use super::txn::{Actions, ClientInvite, ClientState, Delivery, ServerInvite, ServerState, TimerOutcome};
 use super::{Core, Peer, Reject};
@@ -44,6 +45,8 @@ pub(super) struct Branch {
     /// Timer C, replaced at each provisional and cancelled at the final
     /// response: 180 s of stale entries per call otherwise.
     pub timer_c: Option<TimerKey>,
+    /// Its final answer, or why it had none (for the call record).
+    pub answer: Option<HopAnswer>,
 }
 
 /// How the forwarded INVITE is shaped.
@@ -91,6 +94,8 @@ pub(super) struct Call {
     pub dialog_made: bool,
     /// When the INVITE arrived: set-up time runs to its final answer.
     pub received: Instant,
+    /// The call record being filled (`[records] path` set, new calls only).
+    pub record: Option<Box<CallRecord>>,
 }
 
 impl Call {
@@ -140,6 +145,7 @@ impl Core {
             Source::Carrier(_) => Direction::Inbound,
             _ => Direction::Outbound,
         };
+        let record = self.cfg.records.then(|| self.open_record(now, &msg, source, direction, &snap, decided.as_ref().ok()));
         let (plan, permit, number, shape, refusal) = match decided {
             Ok(Decision { plan, permit, number, headers, user, cnam, .. }) => {
                 let plan = plan.into_iter().map(|k| (Peer::to(k.addr, k.transport), Some(k))).collect();
@@ -152,6 +158,9 @@ impl Core {
             }
         };
         let id = self.start_call(now, from, msg, plan, permit, number, shape, Some(direction));
+        if let (Some(rec), Some(call)) = (record, self.calls.get_mut(&id)) {
+            call.record = Some(rec);
+        }
         match refusal {
             Some(why) => self.final_response(now, id, why),
             None => {
@@ -218,6 +227,7 @@ impl Core {
                 early_cseq: [0, 0],
                 dialog_made: false,
                 received: now,
+                record: None,
             }),
         );
         id
@@ -259,6 +269,7 @@ impl Core {
                 abandoned: false,
                 early_tags: SmallVec::new(),
                 timer_c: None,
+                answer: None,
             });
             self.branches.insert(branch.into_boxed_str(), (id, idx as u32));
             let slot = slot_of(idx);
@@ -337,6 +348,7 @@ impl Core {
         }
         let bytes = self.reject_bytes(&call.invite, why, Some(&call.to_tag));
         let code = why.status().0;
+        self.record_outcome(id, why.outcome_label(), EndedBy::Edge);
         self.respond_upstream(now, id, code, bytes);
         if let Some(call) = self.calls.get_mut(&id) {
             if let (Some(d), Some(_)) = (call.direction, call.permit.as_ref()) {
@@ -352,6 +364,7 @@ impl Core {
         let mut out = Actions::new();
         call.server.respond(code, bytes, &self.cfg.timers, &mut out);
         let mut early = None;
+        let first_final = code >= 200 && !call.final_sent;
         if code >= 200 {
             if let (false, Some(d)) = (call.final_sent, call.direction) {
                 m::setup_seconds(d.as_str(), now.saturating_duration_since(call.received).as_secs_f64());
@@ -363,6 +376,9 @@ impl Core {
         let up = call.upstream;
         self.run(now, up, Owner::Call(id), 0, out);
         self.unindex_early(id, early);
+        if first_final {
+            self.record_final(now, id, code);
+        }
     }
 
     /// Where branch `idx` of call `id` was sent.
@@ -393,6 +409,7 @@ impl Core {
             if let Some(k) = b.timer_c.take() {
                 self.timers.cancel(k);
             }
+            b.answer.get_or_insert(HopAnswer::Status(code));
         }
         let want_cancel = code < 200 && b.cancel == CancelState::Pending;
         if code < 200 {
@@ -436,6 +453,9 @@ impl Core {
         if !cancelled && classify(Outcome::Final(code), seen_18x) == Next::Next {
             self.note_failover(id, idx as usize, code);
             return self.try_next_hop(now, id);
+        }
+        if cancelled {
+            self.record_outcome(id, "cancelled", EndedBy::Caller);
         }
         let bytes = build::forward_response(&msg);
         self.respond_upstream(now, id, code, bytes);
@@ -483,7 +503,11 @@ impl Core {
             let number = call.number;
             let invite = call.invite.clone();
             let early_cseq = call.early_cseq;
+            let record = call.record.take();
             self.dialog_established(now, id, &invite, &msg, upstream, callee, permit, number);
+            if let Some(rec) = record {
+                self.dialog_attach_record(id, rec);
+            }
             if early_cseq != [0, 0] {
                 self.dialog_raise_cseq(id, early_cseq);
             }
@@ -504,6 +528,12 @@ impl Core {
             return;
         }
         let (provisional, seen_18x) = (b.provisional, b.seen_18x);
+        if let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) {
+            b.answer.get_or_insert(match why {
+                Failure::Transport => HopAnswer::Unreachable,
+                Failure::Timeout | Failure::NoFinal => HopAnswer::Timeout,
+            });
+        }
         let outcome = match why {
             Failure::Transport => Outcome::TransportError,
             Failure::Timeout | Failure::NoFinal => Outcome::Timeout,

@@ -14,6 +14,7 @@
 //! - `noninvite.rs`: proxied non-INVITE transactions (BYE, UPDATE, INFO, ...)
 //! - `probe.rs`: OPTIONS health probes of every next hop
 //! - `respond.rs`: refusals → SIP status, in one place
+//! - `record.rs`: call records, filled as the call goes and queued at its end
 
 mod cancel;
 mod context;
@@ -23,6 +24,7 @@ mod early;
 mod invite;
 mod noninvite;
 mod probe;
+mod record;
 pub mod respond;
 #[cfg(test)]
 mod tests;
@@ -31,6 +33,8 @@ pub(crate) mod timer;
 pub(crate) mod txn;
 
 pub use context::{CallRate, CoreConfig, DownSet, Local, UnknownSourcePolicy};
+pub use decide::Direction;
+pub use record::{CallRecord, EndedBy, HopAnswer, HopTry};
 pub use probe::PROBE_CALL_ID_PREFIX;
 pub use respond::Reject;
 pub use timer::TimerValues;
@@ -130,6 +134,8 @@ pub struct Core {
     dialogs: dialog::Table,
     early: early::Table,
     probes: Option<probe::Prober>,
+    /// Finished calls' records for the driver (only with `[records] path`).
+    records: VecDeque<Box<CallRecord>>,
 }
 
 impl Core {
@@ -154,6 +160,7 @@ impl Core {
             dialogs: dialog::Table::default(),
             early: early::Table::default(),
             probes: None,
+            records: VecDeque::new(),
         };
         if shard == 0 && core.cfg.probe_interval.as_millis() > 0 {
             core.probes = Some(probe::Prober::new(&core.cfg));

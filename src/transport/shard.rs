@@ -14,6 +14,7 @@ use super::tcp::TcpHub;
 use super::{shard_of, ShardInput};
 use crate::metrics as m;
 use crate::proxy::{Core, Peer};
+use crate::records::Records;
 use crate::sip::Transport;
 
 /// Capacity of a shard's input queue; beyond it messages are dropped and counted.
@@ -48,6 +49,8 @@ pub struct Shard {
     pub hasher: ahash::RandomState,
     /// Becomes true on shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// Where finished calls' records go.
+    pub records: Records,
 }
 
 impl Shard {
@@ -169,6 +172,9 @@ impl Shard {
     }
 
     async fn flush(&mut self, local: Option<SocketAddr>) {
+        while let Some(r) = self.core.poll_record() {
+            self.records.push(r);
+        }
         while let Some(t) = self.core.poll_transmit() {
             match t.to.transport {
                 Transport::Udp => {

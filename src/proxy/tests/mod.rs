@@ -5,4 +5,5 @@ mod early;
 mod failover;
 mod harness;
 mod lifecycle;
+mod records;
 mod timers;
