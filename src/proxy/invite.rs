@@ -145,7 +145,8 @@ impl Core {
             Source::Carrier(_) => Direction::Inbound,
             _ => Direction::Outbound,
         };
-        let record = self.cfg.records.then(|| self.open_record(now, &msg, source, direction, &snap, decided.as_ref().ok()));
+        let record =
+            self.cfg.records.then(|| self.open_record(now, &msg, source, direction, &snap, decided.as_ref().ok()));
         let (plan, permit, number, shape, refusal) = match decided {
             Ok(Decision { plan, permit, number, headers, user, cnam, .. }) => {
                 let plan = plan.into_iter().map(|k| (Peer::to(k.addr, k.transport), Some(k))).collect();

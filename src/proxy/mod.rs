@@ -34,8 +34,8 @@ pub(crate) mod txn;
 
 pub use context::{CallRate, CoreConfig, DownSet, Local, UnknownSourcePolicy};
 pub use decide::Direction;
-pub use record::{CallRecord, EndedBy, HopAnswer, HopTry};
 pub use probe::PROBE_CALL_ID_PREFIX;
+pub use record::{CallRecord, EndedBy, HopAnswer, HopTry};
 pub use respond::Reject;
 pub use timer::TimerValues;
 

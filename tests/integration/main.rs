@@ -17,5 +17,6 @@ mod early_dialog;
 mod failover;
 mod flood;
 mod hostile;
+mod records;
 mod reload;
 mod torture;

@@ -9,8 +9,8 @@ fn net() -> Net {
     Net::with(crate::proxy::CoreConfig { records: true, ..config() }, 1000)
 }
 
-fn records(net: &mut Net) -> Vec<Box<CallRecord>> {
-    std::iter::from_fn(|| net.core.poll_record()).collect()
+fn records(net: &mut Net) -> Vec<CallRecord> {
+    std::iter::from_fn(|| net.core.poll_record().map(|r| *r)).collect()
 }
 
 #[test]
@@ -78,10 +78,7 @@ fn a_failed_over_call_lists_every_hop_with_its_answer() {
     let hops: Vec<_> = r.hops.iter().map(|h| (h.addr, h.answer)).collect();
     assert_eq!(
         hops,
-        vec![
-            (addr(FLOW_AZ1), Some(HopAnswer::Status(503))),
-            (addr(FLOW_AZ2), Some(HopAnswer::Status(486)))
-        ]
+        vec![(addr(FLOW_AZ1), Some(HopAnswer::Status(503))), (addr(FLOW_AZ2), Some(HopAnswer::Status(486)))]
     );
     assert_eq!(r.az.as_deref(), Some("az2"));
 }
