@@ -49,6 +49,9 @@ pub enum AppError {
     /// The config asks for something this build does not do.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// `[cluster] redis_url` could not be used.
+    #[error("cluster.redis_url: {0}")]
+    Cluster(redis::RedisError),
 }
 
 /// State shared by the shards and the control plane.
@@ -112,6 +115,9 @@ fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(m::CALL_DURATION_SECONDS.into()), m::DURATION_BUCKETS)
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(m::CLUSTER_ADMIT_SECONDS.into()), m::ADMIT_BUCKETS)
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -171,6 +177,10 @@ pub fn core_config(cfg: &Config, local: &Local, nonce: u32) -> CoreConfig {
         up_after: cfg.health.up_after,
         new_calls_per_second: cfg.limits.new_calls_per_second,
         records: cfg.records.path.is_some(),
+        cluster: cfg.cluster.redis_url.as_ref().map(|_| crate::proxy::ClusterAdmit {
+            admit_timeout: Duration::from_millis(cfg.cluster.admit_timeout_ms),
+            policy: cfg.cluster.on_backend_down,
+        }),
     }
 }
 
@@ -313,12 +323,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         Some(p) => Records::start(p.clone()).map_err(AppError::Thread)?,
         None => Records::off(),
     };
+    let cluster = start_cluster(&cfg, nonce, &inputs)?;
     let now = std::time::Instant::now();
     let core_shared = CoreShared {
         routing: routing.clone(),
         admission: admission.clone(),
         down: down.clone(),
         rate: Arc::new(CallRate::new(now)),
+        cluster: cluster.clone(),
     };
     // Each shard runs on its own OS thread with a current-thread runtime: a
     // call's messages never hop between threads and no work-stealing wake-ups
@@ -328,8 +340,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     for (i, rx) in receivers.into_iter().enumerate() {
         let core = Core::new(i as u32, core_cfg.clone(), core_shared.clone(), now);
         let sock = udp_socks.next();
-        let (inputs, hub, flood, hasher, stop_rx, records) =
-            (inputs.clone(), hub.clone(), flood.clone(), hasher.clone(), stop_rx.clone(), records.clone());
+        let (inputs, hub, flood, hasher, stop_rx, records, cluster) = (
+            inputs.clone(),
+            hub.clone(),
+            flood.clone(),
+            hasher.clone(),
+            stop_rx.clone(),
+            records.clone(),
+            cluster.clone(),
+        );
         let thread = std::thread::Builder::new().name(format!("sipedge-shard-{i}")).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -351,6 +370,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     hasher,
                     shutdown: stop_rx,
                     records,
+                    cluster,
                 };
                 shard.run().await;
                 // Let TCP writers spawned on this runtime drain the final BYEs.
@@ -412,6 +432,28 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     // Let TCP writers drain the final BYEs.
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
+}
+
+/// Cluster mode: the link the shards use and the Redis task behind it
+/// (none when standalone). Redis being down is not an error: the task
+/// connects when it can, and admission follows `on_backend_down` meanwhile.
+fn start_cluster(
+    cfg: &Config,
+    boot: u32,
+    shards: &[mpsc::Sender<ShardInput>],
+) -> Result<Option<Arc<crate::cluster::ClusterLink>>, AppError> {
+    let Some(url) = cfg.cluster.redis_url.clone() else { return Ok(None) };
+    let instance = cfg.cluster.instance.clone().unwrap_or_else(|| cfg.edge.name.clone());
+    let (link, rx) = crate::cluster::ClusterLink::new(&instance, u64::from(boot));
+    let settings = crate::cluster::client::Settings {
+        url,
+        instance: instance.clone(),
+        lease_ttl: Duration::from_millis(cfg.cluster.lease_ttl_ms),
+        admit_timeout: Duration::from_millis(cfg.cluster.admit_timeout_ms),
+    };
+    crate::cluster::client::start(settings, link.view.clone(), rx, shards.to_vec()).map_err(AppError::Cluster)?;
+    tracing::info!(instance = %instance, policy = ?cfg.cluster.on_backend_down, "cluster mode: caps shared through Redis");
+    Ok(Some(Arc::new(link)))
 }
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
@@ -483,6 +525,11 @@ impl Shared {
         let mut core_cfg = core_config(&new, &self.local, nonce);
         // Records stay as the writer started: on with a path, off without.
         core_cfg.records = self.records.is_on();
+        // Cluster mode stays as it started; its timeout and policy follow the file.
+        if new.cluster.redis_url != old.cluster.redis_url {
+            report.needs_restart.push("cluster.redis_url".into());
+            core_cfg.cluster = core_config(&old, &self.local, nonce).cluster;
+        }
         let core_cfg = Arc::new(core_cfg);
         for s in &self.shards {
             // A full queue must not lose a reload: wait for room.

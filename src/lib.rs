@@ -5,6 +5,7 @@
 //! - `proxy/`: the sans-IO transaction and dialog core (`Core`).
 //! - `routing/`: the lock-free, hot-swapped routing table.
 //! - `admission/`: per-number and instance concurrency caps (RAII permits).
+//! - `cluster/`: cluster mode: caps shared through Redis leases (the I/O side; the core only asks).
 //! - `failover/`: hop plans, failure classification, health hysteresis.
 //! - `inventory/`: the durable number lifecycle (redb).
 //! - `config/`: the TOML config, its validation, the numbers seed file.
@@ -21,6 +22,7 @@ pub mod admission;
 pub mod app;
 pub mod capture;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod failover;

@@ -45,6 +45,18 @@ pub const HEP_DROPS_TOTAL: &str = "sipedge_hep_dropped_total";
 pub const RECORDS_TOTAL: &str = "sipedge_records_written_total";
 /// Call records dropped (queue full, disk full, file not writable).
 pub const RECORDS_DROPS_TOTAL: &str = "sipedge_records_dropped_total";
+/// 1 while Redis answers (cluster mode), 0 while admission runs by `on_backend_down`.
+pub const CLUSTER_UP: &str = "sipedge_cluster_up";
+/// Seconds one shared-admission round trip to Redis took.
+pub const CLUSTER_ADMIT_SECONDS: &str = "sipedge_cluster_admit_seconds";
+/// Cluster admits and releases not queued for the Redis task (queue full).
+pub const CLUSTER_QUEUE_DROPS_TOTAL: &str = "sipedge_cluster_queue_dropped_total";
+/// Leases this instance holds in Redis (its live calls to capped numbers).
+pub const CLUSTER_LEASES: &str = "sipedge_cluster_leases";
+/// Calls admitted while Redis could not answer, by policy (`local_share`, `fail_open`, `fail_closed`) and result.
+pub const CLUSTER_FALLBACK_TOTAL: &str = "sipedge_cluster_fallback_total";
+/// Histogram buckets for a Redis round trip: 100 µs to 1 s.
+pub const ADMIT_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 /// Seconds from an INVITE received to its final answer sent, by direction.
 pub const SETUP_SECONDS: &str = "sipedge_setup_seconds";
 /// Seconds an established call lasted, by direction.
@@ -101,6 +113,11 @@ pub fn describe() {
     describe_histogram!(SETUP_SECONDS, Unit::Seconds, "INVITE received to its final answer sent");
     describe_histogram!(CALL_DURATION_SECONDS, Unit::Seconds, "Established call duration");
     describe_gauge!(MAX_CONCURRENT_CALLS, "The instance's concurrency cap (0 = none)");
+    describe_gauge!(CLUSTER_UP, "1 while Redis answers (cluster mode)");
+    describe_histogram!(CLUSTER_ADMIT_SECONDS, Unit::Seconds, "Shared-admission round trip to Redis");
+    describe_counter!(CLUSTER_QUEUE_DROPS_TOTAL, "Cluster admits and releases not queued");
+    describe_gauge!(CLUSTER_LEASES, "Leases this instance holds in Redis");
+    describe_counter!(CLUSTER_FALLBACK_TOTAL, "Calls decided by on_backend_down while Redis could not answer");
     describe_counter!(RECORDS_TOTAL, "Call records written");
     describe_counter!(RECORDS_DROPS_TOTAL, "Call records dropped");
     counter!(HEP_DROPS_TOTAL).increment(0);

@@ -204,7 +204,7 @@ impl Admission {
         }
         let counter = self.counter(number);
         take_slots(&counter, cap, instance_cap)?;
-        Ok(Permit { counter })
+        Ok(Permit { counter, lease: None })
     }
 
     /// The number's counter, created on first use.
@@ -255,12 +255,20 @@ pub struct Permit {
     /// The number's counter (which reaches the instance's), held directly so release
     /// needs no map lookup, and alive as long as the call even if the `Admission` is not.
     counter: Arc<Counter>,
+    /// Cluster mode: the call's lease in Redis, released with the permit.
+    lease: Option<Arc<crate::cluster::Lease>>,
 }
 
 impl Permit {
     /// The number this permit counts against.
     pub fn number(&self) -> E164 {
         self.counter.number
+    }
+
+    /// Makes the call's shared (Redis) slot part of this permit: it is
+    /// released when the permit is dropped, like the local slots.
+    pub fn attach_lease(&mut self, lease: Arc<crate::cluster::Lease>) {
+        self.lease = Some(lease);
     }
 }
 

@@ -14,6 +14,7 @@
 //! - `seed.rs`     `numbers.csv` → [`SeedNumber`]s and their checks
 
 mod cidr;
+mod cluster;
 mod load;
 mod observe;
 mod seed;
@@ -31,6 +32,7 @@ use crate::sip::Transport;
 
 pub(crate) use cidr::canonical;
 pub use cidr::{Cidr, CidrError};
+pub use cluster::{BackendDown, ClusterConfig};
 pub use observe::{CaptureConfig, LogConfig, LogFormat, RecordsConfig};
 pub use seed::{check_numbers, load_seed, parse_seed_csv, SeedNumber};
 
@@ -73,6 +75,9 @@ pub struct Config {
     /// `[capture]`: HEP3 capture of every SIP message.
     #[serde(default)]
     pub capture: CaptureConfig,
+    /// `[cluster]`: shared caps through Redis (off by default).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// `[records]`: call records.
     #[serde(default)]
     pub records: RecordsConfig,

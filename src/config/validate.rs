@@ -18,6 +18,7 @@ impl Config {
         check_peer_ips(self, &mut v);
         super::observe::check_capture(&self.capture, &mut v);
         super::observe::check_records(&self.records, &mut v);
+        super::cluster::check_cluster(&self.cluster, &mut v);
         v
     }
 

@@ -125,6 +125,17 @@ pub struct CoreConfig {
     pub new_calls_per_second: u32,
     /// Whether to build call records (`[records] path` is set).
     pub records: bool,
+    /// Cluster mode: capped numbers are admitted through Redis.
+    pub cluster: Option<ClusterAdmit>,
+}
+
+/// How the core admits calls to capped numbers in cluster mode.
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterAdmit {
+    /// `[cluster] admit_timeout_ms`: past it, the call is decided by `policy`.
+    pub admit_timeout: Duration,
+    /// `[cluster] on_backend_down`.
+    pub policy: crate::config::BackendDown,
 }
 
 impl Default for CoreConfig {
@@ -145,6 +156,7 @@ impl Default for CoreConfig {
             up_after: 2,
             new_calls_per_second: 0,
             records: false,
+            cluster: None,
         }
     }
 }

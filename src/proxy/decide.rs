@@ -48,6 +48,8 @@ pub struct Decision {
     pub kind: NumberKind,
     /// The number's flow, if it has one (for call records).
     pub flow: Option<Arc<str>>,
+    /// Cluster mode: the number's cap, still to be admitted through Redis.
+    pub shared_cap: Option<u32>,
 }
 
 /// The user part of a SIP or tel URI, unescaped, without its parameters.
@@ -66,11 +68,20 @@ fn cap_of(rec: &NumberRecord, cfg: &CoreConfig) -> u32 {
     })
 }
 
-fn admit(adm: &Arc<Admission>, rec: &NumberRecord, cfg: &CoreConfig) -> Result<Permit, Reject> {
-    adm.try_admit(rec.e164, cap_of(rec, cfg)).map_err(|e| match e {
+/// Takes the call's local slots. In cluster mode a capped number's cap is
+/// the cluster's (Redis decides it next), so locally only the instance cap
+/// applies here; the cap is handed back for the shared admission.
+fn admit(adm: &Arc<Admission>, rec: &NumberRecord, cfg: &CoreConfig) -> Result<(Permit, Option<u32>), Reject> {
+    let cap = cap_of(rec, cfg);
+    let (local_cap, shared) = match cfg.cluster {
+        Some(_) if cap > 0 => (0, Some(cap)),
+        _ => (cap, None),
+    };
+    let permit = adm.try_admit(rec.e164, local_cap).map_err(|e| match e {
         admission::Reject::NumberFull => Reject::NumberBusy,
         admission::Reject::InstanceFull => Reject::InstanceFull,
-    })
+    })?;
+    Ok((permit, shared))
 }
 
 fn plan_of(groups: &[&[HopCandidate]], cfg: &CoreConfig, down: &DownSet) -> Result<SmallVec<[HopKey; 8]>, Reject> {
@@ -101,13 +112,13 @@ pub fn inbound(
     };
     let flow = rec.flow.clone().ok_or(Reject::NoFlow)?;
     let plan = plan_of(&[hops.flow.as_slice()], cfg, down)?;
-    let permit = admit(adm, rec, cfg)?;
+    let (permit, shared_cap) = admit(adm, rec, cfg)?;
     let carrier_name = snap.peers.carriers.get(carrier).map(|c| c.name.clone()).unwrap_or_else(|| Arc::from("unknown"));
     let mut headers = SmallVec::new();
     headers.push(("X-Flow-Id", flow.clone()));
     headers.push(("X-Number-Kind", Arc::from(rec.kind.as_str())));
     headers.push(("X-Carrier", carrier_name));
-    Ok(Decision { number, permit, plan, headers, user, cnam: None, kind: rec.kind, flow: Some(flow) })
+    Ok(Decision { number, permit, plan, headers, user, cnam: None, kind: rec.kind, flow: Some(flow), shared_cap })
 }
 
 /// A call from the flow engine to the PSTN, with one of our numbers as caller ID.
@@ -140,7 +151,7 @@ pub fn outbound(
         .map(|v| v.as_slice())
         .collect();
     let plan = plan_of(&groups, cfg, down)?;
-    let permit = admit(adm, rec, cfg)?;
+    let (permit, shared_cap) = admit(adm, rec, cfg)?;
     Ok(Decision {
         number,
         permit,
@@ -150,5 +161,6 @@ pub fn outbound(
         cnam: rec.cnam.clone(),
         kind: rec.kind,
         flow: rec.flow.clone(),
+        shared_cap,
     })
 }

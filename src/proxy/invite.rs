@@ -147,8 +147,10 @@ impl Core {
         };
         let record =
             self.cfg.records.then(|| self.open_record(now, &msg, source, direction, &snap, decided.as_ref().ok()));
+        let mut shared_cap = None;
         let (plan, permit, number, shape, refusal) = match decided {
-            Ok(Decision { plan, permit, number, headers, user, cnam, .. }) => {
+            Ok(Decision { plan, permit, number, headers, user, cnam, shared_cap: cap, .. }) => {
+                shared_cap = cap;
                 let plan = plan.into_iter().map(|k| (Peer::to(k.addr, k.transport), Some(k))).collect();
                 (plan, Some(permit), Some(number), Shape::Initial { user, headers, cnam }, None)
             }
@@ -166,7 +168,10 @@ impl Core {
             Some(why) => self.final_response(now, id, why),
             None => {
                 m::call_started(direction.as_str());
-                self.try_next_hop(now, id);
+                match (shared_cap, number) {
+                    (Some(cap), Some(n)) => self.ask_admit(now, id, n, cap),
+                    _ => self.try_next_hop(now, id),
+                }
             }
         }
     }
@@ -561,6 +566,9 @@ impl Core {
     pub(super) fn call_timer(&mut self, now: Instant, id: u64, f: Fired) {
         if matches!(f.timer, Timer::AckWait | Timer::MaxDuration) {
             return self.dialog_timer(now, id, f.timer);
+        }
+        if f.timer == Timer::Admit {
+            return self.admit_timer(now, id);
         }
         let tv = self.cfg.timers;
         let Some(call) = self.calls.get_mut(&id) else { return };

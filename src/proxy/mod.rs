@@ -9,6 +9,7 @@
 //! # Layout
 //! - `txn/`: RFC 3261 §17 transaction machines
 //! - `invite.rs`: an initial INVITE: classify, admit, plan, forward, fail over, cancel
+//! - `admit.rs`: cluster mode: a capped number's call waits for the shared admission
 //! - `dialog.rs`: record-routed dialogs: in-dialog routing, BYE, the call's end
 //! - `early.rs`: early dialogs (PRACK, UPDATE, INFO before the 2xx), routed from the call
 //! - `noninvite.rs`: proxied non-INVITE transactions (BYE, UPDATE, INFO, ...)
@@ -16,6 +17,7 @@
 //! - `respond.rs`: refusals → SIP status, in one place
 //! - `record.rs`: call records, filled as the call goes and queued at its end
 
+mod admit;
 mod cancel;
 mod context;
 mod decide;
@@ -32,7 +34,7 @@ mod text;
 pub(crate) mod timer;
 pub(crate) mod txn;
 
-pub use context::{CallRate, CoreConfig, DownSet, Local, UnknownSourcePolicy};
+pub use context::{CallRate, ClusterAdmit, CoreConfig, DownSet, Local, UnknownSourcePolicy};
 pub use decide::Direction;
 pub use probe::PROBE_CALL_ID_PREFIX;
 pub use record::{CallRecord, EndedBy, HopAnswer, HopTry};
@@ -111,6 +113,8 @@ pub struct CoreShared {
     pub down: Arc<DownSet>,
     /// The instance-wide new-call rate.
     pub rate: Arc<CallRate>,
+    /// Cluster mode: the queue to the Redis task and what it last saw.
+    pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
 }
 
 /// The proxy core of one shard.
@@ -136,6 +140,9 @@ pub struct Core {
     probes: Option<probe::Prober>,
     /// Finished calls' records for the driver (only with `[records] path`).
     records: VecDeque<Box<CallRecord>>,
+    cluster: Option<Arc<crate::cluster::ClusterLink>>,
+    /// Calls waiting for the shared admission, and the requests for the driver.
+    admitting: admit::Table,
 }
 
 impl Core {
@@ -161,6 +168,8 @@ impl Core {
             early: early::Table::default(),
             probes: None,
             records: VecDeque::new(),
+            cluster: shared.cluster,
+            admitting: admit::Table::default(),
         };
         if shard == 0 && core.cfg.probe_interval.as_millis() > 0 {
             core.probes = Some(probe::Prober::new(&core.cfg));

@@ -51,6 +51,9 @@ pub enum Reject {
     /// The request asked for an extension we do not support (Proxy-Require).
     #[error("bad extension")]
     BadExtension,
+    /// Cluster mode, Redis unreachable, `on_backend_down = "fail_closed"`: a capped number's call is refused.
+    #[error("shared admission unavailable (Redis down, fail_closed)")]
+    ClusterDown,
 }
 
 /// The methods the edge handles; sent in `Allow`.
@@ -65,7 +68,7 @@ impl Reject {
             Reject::Released => (410, "Gone"),
             Reject::NoFlow => (480, "Temporarily Unavailable"),
             Reject::NumberBusy => (486, "Busy Here"),
-            Reject::InstanceFull | Reject::RateLimited => (503, "Service Unavailable"),
+            Reject::InstanceFull | Reject::RateLimited | Reject::ClusterDown => (503, "Service Unavailable"),
             Reject::NoRoute => (503, "Service Unavailable"),
             Reject::CallerIdNotOurs | Reject::UnknownSource | Reject::NotDialogPeer => (403, "Forbidden"),
             Reject::TooManyHops => (483, "Too Many Hops"),
@@ -78,7 +81,7 @@ impl Reject {
 
     /// Whether the answer carries `Retry-After` (overload answers do).
     pub fn retry_after(self) -> bool {
-        matches!(self, Reject::InstanceFull | Reject::RateLimited)
+        matches!(self, Reject::InstanceFull | Reject::RateLimited | Reject::ClusterDown)
     }
 
     /// Whether the answer carries `Allow`.
@@ -105,6 +108,7 @@ impl Reject {
             Reject::NotDialogPeer => "not_dialog_peer",
             Reject::Timeout => "timeout",
             Reject::BadExtension => "bad_extension",
+            Reject::ClusterDown => "cluster_down",
         }
     }
 }

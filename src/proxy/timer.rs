@@ -53,6 +53,8 @@ pub enum Timer {
     Probe,
     /// Health check: an OPTIONS probe got no answer in time.
     ProbeTimeout,
+    /// Cluster mode: the shared admission did not answer within `admit_timeout_ms`.
+    Admit,
 }
 
 /// What a timer belongs to: a call context, a standalone transaction, or the core.

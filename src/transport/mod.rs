@@ -25,6 +25,8 @@ pub enum ShardInput {
     Unreachable(Peer),
     /// A new core configuration (reload).
     Config(std::sync::Arc<crate::proxy::CoreConfig>),
+    /// The shared admission's answer for one of this shard's calls (cluster mode).
+    Admit(u64, crate::cluster::Verdict),
 }
 
 /// Finds the Call-ID value in a raw message without parsing it (long or

@@ -51,6 +51,8 @@ pub struct Shard {
     pub shutdown: watch::Receiver<bool>,
     /// Where finished calls' records go.
     pub records: Records,
+    /// Cluster mode: where shared-admission requests go.
+    pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
 }
 
 impl Shard {
@@ -137,6 +139,7 @@ impl Shard {
             ShardInput::SendError(peer, bytes) => self.core.handle_send_error(now, peer, &bytes),
             ShardInput::Unreachable(peer) => self.core.handle_unreachable(now, peer),
             ShardInput::Config(cfg) => self.core.set_config(cfg),
+            ShardInput::Admit(call, verdict) => self.core.handle_admit(now, call, verdict),
         }
     }
 
@@ -172,6 +175,14 @@ impl Shard {
     }
 
     async fn flush(&mut self, local: Option<SocketAddr>) {
+        // Shared admissions first: a request that cannot be queued is decided
+        // now, and whatever that sends goes out below.
+        while let Some(req) = self.core.poll_admit() {
+            let call = req.call;
+            if !self.cluster.as_ref().is_some_and(|l| l.ask(req)) {
+                self.core.handle_admit(Instant::now(), call, crate::cluster::Verdict::Unknown);
+            }
+        }
         while let Some(r) = self.core.poll_record() {
             self.records.push(r);
         }

@@ -1,6 +1,7 @@
 //! The core on a virtual network: scripted peers, a virtual clock, no sockets.
 
 mod calls;
+mod cluster;
 mod early;
 mod failover;
 mod harness;
