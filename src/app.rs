@@ -82,6 +82,8 @@ pub struct Shared {
     pub admin_token: arc_swap::ArcSwapOption<crate::admin::Token>,
     /// The call-records writer (off without `[records] path`; SIGHUP reopens its file).
     pub records: Records,
+    /// Cluster mode: the link to the Redis task (none when standalone).
+    pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
     /// Serializes reloads.
     reload_lock: std::sync::Mutex<()>,
 }
@@ -400,6 +402,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         bound,
         admin_token: arc_swap::ArcSwapOption::from_pointee(admin_token),
         records: records.clone(),
+        cluster: cluster.clone(),
         reload_lock: std::sync::Mutex::new(()),
     });
     tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));

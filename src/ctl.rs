@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 mod render;
-use render::{render_number, render_number_page, render_port, render_port_list, render_reload};
+use render::{render_cluster, render_number, render_number_page, render_port, render_port_list, render_reload};
 
 /// `sipedge ctl` arguments.
 #[derive(clap::Args, Debug)]
@@ -104,6 +104,8 @@ pub enum CtlCommand {
     },
     /// Make the edge re-read its config file (like SIGHUP).
     Reload,
+    /// Cluster mode: Redis reachable, instances alive (`GET /v1/cluster`).
+    Cluster,
 }
 
 /// `sipedge ctl port ...`.
@@ -247,6 +249,7 @@ fn execute(c: &Client, cmd: CtlCommand) -> Result<Output, CtlError> {
             PortCommand::List => (c.call("GET", "/v1/ports", None)?, render_port_list),
         },
         CtlCommand::Reload => (c.call("POST", "/v1/reload", None)?, render_reload),
+        CtlCommand::Cluster => (c.call("GET", "/v1/cluster", None)?, render_cluster),
     };
     let text = render(&body);
     Ok(Output { body, text })

@@ -29,6 +29,7 @@
 
 mod auth;
 mod body;
+mod cluster;
 pub mod error;
 pub mod numbers;
 pub mod ports;
@@ -91,6 +92,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/ports/{id}/cancel", post(ports::cancel))
         .route("/v1/ports/{id}/complete", post(ports::complete))
         .route("/v1/reload", post(reload::reload))
+        .route("/v1/cluster", get(cluster::show))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

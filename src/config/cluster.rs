@@ -34,7 +34,7 @@ impl Default for ClusterConfig {
 }
 
 /// `on_backend_down`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendDown {
     /// Admit up to ceil(cap / instances alive at the last contact) per number.

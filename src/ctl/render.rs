@@ -104,6 +104,14 @@ pub fn render_reload(v: &Value) -> String {
     object(v, &["reloaded", "carriers", "flow_engines", "needs_restart"])
 }
 
+/// `ctl cluster`.
+pub fn render_cluster(v: &Value) -> String {
+    object(
+        v,
+        &["mode", "instance", "redis_up", "instances_alive", "on_backend_down", "lease_ttl_ms", "admit_timeout_ms"],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ mod caps;
 mod capture;
 mod chaos;
 mod churn;
+mod cluster;
 mod control_plane;
 mod deploy;
 mod durability;

@@ -5,6 +5,7 @@
 pub mod edge;
 pub mod net;
 pub mod peer;
+pub mod redis;
 
 pub use edge::{standard, Edge, EdgeSpec};
 pub use net::Block;
