@@ -316,7 +316,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     }
     hub.set_shards(inputs.clone());
     if let Some(addr) = cfg.capture.hep_addr {
-        match crate::capture::Capture::start(addr, cfg.capture.hep_id).await {
+        match crate::capture::Capture::start(addr, cfg.capture.hep_id, cfg.capture.hep_transport) {
             Ok(c) => hub.set_capture(c),
             Err(e) => tracing::warn!(collector = %addr, error = %e, "HEP capture not started"),
         }
@@ -513,7 +513,10 @@ impl Shared {
         if new.records.path != old.records.path {
             report.needs_restart.push("records.path".into());
         }
-        if new.capture.hep_addr != old.capture.hep_addr || new.capture.hep_id != old.capture.hep_id {
+        if new.capture.hep_addr != old.capture.hep_addr
+            || new.capture.hep_id != old.capture.hep_id
+            || new.capture.hep_transport != old.capture.hep_transport
+        {
             report.needs_restart.push("capture".into());
         }
         let peers = Arc::new(peers_from_config(&new));

@@ -33,7 +33,7 @@ use crate::sip::Transport;
 pub(crate) use cidr::canonical;
 pub use cidr::{Cidr, CidrError};
 pub use cluster::{BackendDown, ClusterConfig};
-pub use observe::{CaptureConfig, LogConfig, LogFormat, RecordsConfig};
+pub use observe::{CaptureConfig, HepTransport, LogConfig, LogFormat, RecordsConfig};
 pub use seed::{check_numbers, load_seed, parse_seed_csv, SeedNumber};
 
 /// The whole configuration file.

@@ -15,11 +15,25 @@ pub struct CaptureConfig {
     pub hep_addr: Option<SocketAddr>,
     /// Capture agent id stamped on every packet (default 2001).
     pub hep_id: u32,
+    /// `udp` (default: Homer, heplify-server, sngrep) or `tcp` (heplify-server's
+    /// HEP over TCP: packets coalesced into one stream, far cheaper per message).
+    pub hep_transport: HepTransport,
+}
+
+/// How HEP packets travel to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HepTransport {
+    /// One datagram per captured message.
+    #[default]
+    Udp,
+    /// One stream; every batch of packets is one write.
+    Tcp,
 }
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        CaptureConfig { hep_addr: None, hep_id: 2001 }
+        CaptureConfig { hep_addr: None, hep_id: 2001, hep_transport: HepTransport::Udp }
     }
 }
 

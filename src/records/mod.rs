@@ -5,15 +5,15 @@
 //! file; a full queue, a full disk or a file that cannot be opened drops the
 //! record and counts it, so a slow or failing disk never holds up a call.
 //! The file is opened for append and reopened on SIGHUP (logrotate renames
-//! it, then signals). Lines are buffered and flushed whenever the queue runs
-//! empty, so a record reaches the file within one batch of its call's end.
+//! it, then signals). The writer wakes every 50 ms, writes what is queued
+//! and flushes, so a record reaches the file within 50 ms of its call's end.
 
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,6 +22,10 @@ use crate::proxy::{CallRecord, HopAnswer};
 
 /// Records waiting for the writer before new ones are dropped.
 pub const RECORDS_QUEUE: usize = 8192;
+
+/// How often the writer takes what is queued: a record reaches the file
+/// within this of its call's end.
+const WRITE_TICK: Duration = Duration::from_millis(50);
 
 /// How often a shut-down waits to see the queue written out.
 const SETTLE_POLL: Duration = Duration::from_millis(10);
@@ -158,27 +162,39 @@ fn write_loop(path: &Path, rx: &Receiver<Box<CallRecord>>, state: &WriterState) 
     let clock = Clock::now();
     let mut sink = Sink { path, file: None, buffered: 0, warned: false };
     let mut line = Vec::with_capacity(512);
-    // Blocks for the first record of a batch, then takes what is queued.
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
+    loop {
+        // Polls: a parked writer would be woken (a futex and a context
+        // switch on the shard) for every record.
         let mut taken = 0usize;
-        while let Some(rec) = next {
-            if state.reopen.swap(false, Ordering::Relaxed) {
-                sink.flush();
-                sink.file = None;
+        let mut open = true;
+        loop {
+            match rx.try_recv() {
+                Ok(rec) => {
+                    if state.reopen.swap(false, Ordering::Relaxed) {
+                        sink.flush();
+                        sink.file = None;
+                    }
+                    line.clear();
+                    if serde_json::to_writer(&mut line, &Line::of(&rec, &clock)).is_ok() {
+                        line.push(b'\n');
+                        sink.write(&line);
+                    }
+                    taken += 1;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
             }
-            line.clear();
-            if serde_json::to_writer(&mut line, &Line::of(&rec, &clock)).is_ok() {
-                line.push(b'\n');
-                sink.write(&line);
-            }
-            taken += 1;
-            next = rx.try_recv().ok();
         }
         sink.flush();
         state.in_flight.fetch_sub(taken, Ordering::Relaxed);
+        if !open {
+            return;
+        }
+        std::thread::sleep(WRITE_TICK);
     }
-    sink.flush();
 }
 
 /// Turns the core's `Instant`s into wall-clock time, from one reading of both clocks.

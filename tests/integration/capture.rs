@@ -207,3 +207,49 @@ fn json_log_lines_parse_and_carry_the_call_id() {
     }
     assert!(about_call >= 1);
 }
+
+#[test]
+fn hep_over_tcp_streams_every_packet_of_a_call_to_the_collector() {
+    use std::io::Read;
+    let b = Block::new();
+    let listener = std::net::TcpListener::bind(b.addr(50, 9062)).unwrap();
+    let mut spec = standard(b, "udp");
+    spec.toml.push_str(&format!("[capture]\nhep_addr = \"{}\"\nhep_transport = \"tcp\"\n", b.addr(50, 9062)));
+    let before = now_s();
+    let mut flow = Peer::udp(b.addr(10, 5060), b.addr(1, 5060));
+    let edge = Edge::start(b, spec);
+    one_udp_call(&edge, &mut flow, "hep-stream-1");
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    // The stream is HEP3 packets back to back, each with its length at bytes 4..6.
+    let mut data = Vec::new();
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 65_536];
+    let end = std::time::Instant::now() + T;
+    while got.len() < 13 && std::time::Instant::now() < end {
+        if let Ok(n) = conn.read(&mut chunk) {
+            data.extend_from_slice(&chunk[..n]);
+        }
+        while data.len() >= 6 {
+            assert_eq!(&data[..4], b"HEP3", "a packet starts where the last ended");
+            let len = usize::from(u16::from_be_bytes([data[4], data[5]]));
+            if data.len() < len {
+                break;
+            }
+            let c = decode(&data[..len], before, now_s() + 1);
+            data.drain(..len);
+            if c.corr == "hep-stream-1" {
+                got.push(start_line(&c.payload));
+            }
+        }
+    }
+    got.sort();
+    let mut want: Vec<String> =
+        ["INVITE", "100", "INVITE", "180", "180", "200", "200", "ACK", "ACK", "BYE", "BYE", "200", "200"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    want.sort();
+    assert_eq!(got, want, "every message of the call, over one stream");
+    assert_eq!(edge.metric("sipedge_hep_dropped_total"), Some(0.0));
+}
