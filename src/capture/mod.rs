@@ -116,18 +116,18 @@ fn send_loop(out: &mut Out, capture_id: u32, rx: &Receiver<Item>) {
                         metrics::counter!(m::HEP_DROPS_TOTAL).increment(1);
                     }
                     if n == SEND_BATCH {
-                        out.send(&bufs[..n]);
+                        out.send(bufs.get(..n).unwrap_or_default());
                         n = 0;
                     }
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    out.send(&bufs[..n]);
+                    out.send(bufs.get(..n).unwrap_or_default());
                     return;
                 }
             }
         }
-        out.send(&bufs[..n]);
+        out.send(bufs.get(..n).unwrap_or_default());
         std::thread::sleep(CAPTURE_TICK);
     }
 }
