@@ -447,14 +447,14 @@ fn start_cluster(
 ) -> Result<Option<Arc<crate::cluster::ClusterLink>>, AppError> {
     let Some(url) = cfg.cluster.redis_url.clone() else { return Ok(None) };
     let instance = cfg.cluster.instance.clone().unwrap_or_else(|| cfg.edge.name.clone());
-    let (link, rx) = crate::cluster::ClusterLink::new(&instance, u64::from(boot));
+    let (link, queues) = crate::cluster::ClusterLink::new(&instance, u64::from(boot));
     let settings = crate::cluster::client::Settings {
         url,
         instance: instance.clone(),
         lease_ttl: Duration::from_millis(cfg.cluster.lease_ttl_ms),
         admit_timeout: Duration::from_millis(cfg.cluster.admit_timeout_ms),
     };
-    crate::cluster::client::start(settings, link.view.clone(), rx, shards.to_vec()).map_err(AppError::Cluster)?;
+    crate::cluster::client::start(settings, link.view.clone(), queues, shards.to_vec()).map_err(AppError::Cluster)?;
     tracing::info!(instance = %instance, policy = ?cfg.cluster.on_backend_down, "cluster mode: caps shared through Redis");
     Ok(Some(Arc::new(link)))
 }

@@ -11,7 +11,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 use super::scripts::{self, INSTANCES_KEY};
-use super::{ClusterView, Lease, Op, Verdict};
+use super::{ClusterView, Lease, Op, Queues, Verdict};
 use crate::metrics as m;
 use crate::transport::ShardInput;
 
@@ -20,6 +20,9 @@ const MAX_BATCH: usize = 512;
 
 /// Leases renewed (or released) per pipeline.
 const RENEW_CHUNK: usize = 1024;
+
+/// Releases wait at most this long for an admit batch to ride with.
+const RELEASE_TICK: Duration = Duration::from_millis(20);
 
 /// After a failed round trip, admits skip Redis this long (then one is tried again).
 const BREAKER_OPEN: Duration = Duration::from_secs(1);
@@ -88,7 +91,7 @@ async fn query(p: &redis::Pipeline, con: &mut ConnectionManager, s: &Scripts) ->
 pub fn start(
     settings: Settings,
     view: Arc<ClusterView>,
-    rx: mpsc::Receiver<Op>,
+    queues: Queues,
     shards: Vec<mpsc::Sender<ShardInput>>,
 ) -> redis::RedisResult<()> {
     let client = redis::Client::open(settings.url.as_str())?;
@@ -106,7 +109,7 @@ pub fn start(
         scripts.clone(),
         registry.clone(),
         view.clone(),
-        rx,
+        queues,
         shards,
     ));
     tokio::spawn(renew_loop(settings, con, scripts, registry, view));
@@ -120,17 +123,32 @@ async fn admit_loop(
     scripts: Arc<Scripts>,
     registry: Registry,
     view: Arc<ClusterView>,
-    mut rx: mpsc::Receiver<Op>,
+    queues: Queues,
     shards: Vec<mpsc::Sender<ShardInput>>,
 ) {
+    let Queues { admits: mut rx, releases } = queues;
+    let mut tick = tokio::time::interval(RELEASE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ttl = u64::try_from(settings.lease_ttl.as_millis()).unwrap_or(u64::MAX);
     let mut open_until: Option<Instant> = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+    loop {
         batch.clear();
-        batch.push(first);
+        tokio::select! {
+            op = rx.recv() => match op {
+                Some(op) => batch.push(op),
+                None => return,
+            },
+            _ = tick.tick() => {}
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        while batch.len() < MAX_BATCH * 2 {
+            match releases.try_recv() {
                 Ok(op) => batch.push(op),
                 Err(_) => break,
             }

@@ -54,19 +54,19 @@ pub struct Lease {
     /// This call's member in it.
     pub member: Box<str>,
     /// Where the release goes; none in tests of the core.
-    ops: Option<mpsc::Sender<Op>>,
+    releases: Option<std::sync::mpsc::SyncSender<Op>>,
 }
 
 impl Lease {
     /// A lease for `member` in `key`, released through `link` when dropped.
     pub fn new(key: Box<str>, member: Box<str>, link: Option<&ClusterLink>) -> Lease {
-        Lease { key, member, ops: link.map(|l| l.ops.clone()) }
+        Lease { key, member, releases: link.map(|l| l.releases.clone()) }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let Some(ops) = &self.ops else { return };
+        let Some(ops) = &self.releases else { return };
         let op = Op::Release { key: std::mem::take(&mut self.key), member: std::mem::take(&mut self.member) };
         if ops.try_send(op).is_err() {
             // The renewal sweep finds the lease gone and releases it then.
@@ -138,23 +138,37 @@ impl ClusterView {
     }
 }
 
+/// The task's ends of the link's queues.
+#[derive(Debug)]
+pub struct Queues {
+    /// Admit requests.
+    pub admits: mpsc::Receiver<Op>,
+    /// Releases of ended calls.
+    pub releases: std::sync::mpsc::Receiver<Op>,
+}
+
 /// The link between the shards and the Redis task.
 #[derive(Debug)]
 pub struct ClusterLink {
     /// This instance's name and boot id, the prefix of every member it writes.
     pub prefix: Box<str>,
-    /// Requests to the task.
+    /// Admit requests to the task (it wakes for each: a call waits on it).
     ops: mpsc::Sender<Op>,
+    /// Releases: taken with the next admit batch or within `RELEASE_TICK`,
+    /// so ending a call wakes nothing.
+    releases: std::sync::mpsc::SyncSender<Op>,
     /// What the task last saw.
     pub view: Arc<ClusterView>,
 }
 
 impl ClusterLink {
-    /// A link and the receiving end for the task.
-    pub fn new(instance: &str, boot: u64) -> (ClusterLink, mpsc::Receiver<Op>) {
+    /// A link and the receiving ends for the task.
+    pub fn new(instance: &str, boot: u64) -> (ClusterLink, Queues) {
         let (tx, rx) = mpsc::channel(CLUSTER_QUEUE);
+        let (rel_tx, rel_rx) = std::sync::mpsc::sync_channel(CLUSTER_QUEUE);
         let prefix = format!("{instance}/{boot:x}").into_boxed_str();
-        (ClusterLink { prefix, ops: tx, view: Arc::new(ClusterView::default()) }, rx)
+        let link = ClusterLink { prefix, ops: tx, releases: rel_tx, view: Arc::new(ClusterView::default()) };
+        (link, Queues { admits: rx, releases: rel_rx })
     }
 
     /// Passes an admit request on; false when the queue is full (the caller
@@ -200,12 +214,12 @@ mod tests {
 
     #[test]
     fn a_dropped_lease_queues_its_release() {
-        let (link, mut rx) = ClusterLink::new("edge-1", 0xab);
+        let (link, q) = ClusterLink::new("edge-1", 0xab);
         let lease = link.lease(crate::sip::E164::parse_dialed("+12065550100").unwrap(), "call-1/tag");
         assert_eq!(&*lease.member, "edge-1/ab/call-1/tag");
         assert_eq!(&*lease.key, "sipedge:{+12065550100}:calls");
         drop(lease);
-        match rx.try_recv() {
+        match q.releases.try_recv() {
             Ok(Op::Release { key, member }) => {
                 assert_eq!(&*key, "sipedge:{+12065550100}:calls");
                 assert_eq!(&*member, "edge-1/ab/call-1/tag");
