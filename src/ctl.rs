@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 mod render;
-use render::{render_number, render_number_page, render_port, render_port_list, render_reload};
+use render::{render_drain, render_number, render_number_page, render_port, render_port_list, render_reload};
 
 /// `sipedge ctl` arguments.
 #[derive(clap::Args, Debug)]
@@ -104,6 +104,8 @@ pub enum CtlCommand {
     },
     /// Make the edge re-read its config file (like SIGHUP).
     Reload,
+    /// Drain the edge (like SIGTERM): no new calls; it exits once its last call ends.
+    Drain,
 }
 
 /// `sipedge ctl port ...`.
@@ -247,6 +249,7 @@ fn execute(c: &Client, cmd: CtlCommand) -> Result<Output, CtlError> {
             PortCommand::List => (c.call("GET", "/v1/ports", None)?, render_port_list),
         },
         CtlCommand::Reload => (c.call("POST", "/v1/reload", None)?, render_reload),
+        CtlCommand::Drain => (c.call("POST", "/v1/drain", None)?, render_drain),
     };
     let text = render(&body);
     Ok(Output { body, text })

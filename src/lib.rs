@@ -10,7 +10,7 @@
 //! - `config/`: the TOML config, its validation, the numbers seed file.
 //! - `transport/`: the only socket code: UDP/TCP drivers, sharding, flood control.
 //! - `admin/`, `ctl`: the HTTP control plane and its command-line client.
-//! - `app`: wiring, reload, shutdown. `cli`: the command line.
+//! - `app`: wiring, reload, shutdown. `drain`: drain state (SPEC §9). `cli`: the command line.
 //! - `metrics`: metric names and hot-path counters.
 //! - `capture`: HEP3 capture of every SIP message to a collector. `logging`: log set-up.
 //! - `fuzzing`: fuzz harnesses shared by `tools/fuzz` and `tests/fuzz_replay.rs` (feature `fuzzing`, doc-hidden).
@@ -23,6 +23,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod ctl;
+pub mod drain;
 pub mod failover;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -49,6 +49,7 @@ pub fn new_core(now: Instant) -> Core {
         admission: Arc::new(Admission::new(1_000_000)),
         down: Arc::new(DownSet::default()),
         rate: Arc::new(CallRate::new(now)),
+        draining: Default::default(),
     };
     let cfg = CoreConfig {
         local: Local { udp: Some(EDGE.into()), tcp: None },

@@ -104,6 +104,11 @@ pub fn render_reload(v: &Value) -> String {
     object(v, &["reloaded", "carriers", "flow_engines", "needs_restart"])
 }
 
+/// `ctl drain`.
+pub fn render_drain(v: &Value) -> String {
+    object(v, &["draining", "started", "live_calls"])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -182,6 +182,7 @@ pub fn core_sequence_with(data: &[u8]) -> CoreFuzzReport {
         admission: admission.clone(),
         down: Arc::new(DownSet::default()),
         rate: Arc::new(CallRate::new(now)),
+        draining: Default::default(),
     };
     let mut w = World {
         core: Core::new(0, Arc::new(cfg.clone()), shared, now),

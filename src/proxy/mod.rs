@@ -13,12 +13,14 @@
 //! - `early.rs`: early dialogs (PRACK, UPDATE, INFO before the 2xx), routed from the call
 //! - `noninvite.rs`: proxied non-INVITE transactions (BYE, UPDATE, INFO, ...)
 //! - `probe.rs`: OPTIONS health probes of every next hop
+//! - `drain.rs`: draining: the flag, calls still live, pending INVITEs ended at the deadline
 //! - `respond.rs`: refusals → SIP status, in one place
 
 mod cancel;
 mod context;
 mod decide;
 mod dialog;
+mod drain;
 mod early;
 mod invite;
 mod noninvite;
@@ -49,6 +51,7 @@ use std::collections::VecDeque;
 /// entries per insert instead.
 pub(crate) type FastMap<K, V> = griddle::HashMap<K, V, ahash::RandomState>;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -107,6 +110,8 @@ pub struct CoreShared {
     pub down: Arc<DownSet>,
     /// The instance-wide new-call rate.
     pub rate: Arc<CallRate>,
+    /// Set once the edge drains: new calls and OPTIONS get 503, calls in progress go on.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The proxy core of one shard.
@@ -117,6 +122,7 @@ pub struct Core {
     admission: Arc<Admission>,
     down: Arc<DownSet>,
     rate: Arc<CallRate>,
+    draining: Arc<AtomicBool>,
     hops: HopCache,
     timers: TimerQueue,
     out: VecDeque<Transmit>,
@@ -143,6 +149,7 @@ impl Core {
             admission: shared.admission,
             down: shared.down,
             rate: shared.rate,
+            draining: shared.draining,
             hops: HopCache::default(),
             timers: TimerQueue::default(),
             out: VecDeque::new(),
@@ -271,9 +278,12 @@ impl Core {
         (self.calls.len(), self.dialogs.len())
     }
 
-    /// Ends every call (shutdown): each dialog's slot is released and BYE sent both ways.
+    /// Ends every call (shutdown, or a drain's deadline): each dialog's slot is
+    /// released and BYE sent both ways; an INVITE still being set up gets a
+    /// final answer upstream and a CANCEL downstream, so none is dropped silently.
     pub fn shutdown(&mut self, now: Instant) {
         self.dialogs_shutdown(now);
+        self.abort_pending(now);
         for (_, mut c) in self.calls.drain() {
             c.permit.take();
         }
@@ -339,6 +349,13 @@ impl Core {
                 self.reject(from, &msg, Reject::TooManyHops, None)
             }
             _ if msg.to_tag().is_some() => self.in_dialog(now, from, msg),
+            Method::Invite | Method::Options if self.is_draining() => {
+                if method == Method::Invite {
+                    let dir = if source == Source::Platform { "outbound" } else { "inbound" };
+                    m::call_outcome(dir, Reject::Draining.outcome_label());
+                }
+                self.reject(from, &msg, Reject::Draining, None)
+            }
             Method::Invite => self.initial_invite(now, from, msg, source),
             Method::Options => {
                 let allow = [("Allow", respond::ALLOW), ("Accept", "application/sdp")];

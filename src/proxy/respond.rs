@@ -51,6 +51,9 @@ pub enum Reject {
     /// The request asked for an extension we do not support (Proxy-Require).
     #[error("bad extension")]
     BadExtension,
+    /// The edge is draining (SIGTERM, `POST /v1/drain`): no new calls, probes steer away.
+    #[error("edge draining")]
+    Draining,
 }
 
 /// The methods the edge handles; sent in `Allow`.
@@ -66,7 +69,7 @@ impl Reject {
             Reject::NoFlow => (480, "Temporarily Unavailable"),
             Reject::NumberBusy => (486, "Busy Here"),
             Reject::InstanceFull | Reject::RateLimited => (503, "Service Unavailable"),
-            Reject::NoRoute => (503, "Service Unavailable"),
+            Reject::NoRoute | Reject::Draining => (503, "Service Unavailable"),
             Reject::CallerIdNotOurs | Reject::UnknownSource | Reject::NotDialogPeer => (403, "Forbidden"),
             Reject::TooManyHops => (483, "Too Many Hops"),
             Reject::MethodNotAllowed => (405, "Method Not Allowed"),
@@ -78,7 +81,7 @@ impl Reject {
 
     /// Whether the answer carries `Retry-After` (overload answers do).
     pub fn retry_after(self) -> bool {
-        matches!(self, Reject::InstanceFull | Reject::RateLimited)
+        matches!(self, Reject::InstanceFull | Reject::RateLimited | Reject::Draining)
     }
 
     /// Whether the answer carries `Allow`.
@@ -105,6 +108,7 @@ impl Reject {
             Reject::NotDialogPeer => "not_dialog_peer",
             Reject::Timeout => "timeout",
             Reject::BadExtension => "bad_extension",
+            Reject::Draining => "draining",
         }
     }
 }
@@ -129,5 +133,7 @@ mod tests {
         assert_eq!(Reject::TooManyHops.status().0, 483);
         assert_eq!(Reject::MethodNotAllowed.status().0, 405);
         assert!(Reject::MethodNotAllowed.allow());
+        assert_eq!(Reject::Draining.status().0, 503);
+        assert!(Reject::Draining.retry_after());
     }
 }

@@ -124,6 +124,7 @@ impl Net {
             admission: admission.clone(),
             down: down.clone(),
             rate: Arc::new(crate::proxy::CallRate::new(now)),
+            draining: Default::default(),
         };
         let core = Core::new(0, Arc::new(cfg), shared, now);
         Net { core, now, admission, routing, down, seq: 0 }
