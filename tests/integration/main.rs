@@ -12,6 +12,7 @@ mod chaos;
 mod churn;
 mod control_plane;
 mod deploy;
+mod drain;
 mod durability;
 mod early_dialog;
 mod failover;
