@@ -15,6 +15,7 @@
 //! - `probe.rs`: OPTIONS health probes of every next hop
 //! - `drain.rs`: draining: the flag, calls still live, pending INVITEs ended at the deadline
 //! - `respond.rs`: refusals → SIP status, in one place
+//! - `token.rs`: the HMAC Record-Route token (format and check; not yet used for routing)
 
 mod cancel;
 mod context;
@@ -30,6 +31,7 @@ pub mod respond;
 mod tests;
 mod text;
 pub(crate) mod timer;
+pub mod token;
 pub(crate) mod txn;
 
 pub use context::{CallRate, CoreConfig, DownSet, Local, UnknownSourcePolicy};
