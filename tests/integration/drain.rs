@@ -104,3 +104,39 @@ fn a_second_sigterm_stops_at_once() {
     carrier.expect_request("BYE", Duration::from_secs(2));
     assert_eq!(edge.wait_exit(Duration::from_secs(4)), Some(0), "{}", edge.log());
 }
+
+/// Measurement for the issue note (not run by default): `DRAIN_CALLS` held
+/// calls, SIGTERM, then every BYE; prints how long from the first BYE sent to
+/// the process exiting 0.
+#[test]
+#[ignore]
+fn measure_drain_of_held_calls() {
+    let n: usize = std::env::var("DRAIN_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(500).min(2000);
+    let _heavy = crate::support::heavy();
+    let b = Block::new();
+    let mut flow = Peer::udp(b.addr(10, 5060), b.addr(1, 5060));
+    let mut edge = Edge::start(b, standard(b, "udp"));
+    let mut carrier = Peer::udp(b.addr(2, 5060), edge.sip);
+    let oks: Vec<Msg> =
+        (0..n).map(|i| call_up(&mut carrier, &mut flow, &edge, &format!("held-{i}"), &format!("h{i}"))).collect();
+    edge.signal("TERM");
+    assert!(edge.wait_log("draining", T));
+    let t0 = std::time::Instant::now();
+    // In batches of 100: a burst of 1,000 datagrams overflows a loopback socket buffer.
+    for (c, batch) in oks.chunks(100).enumerate() {
+        for (i, ok) in batch.iter().enumerate() {
+            carrier.send(&in_dialog("BYE", ok, carrier.local(), "UDP", 2, &format!("h{c}-{i}b")));
+        }
+        for _ in batch {
+            let (bye, from) = flow.expect_request("BYE", T);
+            flow.answer(&bye, 200, from);
+        }
+        while carrier.recv(Duration::from_millis(1)).is_some() {}
+    }
+    let answered = t0.elapsed();
+    assert_eq!(edge.wait_exit(Duration::from_secs(10)), Some(0), "{}", edge.log());
+    println!(
+        "MEASURE drain of {n} held calls: all BYEs relayed and answered by {answered:?}, exit 0 at {:?}",
+        t0.elapsed()
+    );
+}
