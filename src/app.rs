@@ -2,7 +2,6 @@
 
 use arc_swap::ArcSwap;
 use std::collections::HashSet;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -84,6 +83,8 @@ pub struct Shared {
     pub records: Records,
     /// Cluster mode: the link to the Redis task (none when standalone).
     pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
+    /// Drain state (SIGTERM, `POST /v1/drain`).
+    pub drain: Arc<crate::drain::Drain>,
     /// Serializes reloads.
     reload_lock: std::sync::Mutex<()>,
 }
@@ -235,9 +236,20 @@ fn advertise(cfg: &Config, bound: SocketAddr) -> String {
     }
 }
 
-/// Runs the edge until `shutdown` resolves: binds every listener, starts one
-/// shard per worker, the TCP acceptor, the control plane and the housekeeping.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+/// What the edge is told by its signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Drain (first SIGTERM): refuse new calls, exit when the last call ends
+    /// or `[edge].drain_timeout_s` runs out. Ignored once draining.
+    Drain,
+    /// Stop at once (second SIGTERM, SIGINT): BYE both ways on every call.
+    Now,
+}
+
+/// Runs the edge until told to stop: binds every listener, starts one shard
+/// per worker, the TCP acceptor, the control plane and the housekeeping.
+/// A closed `stops` channel stops the edge at once.
+pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Result<(), AppError> {
     let prometheus = prometheus();
     let peers = Arc::new(peers_from_config(&cfg));
     let seed = seed_of(&cfg)?;
@@ -327,12 +339,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     };
     let cluster = start_cluster(&cfg, nonce, &inputs)?;
     let now = std::time::Instant::now();
+    let drain = Arc::new(crate::drain::Drain::new(workers));
     let core_shared = CoreShared {
         routing: routing.clone(),
         admission: admission.clone(),
         down: down.clone(),
         rate: Arc::new(CallRate::new(now)),
         cluster: cluster.clone(),
+        draining: drain.flag(),
     };
     // Each shard runs on its own OS thread with a current-thread runtime: a
     // call's messages never hop between threads and no work-stealing wake-ups
@@ -342,7 +356,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     for (i, rx) in receivers.into_iter().enumerate() {
         let core = Core::new(i as u32, core_cfg.clone(), core_shared.clone(), now);
         let sock = udp_socks.next();
-        let (inputs, hub, flood, hasher, stop_rx, records, cluster) = (
+        let (inputs, hub, flood, hasher, stop_rx, records, cluster, drain) = (
             inputs.clone(),
             hub.clone(),
             flood.clone(),
@@ -350,6 +364,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             stop_rx.clone(),
             records.clone(),
             cluster.clone(),
+            drain.clone(),
         );
         let thread = std::thread::Builder::new().name(format!("sipedge-shard-{i}")).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -373,6 +388,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     shutdown: stop_rx,
                     records,
                     cluster,
+                    drain,
                 };
                 shard.run().await;
                 // Let TCP writers spawned on this runtime drain the final BYEs.
@@ -403,6 +419,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         admin_token: arc_swap::ArcSwapOption::from_pointee(admin_token),
         records: records.clone(),
         cluster: cluster.clone(),
+        drain: drain.clone(),
         reload_lock: std::sync::Mutex::new(()),
     });
     tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
@@ -421,7 +438,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     }
     tracing::info!(edge = %cfg.edge.name, az = %cfg.edge.az, workers, numbers = shared.routing.load().len(), "sipedge ready");
 
-    shutdown.await;
+    wait_for_stop(&drain, &mut stops, Duration::from_secs(cfg.edge.drain_timeout_s)).await;
     tracing::info!("shutting down: ending calls");
     let _ = stop_tx.send(true);
     let joined = tokio::task::spawn_blocking(move || {
@@ -457,6 +474,49 @@ fn start_cluster(
     crate::cluster::client::start(settings, link.view.clone(), queues, shards.to_vec()).map_err(AppError::Cluster)?;
     tracing::info!(instance = %instance, policy = ?cfg.cluster.on_backend_down, "cluster mode: caps shared through Redis");
     Ok(Some(Arc::new(link)))
+}
+
+/// Returns when the edge should stop: at once on `Stop::Now`; after a drain
+/// (signal or control plane) once no call is left or `timeout` has passed.
+async fn wait_for_stop(drain: &crate::drain::Drain, stops: &mut mpsc::UnboundedReceiver<Stop>, timeout: Duration) {
+    tokio::select! {
+        s = stops.recv() => match s {
+            Some(Stop::Drain) => {
+                drain.start();
+            }
+            Some(Stop::Now) | None => return,
+        },
+        _ = drain.started() => {}
+    }
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut closed = false;
+    loop {
+        tokio::select! {
+            s = stops.recv(), if !closed => match s {
+                Some(Stop::Drain) => {}
+                Some(Stop::Now) => {
+                    tracing::warn!("stopping at once: calls still up get BYE both ways");
+                    return;
+                }
+                // No more signals can come: the drain goes on to its end.
+                None => closed = true,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                let left = drain.live().unwrap_or(0);
+                tracing::warn!(calls = left, "drain_timeout_s reached: ending what is left with BYE both ways");
+                return;
+            }
+            _ = tick.tick() => {
+                if drain.live() == Some(0) {
+                    let secs = started.elapsed().as_secs_f64();
+                    tracing::info!(secs, "drained: the last call has ended");
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

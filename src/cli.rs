@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::app::Stop;
 use crate::config::Config;
 
 /// sipedge: the carrier-facing SIP edge.
@@ -94,7 +95,11 @@ fn run_edge(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let res = rt.block_on(crate::app::run(cfg, shutdown_signal()));
+    let res = rt.block_on(async {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(signals(tx));
+        crate::app::run(cfg, rx).await
+    });
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -105,26 +110,31 @@ fn run_edge(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
+/// Turns signals into [`Stop`]s: the first SIGTERM drains, a second one (or
+/// SIGINT) stops at once. Runs for the edge's life: dropping the sender
+/// would stop the edge.
+async fn signals(tx: tokio::sync::mpsc::UnboundedSender<Stop>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        match (term, int) {
-            (Ok(mut t), Ok(mut i)) => {
-                tokio::select! {
-                    _ = t.recv() => {},
-                    _ = i.recv() => {},
+        if let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            let mut terms = 0u32;
+            loop {
+                let stop = tokio::select! {
+                    _ = term.recv() => {
+                        terms += 1;
+                        if terms == 1 { Stop::Drain } else { Stop::Now }
+                    }
+                    _ = int.recv() => Stop::Now,
+                };
+                if tx.send(stop).is_err() {
+                    return;
                 }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    let _ = tokio::signal::ctrl_c().await;
+    let _ = tx.send(Stop::Now);
+    // Keep the sender: a closed channel would read as another stop.
+    std::future::pending::<()>().await;
 }

@@ -17,7 +17,9 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 mod render;
-use render::{render_cluster, render_number, render_number_page, render_port, render_port_list, render_reload};
+use render::{
+    render_cluster, render_drain, render_number, render_number_page, render_port, render_port_list, render_reload,
+};
 
 /// `sipedge ctl` arguments.
 #[derive(clap::Args, Debug)]
@@ -106,6 +108,8 @@ pub enum CtlCommand {
     Reload,
     /// Cluster mode: Redis reachable, instances alive (`GET /v1/cluster`).
     Cluster,
+    /// Drain the edge (like SIGTERM): no new calls; it exits once its last call ends.
+    Drain,
 }
 
 /// `sipedge ctl port ...`.
@@ -250,6 +254,7 @@ fn execute(c: &Client, cmd: CtlCommand) -> Result<Output, CtlError> {
         },
         CtlCommand::Reload => (c.call("POST", "/v1/reload", None)?, render_reload),
         CtlCommand::Cluster => (c.call("GET", "/v1/cluster", None)?, render_cluster),
+        CtlCommand::Drain => (c.call("POST", "/v1/drain", None)?, render_drain),
     };
     let text = render(&body);
     Ok(Output { body, text })

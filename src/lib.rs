@@ -11,7 +11,7 @@
 //! - `config/`: the TOML config, its validation, the numbers seed file.
 //! - `transport/`: the only socket code: UDP/TCP drivers, sharding, flood control.
 //! - `admin/`, `ctl`: the HTTP control plane and its command-line client.
-//! - `app`: wiring, reload, shutdown. `cli`: the command line.
+//! - `app`: wiring, reload, shutdown. `drain`: drain state (SPEC §9). `cli`: the command line.
 //! - `metrics`: metric names and hot-path counters.
 //! - `capture`: HEP3 capture of every SIP message to a collector. `records`: the call-records file. `logging`: log set-up.
 //! - `fuzzing`: fuzz harnesses shared by `tools/fuzz` and `tests/fuzz_replay.rs` (feature `fuzzing`, doc-hidden).
@@ -25,6 +25,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod ctl;
+pub mod drain;
 pub mod failover;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -63,6 +63,8 @@ pub const SETUP_SECONDS: &str = "sipedge_setup_seconds";
 pub const CALL_DURATION_SECONDS: &str = "sipedge_call_duration_seconds";
 /// The instance's concurrency cap (`limits.max_concurrent_calls`; 0 = none), to plot active calls against.
 pub const MAX_CONCURRENT_CALLS: &str = "sipedge_max_concurrent_calls";
+/// 1 while the edge drains (SIGTERM, `POST /v1/drain`): new calls refused, calls in progress go on.
+pub const DRAINING: &str = "sipedge_draining";
 /// Histogram buckets for call set-up: 1 ms to 30 s.
 pub const SETUP_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// Histogram buckets for call duration: 1 s to 4 h.
@@ -120,6 +122,8 @@ pub fn describe() {
     describe_counter!(CLUSTER_FALLBACK_TOTAL, "Calls decided by on_backend_down while Redis could not answer");
     describe_counter!(RECORDS_TOTAL, "Call records written");
     describe_counter!(RECORDS_DROPS_TOTAL, "Call records dropped");
+    describe_gauge!(DRAINING, "1 while the edge drains");
+    gauge!(DRAINING).set(0.0);
     counter!(HEP_DROPS_TOTAL).increment(0);
     counter!(RECORDS_TOTAL).increment(0);
     counter!(RECORDS_DROPS_TOTAL).increment(0);
@@ -213,4 +217,9 @@ pub fn call_duration_seconds(direction: &'static str, secs: f64) {
 /// The instance cap now in force (at start and on reload).
 pub fn instance_cap(n: u32) {
     gauge!(MAX_CONCURRENT_CALLS).set(f64::from(n));
+}
+
+/// The edge started (or, in tests, stopped) draining.
+pub fn draining(on: bool) {
+    gauge!(DRAINING).set(if on { 1.0 } else { 0.0 });
 }

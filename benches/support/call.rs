@@ -50,6 +50,7 @@ pub fn new_core(now: Instant) -> Core {
         down: Arc::new(DownSet::default()),
         rate: Arc::new(CallRate::new(now)),
         cluster: None,
+        draining: Default::default(),
     };
     let cfg = CoreConfig {
         local: Local { udp: Some(EDGE.into()), tcp: None },

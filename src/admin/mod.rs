@@ -19,17 +19,19 @@
 //! | `GET /v1/ports/{id}` | [`ports::show`] |
 //! | `POST /v1/ports/{id}/cancel`, `.../complete` | [`ports::cancel`], [`ports::complete`] |
 //! | `POST /v1/reload` | [`reload::reload`] |
+//! | `POST /v1/drain` | [`drain::drain`] |
 //!
 //! # Layout
 //!
 //! * `error.rs`: [`ApiError`] and its one mapping to status + JSON.
 //! * `body.rs`: JSON body extractors that fail with an `ApiError`.
 //! * `auth.rs`: the bearer token (`[admin].token_file`) and the exposure warning.
-//! * `numbers.rs`, `ports.rs`, `reload.rs`: the handlers.
+//! * `numbers.rs`, `ports.rs`, `reload.rs`, `drain.rs`: the handlers.
 
 mod auth;
 mod body;
 mod cluster;
+pub mod drain;
 pub mod error;
 pub mod numbers;
 pub mod ports;
@@ -93,6 +95,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/ports/{id}/complete", post(ports::complete))
         .route("/v1/reload", post(reload::reload))
         .route("/v1/cluster", get(cluster::show))
+        .route("/v1/drain", post(drain::drain))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -112,8 +115,15 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn healthz() -> (StatusCode, &'static str) {
-    (StatusCode::OK, "ok\n")
+/// 200 while serving; 503 `{"status":"draining"}` once draining, so load
+/// balancers move traffic away.
+async fn healthz(State(ctx): State<Ctx>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if ctx.shared.drain.is_draining() {
+        let body = axum::Json(serde_json::json!({"status": "draining"}));
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    (StatusCode::OK, "ok\n").into_response()
 }
 
 async fn metrics_text(State(ctx): State<Ctx>) -> String {

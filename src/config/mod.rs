@@ -107,6 +107,9 @@ pub struct EdgeConfig {
     pub server_header: Option<String>,
     /// `host[:port]` to put in our Via and Record-Route; default the listen address.
     pub advertise: Option<String>,
+    /// Longest a drain (SIGTERM, `POST /v1/drain`) waits for calls to end
+    /// before ending what is left with BYE both ways (default 120).
+    pub drain_timeout_s: u64,
 }
 
 impl EdgeConfig {
@@ -133,6 +136,7 @@ impl Default for EdgeConfig {
             workers: 0,
             unknown_source: UnknownSource::Reject,
             server_header: None,
+            drain_timeout_s: 120,
             advertise: None,
         }
     }

@@ -137,6 +137,7 @@ fn everything_but_listen_has_a_default() {
     assert_eq!((c.edge.name.as_str(), c.edge.az.as_str(), c.edge.workers), ("sipedge", "az1", 0));
     assert_eq!(c.edge.unknown_source, UnknownSource::Reject);
     assert_eq!((c.edge.server_header.clone(), c.edge.advertise.clone()), (None, None));
+    assert_eq!(c.edge.drain_timeout_s, 120);
     assert_eq!(c.admin.addr.to_string(), "127.0.0.1:9060");
     assert_eq!(c.admin.max_body_bytes, 65536);
     let l = &c.limits;
@@ -364,6 +365,16 @@ fn edge_strings_that_reach_the_wire_are_checked() {
     }
     let errors = errors_of(Config::from_toml_str(&format!("{base}server_header = \"x\\r\\nVia: evil\"\n")));
     assert_eq!(errors.0[0].field, "edge.server_header");
+}
+
+#[test]
+fn drain_timeout_is_bounded_and_named() {
+    let base = "[[listen]]\naddr = \"127.0.0.1:0\"\n[edge]\n";
+    Config::from_toml_str(&format!("{base}drain_timeout_s = 2\n")).unwrap();
+    for bad in [0, 86_401] {
+        let errors = errors_of(Config::from_toml_str(&format!("{base}drain_timeout_s = {bad}\n")));
+        assert_eq!(errors.0[0].field, "edge.drain_timeout_s", "{bad}");
+    }
 }
 
 #[test]

@@ -33,6 +33,9 @@ impl Config {
         if e.data_dir.as_os_str().is_empty() {
             v.push(ConfigError::new("edge.data_dir", "must not be empty"));
         }
+        if !(1..=86_400).contains(&self.edge.drain_timeout_s) {
+            v.push(ConfigError::new("edge.drain_timeout_s", "must be 1 to 86400 seconds"));
+        }
         if let Some(h) = &e.server_header {
             // It is copied into a header line: a CR/LF would inject headers.
             if h.trim().is_empty() || h.chars().any(char::is_control) {

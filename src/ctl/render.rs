@@ -112,6 +112,11 @@ pub fn render_cluster(v: &Value) -> String {
     )
 }
 
+/// `ctl drain`.
+pub fn render_drain(v: &Value) -> String {
+    object(v, &["draining", "started", "live_calls"])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,6 +183,7 @@ pub fn core_sequence_with(data: &[u8]) -> CoreFuzzReport {
         down: Arc::new(DownSet::default()),
         rate: Arc::new(CallRate::new(now)),
         cluster: None,
+        draining: Default::default(),
     };
     let mut w = World {
         core: Core::new(0, Arc::new(cfg.clone()), shared, now),

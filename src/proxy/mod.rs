@@ -14,14 +14,17 @@
 //! - `early.rs`: early dialogs (PRACK, UPDATE, INFO before the 2xx), routed from the call
 //! - `noninvite.rs`: proxied non-INVITE transactions (BYE, UPDATE, INFO, ...)
 //! - `probe.rs`: OPTIONS health probes of every next hop
+//! - `drain.rs`: draining: the flag, calls still live, pending INVITEs ended at the deadline
 //! - `respond.rs`: refusals → SIP status, in one place
 //! - `record.rs`: call records, filled as the call goes and queued at its end
+//! - `token.rs`: the HMAC Record-Route token (format and check; not yet used for routing)
 
 mod admit;
 mod cancel;
 mod context;
 mod decide;
 mod dialog;
+mod drain;
 mod early;
 mod invite;
 mod noninvite;
@@ -32,6 +35,7 @@ pub mod respond;
 mod tests;
 mod text;
 pub(crate) mod timer;
+pub mod token;
 pub(crate) mod txn;
 
 pub use context::{CallRate, ClusterAdmit, CoreConfig, DownSet, Local, UnknownSourcePolicy};
@@ -55,6 +59,7 @@ use std::collections::VecDeque;
 /// entries per insert instead.
 pub(crate) type FastMap<K, V> = griddle::HashMap<K, V, ahash::RandomState>;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -115,6 +120,8 @@ pub struct CoreShared {
     pub rate: Arc<CallRate>,
     /// Cluster mode: the queue to the Redis task and what it last saw.
     pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
+    /// Set once the edge drains: new calls and OPTIONS get 503, calls in progress go on.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The proxy core of one shard.
@@ -125,6 +132,7 @@ pub struct Core {
     admission: Arc<Admission>,
     down: Arc<DownSet>,
     rate: Arc<CallRate>,
+    draining: Arc<AtomicBool>,
     hops: HopCache,
     timers: TimerQueue,
     out: VecDeque<Transmit>,
@@ -156,6 +164,7 @@ impl Core {
             admission: shared.admission,
             down: shared.down,
             rate: shared.rate,
+            draining: shared.draining,
             hops: HopCache::default(),
             timers: TimerQueue::default(),
             out: VecDeque::new(),
@@ -287,9 +296,12 @@ impl Core {
         (self.calls.len(), self.dialogs.len())
     }
 
-    /// Ends every call (shutdown): each dialog's slot is released and BYE sent both ways.
+    /// Ends every call (shutdown, or a drain's deadline): each dialog's slot is
+    /// released and BYE sent both ways; an INVITE still being set up gets a
+    /// final answer upstream and a CANCEL downstream, so none is dropped silently.
     pub fn shutdown(&mut self, now: Instant) {
         self.dialogs_shutdown(now);
+        self.abort_pending(now);
         for (_, mut c) in self.calls.drain() {
             c.permit.take();
         }
@@ -355,6 +367,13 @@ impl Core {
                 self.reject(from, &msg, Reject::TooManyHops, None)
             }
             _ if msg.to_tag().is_some() => self.in_dialog(now, from, msg),
+            Method::Invite | Method::Options if self.is_draining() => {
+                if method == Method::Invite {
+                    let dir = if source == Source::Platform { "outbound" } else { "inbound" };
+                    m::call_outcome(dir, Reject::Draining.outcome_label());
+                }
+                self.reject(from, &msg, Reject::Draining, None)
+            }
             Method::Invite => self.initial_invite(now, from, msg, source),
             Method::Options => {
                 let allow = [("Allow", respond::ALLOW), ("Accept", "application/sdp")];

@@ -54,6 +54,9 @@ pub enum Reject {
     /// Cluster mode, Redis unreachable, `on_backend_down = "fail_closed"`: a capped number's call is refused.
     #[error("shared admission unavailable (Redis down, fail_closed)")]
     ClusterDown,
+    /// The edge is draining (SIGTERM, `POST /v1/drain`): no new calls, probes steer away.
+    #[error("edge draining")]
+    Draining,
 }
 
 /// The methods the edge handles; sent in `Allow`.
@@ -69,7 +72,7 @@ impl Reject {
             Reject::NoFlow => (480, "Temporarily Unavailable"),
             Reject::NumberBusy => (486, "Busy Here"),
             Reject::InstanceFull | Reject::RateLimited | Reject::ClusterDown => (503, "Service Unavailable"),
-            Reject::NoRoute => (503, "Service Unavailable"),
+            Reject::NoRoute | Reject::Draining => (503, "Service Unavailable"),
             Reject::CallerIdNotOurs | Reject::UnknownSource | Reject::NotDialogPeer => (403, "Forbidden"),
             Reject::TooManyHops => (483, "Too Many Hops"),
             Reject::MethodNotAllowed => (405, "Method Not Allowed"),
@@ -81,7 +84,7 @@ impl Reject {
 
     /// Whether the answer carries `Retry-After` (overload answers do).
     pub fn retry_after(self) -> bool {
-        matches!(self, Reject::InstanceFull | Reject::RateLimited | Reject::ClusterDown)
+        matches!(self, Reject::InstanceFull | Reject::RateLimited | Reject::ClusterDown | Reject::Draining)
     }
 
     /// Whether the answer carries `Allow`.
@@ -109,6 +112,7 @@ impl Reject {
             Reject::Timeout => "timeout",
             Reject::BadExtension => "bad_extension",
             Reject::ClusterDown => "cluster_down",
+            Reject::Draining => "draining",
         }
     }
 }
@@ -133,5 +137,7 @@ mod tests {
         assert_eq!(Reject::TooManyHops.status().0, 483);
         assert_eq!(Reject::MethodNotAllowed.status().0, 405);
         assert!(Reject::MethodNotAllowed.allow());
+        assert_eq!(Reject::Draining.status().0, 503);
+        assert!(Reject::Draining.retry_after());
     }
 }

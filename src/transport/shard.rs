@@ -20,6 +20,9 @@ use crate::sip::Transport;
 /// Capacity of a shard's input queue; beyond it messages are dropped and counted.
 pub const SHARD_QUEUE: usize = 16_384;
 
+/// How often a draining shard reports its live calls.
+const DRAIN_REPORT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Datagrams read per wake-up before yielding to timers and the queue.
 const RECV_BATCH: usize = 64;
 
@@ -53,6 +56,8 @@ pub struct Shard {
     pub records: Records,
     /// Cluster mode: where shared-admission requests go.
     pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
+    /// Drain state: while draining, the shard reports its live calls.
+    pub drain: Arc<crate::drain::Drain>,
 }
 
 impl Shard {
@@ -67,6 +72,10 @@ impl Shard {
         // deregisters a tokio timer entry for every datagram.
         let sleep = tokio::time::sleep_until(far);
         tokio::pin!(sleep);
+        // While draining, how many calls are left is published on this tick
+        // (counting walks the call table: not once per message).
+        let mut report = tokio::time::interval(DRAIN_REPORT);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let deadline = self.core.poll_timeout().map(tokio::time::Instant::from_std).unwrap_or(far);
             if sleep.deadline() != deadline {
@@ -109,6 +118,9 @@ impl Shard {
                 }
                 _ = &mut sleep => {
                     self.core.handle_timeout(Instant::now());
+                }
+                _ = report.tick(), if self.drain.is_draining() => {
+                    self.drain.publish(self.index, self.core.live_calls());
                 }
             }
             self.flush(local).await;

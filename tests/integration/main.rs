@@ -13,6 +13,7 @@ mod churn;
 mod cluster;
 mod control_plane;
 mod deploy;
+mod drain;
 mod durability;
 mod early_dialog;
 mod failover;

@@ -125,6 +125,7 @@ impl Net {
             down: down.clone(),
             rate: Arc::new(crate::proxy::CallRate::new(now)),
             cluster: None,
+            draining: Default::default(),
         };
         let core = Core::new(0, Arc::new(cfg), shared, now);
         Net { core, now, admission, routing, down, seq: 0 }

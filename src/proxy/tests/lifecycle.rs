@@ -110,3 +110,19 @@ fn a_2xx_retransmitted_after_the_bye_does_not_bring_the_dialog_back() {
     );
     assert_eq!(net.admission.active_total(), 0);
 }
+
+#[test]
+fn shutdown_answers_a_pending_invite_upstream_and_cancels_it_downstream() {
+    let mut net = Net::new();
+    let (inv, _) = net.invite(CARRIER_A1, DID);
+    net.deliver(CARRIER_A1, &inv);
+    let fwd = only_to(&net.sent(), FLOW_AZ1).clone();
+    net.deliver_bytes(FLOW_AZ1, answer(&fwd, 180, FLOW_AZ1));
+    net.sent();
+    net.core.shutdown(net.now);
+    let sent = net.sent();
+    assert_eq!(statuses(&sent, CARRIER_A1), vec![503], "{:?}", summary(&sent));
+    let cancels = sent.iter().filter(|(a, m)| *a == addr(FLOW_AZ1) && m.method() == Some(Method::Cancel)).count();
+    assert_eq!(cancels, 1, "{:?}", summary(&sent));
+    assert_eq!(net.admission.active_total(), 0);
+}
