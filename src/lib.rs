@@ -25,6 +25,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod ctl;
+pub mod dialog_key;
 pub mod drain;
 pub mod failover;
 #[cfg(feature = "fuzzing")]

@@ -110,6 +110,10 @@ pub struct EdgeConfig {
     /// Longest a drain (SIGTERM, `POST /v1/drain`) waits for calls to end
     /// before ending what is left with BYE both ways (default 120).
     pub drain_timeout_s: u64,
+    /// The secret our Record-Route tokens are sealed under (SPEC §9); unset,
+    /// `<data_dir>/dialog.key`, made on first start. Instances that route
+    /// each other's dialogs share one file.
+    pub dialog_key_file: Option<PathBuf>,
 }
 
 impl EdgeConfig {
@@ -138,6 +142,7 @@ impl Default for EdgeConfig {
             server_header: None,
             drain_timeout_s: 120,
             advertise: None,
+            dialog_key_file: None,
         }
     }
 }
@@ -432,5 +437,6 @@ impl From<ConfigError> for ConfigErrors {
 pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
     let cfg = Config::load(path)?;
     crate::admin::load_token(&cfg)?;
+    crate::dialog_key::check(&cfg)?;
     Ok(cfg)
 }
