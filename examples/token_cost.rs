@@ -1,7 +1,7 @@
 //! Cost of the Record-Route token (issue 12): seals and opens `N` tokens, for
 //! `valgrind --tool=callgrind target/release/examples/token_cost [N]`;
 //! divide the instruction count (minus a run with N = 0) by N.
-use sipedge::proxy::token::{open, seal, DialogKey, TokenPeer};
+use sipedge::proxy::token::{open, seal, DialogKey, Token, TokenPeer};
 use sipedge::sip::Transport;
 
 fn main() {
@@ -10,10 +10,13 @@ fn main() {
     let mut ok = 0u32;
     for i in 0..n {
         let port = 5060 + (i % 1000) as u16;
-        let peers = [
-            TokenPeer { addr: std::net::SocketAddr::from(([127, 0, 0, 2], port)), transport: Transport::Udp },
-            TokenPeer { addr: std::net::SocketAddr::from(([127, 0, 0, 10], 5060)), transport: Transport::Udp },
-        ];
+        let peers = Token {
+            boot: i,
+            peers: [
+                TokenPeer { addr: std::net::SocketAddr::from(([127, 0, 0, 2], port)), transport: Transport::Udp },
+                TokenPeer { addr: std::net::SocketAddr::from(([127, 0, 0, 10], 5060)), transport: Transport::Udp },
+            ],
+        };
         let t = seal(&key, &peers);
         if open(&key, std::hint::black_box(&t)) == Some(peers) {
             ok += 1;

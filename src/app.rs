@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use crate::admission::Admission;
 use crate::config::{Cidr, Config, ConfigErrors, FloodAction, UnknownSource};
 use crate::inventory::{Inventory, InventoryError};
+use crate::proxy::token::Sealer;
 use crate::proxy::{CallRate, Core, CoreConfig, CoreShared, DownSet, Local, UnknownSourcePolicy};
 use crate::records::Records;
 use crate::routing::{CarrierPeers, ClaimSpec, PeerLink, Peers, RoutingTable};
@@ -85,6 +86,8 @@ pub struct Shared {
     pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
     /// Drain state (SIGTERM, `POST /v1/drain`).
     pub drain: Arc<crate::drain::Drain>,
+    /// The Record-Route token key and boot id, set at start and kept across reloads.
+    pub sealer: Arc<Sealer>,
     /// Serializes reloads.
     reload_lock: std::sync::Mutex<()>,
 }
@@ -153,7 +156,7 @@ pub fn peers_from_config(cfg: &Config) -> Peers {
 }
 
 /// The core's settings from a config and our bound addresses.
-pub fn core_config(cfg: &Config, local: &Local, nonce: u32) -> CoreConfig {
+pub fn core_config(cfg: &Config, local: &Local, nonce: u32, sealer: Arc<Sealer>) -> CoreConfig {
     let t = &cfg.timers;
     CoreConfig {
         timers: crate::proxy::TimerValues {
@@ -184,6 +187,7 @@ pub fn core_config(cfg: &Config, local: &Local, nonce: u32) -> CoreConfig {
             admit_timeout: Duration::from_millis(cfg.cluster.admit_timeout_ms),
             policy: cfg.cluster.on_backend_down,
         }),
+        sealer,
     }
 }
 
@@ -254,6 +258,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     let peers = Arc::new(peers_from_config(&cfg));
     let seed = seed_of(&cfg)?;
     let admin_token = crate::admin::load_token(&cfg).map_err(ConfigErrors::from)?;
+    let key = crate::dialog_key::load_or_create(&cfg).map_err(ConfigErrors::from)?;
     let data_dir = cfg.resolve(&cfg.edge.data_dir);
     let (inventory, routing) = Inventory::open(&data_dir, peers, seed)?;
     let inventory = Arc::new(inventory);
@@ -301,7 +306,13 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
 
     let local = Local { udp: bound.udp.map(|a| advertise(&cfg, a)), tcp: bound.tcp.map(|a| advertise(&cfg, a)) };
     let nonce = (unix_now() as u32) ^ std::process::id().rotate_left(16);
-    let core_cfg = Arc::new(core_config(&cfg, &local, nonce));
+    // Tokens name the run that sealed them: one of ours whose dialog is gone
+    // is a call that ended, not one a restart forgot.
+    let mut boot = nonce.to_be_bytes();
+    // Random, not time ^ pid: a container restarts as pid 1 within a second.
+    let _ = getrandom::getrandom(&mut boot);
+    let sealer = Arc::new(Sealer { key, boot: u32::from_be_bytes(boot) });
+    let core_cfg = Arc::new(core_config(&cfg, &local, nonce, sealer.clone()));
     let hasher = ahash::RandomState::with_seeds(0x5eed, 0xed6e, 0x51b, 0xca11);
     let tcp_cfg = &cfg.tcp;
     let hub = TcpHub::new(
@@ -420,6 +431,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
         records: records.clone(),
         cluster: cluster.clone(),
         drain: drain.clone(),
+        sealer,
         reload_lock: std::sync::Mutex::new(()),
     });
     tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
@@ -588,13 +600,17 @@ impl Shared {
         let (fs, exempt) = flood_settings(&new);
         self.flood.update(fs, exempt);
         let nonce = (unix_now() as u32) ^ std::process::id().rotate_left(16);
-        let mut core_cfg = core_config(&new, &self.local, nonce);
+        // The dialog key is read once: the tokens of calls up now were sealed under it.
+        if new.edge.dialog_key_file != old.edge.dialog_key_file {
+            report.needs_restart.push("edge.dialog_key_file".into());
+        }
+        let mut core_cfg = core_config(&new, &self.local, nonce, self.sealer.clone());
         // Records stay as the writer started: on with a path, off without.
         core_cfg.records = self.records.is_on();
         // Cluster mode stays as it started; its timeout and policy follow the file.
         if new.cluster.redis_url != old.cluster.redis_url {
             report.needs_restart.push("cluster.redis_url".into());
-            core_cfg.cluster = core_config(&old, &self.local, nonce).cluster;
+            core_cfg.cluster = core_config(&old, &self.local, nonce, self.sealer.clone()).cluster;
         }
         let core_cfg = Arc::new(core_cfg);
         for s in &self.shards {

@@ -118,7 +118,7 @@ fn create(path: &Path) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::token::{open, seal, TokenPeer};
+    use crate::proxy::token::{open, seal, Token, TokenPeer};
     use crate::sip::Transport;
 
     fn config(dir: &Path, key_file: Option<&Path>) -> Config {
@@ -134,9 +134,9 @@ mod tests {
         Config::from_toml_str(&toml).unwrap()
     }
 
-    fn peers() -> [TokenPeer; 2] {
+    fn peers() -> Token {
         let p = |a: &str| TokenPeer { addr: a.parse().unwrap(), transport: Transport::Udp };
-        [p("127.0.0.2:5060"), p("127.0.0.3:5060")]
+        Token { boot: 7, peers: [p("127.0.0.2:5060"), p("127.0.0.3:5060")] }
     }
 
     #[cfg(unix)]

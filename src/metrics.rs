@@ -29,6 +29,9 @@ pub const ROUTING_COMPACTIONS_TOTAL: &str = "sipedge_routing_compactions_total";
 pub const SIP_MESSAGES_TOTAL: &str = "sipedge_sip_messages_total";
 /// Messages that could not be parsed (answered 400 or dropped).
 pub const PARSE_ERRORS_TOTAL: &str = "sipedge_parse_errors_total";
+/// In-dialog requests for dialogs this process does not remember, by
+/// `result`: `routed` on their Record-Route token, `refused` (481).
+pub const DIALOG_TOKEN_TOTAL: &str = "sipedge_dialog_token_requests_total";
 /// Messages dropped by flood control, by reason.
 pub const FLOOD_DROPS_TOTAL: &str = "sipedge_flood_dropped_total";
 /// Sources banned by flood control.
@@ -123,6 +126,9 @@ pub fn describe() {
     describe_counter!(RECORDS_TOTAL, "Call records written");
     describe_counter!(RECORDS_DROPS_TOTAL, "Call records dropped");
     describe_gauge!(DRAINING, "1 while the edge drains");
+    describe_counter!(DIALOG_TOKEN_TOTAL, "In-dialog requests routed on (or refused for) their Record-Route token");
+    counter!(DIALOG_TOKEN_TOTAL, "result" => "routed").increment(0);
+    counter!(DIALOG_TOKEN_TOTAL, "result" => "refused").increment(0);
     gauge!(DRAINING).set(0.0);
     counter!(HEP_DROPS_TOTAL).increment(0);
     counter!(RECORDS_TOTAL).increment(0);
@@ -131,6 +137,12 @@ pub fn describe() {
     let _ = handles();
     counter!(ROUTING_SWAPS_TOTAL).increment(0);
     gauge!(ACTIVE_CALLS).set(0.0);
+}
+
+/// An in-dialog request for a dialog not in memory was routed on its token
+/// (`true`) or refused with 481 (`false`).
+pub fn dialog_token(routed: bool) {
+    counter!(DIALOG_TOKEN_TOTAL, "result" => if routed { "routed" } else { "refused" }).increment(1);
 }
 
 /// A message arrived.

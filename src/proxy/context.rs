@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::timer::TimerValues;
+use super::token::Sealer;
 use crate::failover::{HopCandidate, HopKey};
 use crate::routing::{PeerLink, Peers};
 use crate::sip::Transport;
@@ -69,7 +70,8 @@ impl Local {
         };
         let verbatim = |hp: &Option<String>, params: &str| {
             hp.as_deref().is_some_and(|hp| {
-                uri.strip_prefix("sip:").and_then(|r| r.strip_prefix(hp)).is_some_and(|r| r == params) && plain(hp)
+                uri.strip_prefix("sip:").and_then(|r| r.strip_prefix(hp)).is_some_and(|r| is_our_params(r, params))
+                    && plain(hp)
             })
         };
         if verbatim(&self.udp, ";lr") || verbatim(&self.tcp, ";transport=tcp;lr") {
@@ -78,18 +80,41 @@ impl Local {
         crate::sip::uri::parse_uri(uri).is_some_and(|u| self.is_ours(u.host, u.port))
     }
 
-    /// Our Record-Route value for `transport`.
-    pub fn record_route(&self, transport: Transport) -> String {
+    /// Our Record-Route value for `transport`, carrying the call's token
+    /// (`st=`, SPEC §9) so an edge that does not remember the dialog can
+    /// still route its requests.
+    pub fn record_route(&self, transport: Transport, token: &str) -> String {
         let host_port = self.host_port(transport);
-        let mut rr = String::with_capacity(32 + host_port.len());
+        let mut rr = String::with_capacity(40 + host_port.len() + token.len());
         rr.push_str("<sip:");
         rr.push_str(host_port);
         if transport == Transport::Tcp {
             rr.push_str(";transport=tcp");
         }
-        rr.push_str(";lr>");
+        rr.push_str(";lr;");
+        rr.push_str(TOKEN_PARAM);
+        rr.push('=');
+        rr.push_str(token);
+        rr.push('>');
         rr
     }
+}
+
+/// The Record-Route URI parameter holding our dialog token.
+pub const TOKEN_PARAM: &str = "st";
+
+/// Whether `rest` is what follows `host:port` in our own Record-Route URI:
+/// `params` alone (a URI from before tokens) or `params;st=<lowercase hex>`.
+fn is_our_params(rest: &str, params: &str) -> bool {
+    let Some(tail) = rest.strip_prefix(params) else { return false };
+    if tail.is_empty() {
+        return true;
+    }
+    tail.strip_prefix(";st=").is_some_and(|t| {
+        !t.is_empty()
+            && t.len() <= super::token::MAX_TOKEN_LEN
+            && t.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    })
 }
 
 /// Everything configurable the core reads; replaced whole on reload.
@@ -127,6 +152,9 @@ pub struct CoreConfig {
     pub records: bool,
     /// Cluster mode: capped numbers are admitted through Redis.
     pub cluster: Option<ClusterAdmit>,
+    /// The key our Record-Route tokens are sealed under (`[edge].dialog_key_file`)
+    /// and this run's boot id.
+    pub sealer: Arc<Sealer>,
 }
 
 /// How the core admits calls to capped numbers in cluster mode.
@@ -157,6 +185,7 @@ impl Default for CoreConfig {
             new_calls_per_second: 0,
             records: false,
             cluster: None,
+            sealer: Arc::default(),
         }
     }
 }
@@ -280,6 +309,12 @@ mod tests {
             "sip:a b:5060;lr",
             "sip:10.0.0.1:5060;transport=tcp;lr",
             "sip:10.0.0.2:5060;lr",
+            "sip:127.0.0.1:5060;lr;st=0123abcdef",
+            "sip:127.0.0.1:5061;transport=tcp;lr;st=00ff",
+            "sip:127.0.0.1:5060;lr;st=",
+            "sip:127.0.0.1:5060;lr;st=0G",
+            "sip:127.0.0.1:5060;lr;st=01;x",
+            "sip:10.0.0.2:5060;lr;st=00",
         ];
         for l in &locals {
             for u in uris {
@@ -287,5 +322,8 @@ mod tests {
             }
         }
         assert!(locals[0].is_our_route("sip:127.0.0.1:5060;lr"));
+        let rr = locals[0].record_route(Transport::Tcp, "00ab");
+        assert_eq!(rr, "<sip:127.0.0.1:5061;transport=tcp;lr;st=00ab>");
+        assert!(locals[0].is_our_route(rr.trim_matches(|c| c == '<' || c == '>')));
     }
 }

@@ -187,10 +187,7 @@ impl Core {
             if let Some((id, side)) = self.find_early(&msg) {
                 return self.early_in_dialog(now, from, msg, id, side);
             }
-            if method != Method::Ack {
-                self.reject(from, &msg, Reject::NoDialog, None);
-            }
-            return;
+            return self.route_by_token(now, from, msg, method);
         };
         let pop = self.our_routes(&msg);
         let Some(d) = self.dialogs.by_key.get_mut(&k) else { return };
@@ -214,29 +211,7 @@ impl Core {
         match method {
             Method::Ack => {
                 d.acked = true;
-                // An ACK without a branch (RFC 2543 peer) still gets a valid,
-                // deterministic one: an empty `branch=` is a malformed Via.
-                let branch = match msg.top_via().and_then(|v| v.branch).filter(|b| !b.is_empty()) {
-                    Some(b) => ack_branch(b),
-                    None => {
-                        ack_branch(&format!("{}|{}|{}", msg.call_id(), msg.cseq().seq, msg.from_tag().unwrap_or("")))
-                    }
-                };
-                let via = self.via(to.transport, &branch);
-                let bytes = build::forward_request(
-                    &msg,
-                    &ForwardEdits {
-                        request_uri: None,
-                        via: &via,
-                        record_route: None,
-                        pop_routes: pop,
-                        max_forwards: msg.max_forwards().unwrap_or(70).saturating_sub(1),
-                        add: &[],
-                        remove: &[],
-                        from_display: None,
-                    },
-                );
-                self.send(to, bytes);
+                self.forward_dialog_ack(&msg, to, pop);
             }
             Method::Bye => {
                 let by = if side == Side::Caller { EndedBy::Caller } else { EndedBy::Callee };
@@ -250,6 +225,31 @@ impl Core {
             }
             _ => self.forward_nit(now, from, msg, to, pop),
         }
+    }
+
+    /// Relays an ACK inside a dialog statelessly (it has no answer).
+    pub(super) fn forward_dialog_ack(&mut self, msg: &Msg, to: Peer, pop: usize) {
+        // An ACK without a branch (RFC 2543 peer) still gets a valid,
+        // deterministic one: an empty `branch=` is a malformed Via.
+        let branch = match msg.top_via().and_then(|v| v.branch).filter(|b| !b.is_empty()) {
+            Some(b) => ack_branch(b),
+            None => ack_branch(&format!("{}|{}|{}", msg.call_id(), msg.cseq().seq, msg.from_tag().unwrap_or(""))),
+        };
+        let via = self.via(to.transport, &branch);
+        let bytes = build::forward_request(
+            msg,
+            &ForwardEdits {
+                request_uri: None,
+                via: &via,
+                record_route: None,
+                pop_routes: pop,
+                max_forwards: msg.max_forwards().unwrap_or(70).saturating_sub(1),
+                add: &[],
+                remove: &[],
+                from_display: None,
+            },
+        );
+        self.send(to, bytes);
     }
 
     /// Removes a dialog and releases its slot (exactly once: the permit moves out).

@@ -300,13 +300,14 @@ impl Core {
                     ruri.push_str(";transport=tcp");
                 }
                 // Double Record-Route when the two sides use different transports (RFC 5658).
+                let token = self.dialog_token(call.upstream, to);
                 let rr = if to.transport == call.upstream.transport {
-                    self.cfg.local.record_route(to.transport)
+                    self.cfg.local.record_route(to.transport, &token)
                 } else {
                     format!(
                         "{}, {}",
-                        self.cfg.local.record_route(to.transport),
-                        self.cfg.local.record_route(call.upstream.transport)
+                        self.cfg.local.record_route(to.transport, &token),
+                        self.cfg.local.record_route(call.upstream.transport, &token)
                     )
                 };
                 let add: SmallVec<[(&str, &str); 3]> = headers.iter().map(|(k, v)| (*k, &**v)).collect();

@@ -17,7 +17,8 @@
 //! - `drain.rs`: draining: the flag, calls still live, pending INVITEs ended at the deadline
 //! - `respond.rs`: refusals → SIP status, in one place
 //! - `record.rs`: call records, filled as the call goes and queued at its end
-//! - `token.rs`: the HMAC Record-Route token (format and check; not yet used for routing)
+//! - `token.rs`: the HMAC Record-Route token (format and check)
+//! - `token_route.rs`: sealing it per hop, and routing requests of dialogs not in memory on it
 
 mod admit;
 mod cancel;
@@ -36,6 +37,7 @@ mod tests;
 mod text;
 pub(crate) mod timer;
 pub mod token;
+mod token_route;
 pub(crate) mod txn;
 
 pub use context::{CallRate, ClusterAdmit, CoreConfig, DownSet, Local, UnknownSourcePolicy};

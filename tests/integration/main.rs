@@ -21,4 +21,5 @@ mod flood;
 mod hostile;
 mod records;
 mod reload;
+mod restart;
 mod torture;
