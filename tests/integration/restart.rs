@@ -160,3 +160,30 @@ fn check_refuses_a_world_readable_or_short_key_file() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("edge.dialog_key_file"), "{text}");
 }
+
+#[test]
+fn sipp_calls_held_across_a_kill9_restart_all_end_with_bye_200() {
+    use crate::sipp::{load_numbers, one_carrier, uac, uas};
+    let _heavy = crate::support::heavy();
+    let b = Block::new();
+    let nums = load_numbers(40);
+    let mut edge = Edge::start(b, one_carrier(b, "udp", &nums));
+    let dir = tempfile::tempdir().unwrap();
+    let _uas = uas(b.ip(10), "uas_200.xml", "u1", dir.path());
+    let dialed: Vec<String> = nums.iter().map(|n| n.trim_start_matches('+').to_owned()).collect();
+    let (sip, path) = (edge.sip, dir.path().to_owned());
+    // 40 calls at 20/s, each held 6 s: all are up 2 s in, and hang up after the restart.
+    let run = std::thread::spawn(move || {
+        let d: Vec<&str> = dialed.iter().map(String::as_str).collect();
+        uac(b.ip(2), sip, "uac_rr_hold.xml", "u1", 20, 40, &d, &["-d", "6000"], &path)
+    });
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while edge.metric("sipedge_active_dialogs") != Some(40.0) {
+        assert!(std::time::Instant::now() < end, "40 calls never up at once:\n{}", edge.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    edge.restart();
+    let r = run.join().unwrap();
+    assert_eq!((r.ok, r.failed), (40, 0), "{}\nedge log:\n{}", r.stat, edge.log());
+    assert_eq!(edge.metric("sipedge_dialog_token_requests_total{result=\"routed\"}"), Some(40.0));
+}
