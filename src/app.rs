@@ -349,6 +349,9 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
         None => Records::off(),
     };
     let cluster = start_cluster(&cfg, nonce, &inputs)?;
+    if let Some(url) = cfg.cluster.redis_url.as_deref() {
+        start_event_tail(url, &inventory).map_err(AppError::Cluster)?;
+    }
     let now = std::time::Instant::now();
     let drain = Arc::new(crate::drain::Drain::new(workers));
     let core_shared = CoreShared {
@@ -486,6 +489,38 @@ fn start_cluster(
     crate::cluster::client::start(settings, link.view.clone(), queues, shards.to_vec()).map_err(AppError::Cluster)?;
     tracing::info!(instance = %instance, policy = ?cfg.cluster.on_backend_down, "cluster mode: caps shared through Redis");
     Ok(Some(Arc::new(link)))
+}
+
+/// Cluster mode: number events go through Redis, and a thread applies the
+/// stream's new entries every 100 ms (off the runtime: the inventory blocks).
+fn start_event_tail(url: &str, inventory: &Arc<Inventory>) -> Result<(), redis::RedisError> {
+    // Control-plane writes and the tail, never the SIP path: a second is fine.
+    let log = Arc::new(crate::cluster::events::EventLog::new(url, Duration::from_secs(1))?);
+    inventory.attach_log(log);
+    let weak = Arc::downgrade(inventory);
+    let spawned = std::thread::Builder::new().name("cluster-events".into()).spawn(move || {
+        let mut was_down = false;
+        while let Some(inv) = weak.upgrade() {
+            match inv.sync() {
+                Ok(_) if was_down => {
+                    tracing::info!("cluster number events: caught up");
+                    was_down = false;
+                }
+                Ok(_) => {}
+                Err(e) if !was_down => {
+                    tracing::warn!(error = %e, "cluster number events: cannot read the stream; routing from the local store");
+                    was_down = true;
+                }
+                Err(_) => {}
+            }
+            drop(inv);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the cluster events thread");
+    }
+    Ok(())
 }
 
 /// Returns when the edge should stop: at once on `Stop::Now`; after a drain

@@ -32,6 +32,10 @@ pub const PARSE_ERRORS_TOTAL: &str = "sipedge_parse_errors_total";
 /// In-dialog requests for dialogs this process does not remember, by
 /// `result`: `routed` on their Record-Route token, `refused` (481).
 pub const DIALOG_TOKEN_TOTAL: &str = "sipedge_dialog_token_requests_total";
+/// Cluster number events applied from the Redis stream.
+pub const CLUSTER_EVENTS_APPLIED_TOTAL: &str = "sipedge_cluster_events_applied_total";
+/// Age of the last applied cluster event when it was applied (its stream id's clock).
+pub const CLUSTER_EVENT_LAG_SECONDS: &str = "sipedge_cluster_event_lag_seconds";
 /// Messages dropped by flood control, by reason.
 pub const FLOOD_DROPS_TOTAL: &str = "sipedge_flood_dropped_total";
 /// Sources banned by flood control.
@@ -126,6 +130,8 @@ pub fn describe() {
     describe_counter!(RECORDS_TOTAL, "Call records written");
     describe_counter!(RECORDS_DROPS_TOTAL, "Call records dropped");
     describe_gauge!(DRAINING, "1 while the edge drains");
+    describe_counter!(CLUSTER_EVENTS_APPLIED_TOTAL, "Cluster number events applied from the Redis stream");
+    describe_gauge!(CLUSTER_EVENT_LAG_SECONDS, "Age of the last cluster number event when applied");
     describe_counter!(DIALOG_TOKEN_TOTAL, "In-dialog requests routed on (or refused for) their Record-Route token");
     counter!(DIALOG_TOKEN_TOTAL, "result" => "routed").increment(0);
     counter!(DIALOG_TOKEN_TOTAL, "result" => "refused").increment(0);
@@ -143,6 +149,13 @@ pub fn describe() {
 /// (`true`) or refused with 481 (`false`).
 pub fn dialog_token(routed: bool) {
     counter!(DIALOG_TOKEN_TOTAL, "result" => if routed { "routed" } else { "refused" }).increment(1);
+}
+
+/// A cluster event stamped `ms` (Redis clock, Unix ms) was applied.
+pub fn cluster_event_applied(ms: u64) {
+    counter!(CLUSTER_EVENTS_APPLIED_TOTAL).increment(1);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    gauge!(CLUSTER_EVENT_LAG_SECONDS).set(now.saturating_sub(ms) as f64 / 1000.0);
 }
 
 /// A message arrived.

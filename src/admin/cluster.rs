@@ -22,5 +22,12 @@ pub async fn show(State(ctx): State<Ctx>) -> Json<Value> {
         "on_backend_down": cfg.cluster.on_backend_down,
         "lease_ttl_ms": cfg.cluster.lease_ttl_ms,
         "admit_timeout_ms": cfg.cluster.admit_timeout_ms,
+        // Number events: when the last one applied here was accepted (Unix ms), and how long ago.
+        "last_event_ms": ctx.shared.inventory.last_event_ms(),
+        "event_age_ms": ctx.shared.inventory.last_event_ms().filter(|ms| *ms > 0).map(|ms| now_ms().saturating_sub(ms)),
     }))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -95,6 +95,8 @@ impl ApiError {
             ApiError::NoRoute(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Refused(e) => routing_code(e),
+            ApiError::Store(InventoryError::Stale(_)) => "stale_write",
+            ApiError::Store(InventoryError::ClusterDown(_)) => "cluster_down",
             ApiError::Store(_) => "store_error",
             ApiError::InvalidConfig(_) => "invalid_config",
             ApiError::Internal(_) => "internal",

@@ -22,6 +22,7 @@
 //! - `client.rs`: the task that talks to Redis (batching, renewal, breaker)
 
 pub mod client;
+pub mod events;
 pub mod scripts;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -11,7 +11,7 @@ impl Inventory {
     /// Active → `AlreadyClaimed`; in the deletion queue → `InDeletionQueue`;
     /// in a pending port → `NumberBusyInPort`.
     pub fn claim(&self, n: E164, spec: ClaimSpec, now_unix_s: u64) -> Result<NumberRecord, InventoryError> {
-        let mut st = self.lock();
+        let mut st = self.lock_fresh()?;
         let snap = self.table.load();
         if let Some(cur) = live(&snap, n, now_unix_s) {
             return Err(match cur.state {
@@ -31,7 +31,7 @@ impl Inventory {
     /// Releases `n` to the deletion queue: 410 for 7 days, restorable, then gone.
     /// Only an active number (or one being ported out) can be released.
     pub fn release(&self, n: E164, now_unix_s: u64) -> Result<NumberRecord, InventoryError> {
-        let mut st = self.lock();
+        let mut st = self.lock_fresh()?;
         let snap = self.table.load();
         let cur = live(&snap, n, now_unix_s).ok_or(RoutingError::UnknownNumber(n))?;
         match cur.state {
@@ -47,7 +47,7 @@ impl Inventory {
     /// Restores a released number within 7 days of its release, with its old
     /// record. If a pending port-out order lists it, it goes back to that order.
     pub fn restore(&self, n: E164, now_unix_s: u64) -> Result<NumberRecord, InventoryError> {
-        let mut st = self.lock();
+        let mut st = self.lock_fresh()?;
         let snap = self.table.load();
         let cur = snap.record(n).ok_or(RoutingError::UnknownNumber(n))?;
         let NumberState::Released { released_at_unix_s } = cur.state else {
@@ -68,7 +68,7 @@ impl Inventory {
     /// Sets the flow inbound calls to `n` are handed to. Allowed while the
     /// number is active or in a port (to prepare a port-in); not once released.
     pub fn set_flow(&self, n: E164, flow: String, now_unix_s: u64) -> Result<NumberRecord, InventoryError> {
-        let mut st = self.lock();
+        let mut st = self.lock_fresh()?;
         let flow = check_flow(flow.trim())?;
         let snap = self.table.load();
         let cur = live(&snap, n, now_unix_s).ok_or(RoutingError::UnknownNumber(n))?;
@@ -84,7 +84,7 @@ impl Inventory {
     /// (gone for good: 404, claimable afresh), in one commit and one swap.
     /// Returns how many were deleted. Call it periodically.
     pub fn expire(&self, now_unix_s: u64) -> Result<usize, InventoryError> {
-        let mut st = self.lock();
+        let mut st = self.lock_fresh()?;
         let cutoff = now_unix_s.saturating_sub(RELEASE_WINDOW_S);
         let snap = self.table.load();
         let numbers: Vec<(E164, Option<NumberRecord>)> = st

@@ -18,10 +18,12 @@
 //! * `store.rs`: the redb tables and their encoding.
 //! * `lifecycle.rs`: claim, release, restore, set flow, expire.
 //! * `ports.rs`: port orders (create, cancel, complete).
+//! * `replica.rs`: cluster mode, where number events go through Redis first.
 
 mod compaction;
 mod lifecycle;
 mod ports;
+mod replica;
 mod store;
 
 #[cfg(test)]
@@ -29,7 +31,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crate::routing::{
     build_record, ClaimSpec, NumberMap, NumberRecord, NumberState, Peers, RoutingError, RoutingSnapshot, RoutingTable,
@@ -94,6 +96,13 @@ pub enum InventoryError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Cluster mode: another instance changed this number since our state
+    /// was read (409; read it again and retry).
+    #[error("{0} was changed by another instance meanwhile; read it again")]
+    Stale(E164),
+    /// Cluster mode: Redis could not take the event, so it was not accepted (503).
+    #[error("{0}")]
+    ClusterDown(String),
     /// A seed entry is invalid; the seed was not imported.
     #[error("seed entry {number}: {source}")]
     Seed {
@@ -109,6 +118,8 @@ impl InventoryError {
     pub fn http_status(&self) -> u16 {
         match self {
             InventoryError::Routing(e) => e.http_status(),
+            InventoryError::Stale(_) => 409,
+            InventoryError::ClusterDown(_) => 503,
             _ => 500,
         }
     }
@@ -139,6 +150,10 @@ pub struct Inventory {
     table: Arc<RoutingTable>,
     /// Serializes events: validation sees the state the commit will change.
     state: Mutex<State>,
+    /// Cluster mode: the event stream this inventory replicates.
+    log: OnceLock<Arc<crate::cluster::events::EventLog>>,
+    /// The stream-clock ms of the last event applied, read without the lock.
+    event_ms: std::sync::atomic::AtomicU64,
 }
 
 /// In-memory indexes, changed only after a successful commit.
@@ -149,6 +164,8 @@ struct State {
     /// `(released_at, number)` of every released number: expiry walks the
     /// front of it instead of scanning millions of records.
     released: BTreeSet<(u64, E164)>,
+    /// Cluster mode: the last stream entry applied.
+    event: (u64, u64),
 }
 
 impl Inventory {
@@ -193,11 +210,18 @@ impl Inventory {
             ports: loaded.ports.into_iter().map(|p| (p.id, p)).collect(),
             next_port_id: loaded.next_port_id,
             released,
+            event: loaded.event,
         };
         let snapshot = RoutingSnapshot::new(NumberMap::from_records(records), peers);
         let opts = TableOptions { background: Some(compaction::on_a_thread), ..TableOptions::default() };
         let table = Arc::new(RoutingTable::with_options(snapshot, opts));
-        let inv = Inventory { store, table: Arc::clone(&table), state: Mutex::new(state) };
+        let inv = Inventory {
+            store,
+            table: Arc::clone(&table),
+            state: Mutex::new(state),
+            log: OnceLock::new(),
+            event_ms: Default::default(),
+        };
         Ok((inv, table))
     }
 
@@ -232,8 +256,18 @@ impl Inventory {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Step 2 and 3: commit `batch`, then update the indexes and the table.
+    /// Step 2 and 3: commit `batch` (in cluster mode, its numbers to Redis
+    /// first, applied back through the stream), then update the indexes and the table.
     fn commit(&self, st: &mut State, batch: Batch) -> Result<(), InventoryError> {
+        let rest = self.publish(st, batch)?;
+        if rest.numbers.is_empty() && rest.ports.is_empty() && rest.next_port_id.is_none() && !rest.seeded {
+            return Ok(());
+        }
+        self.commit_local(st, rest)
+    }
+
+    /// Commits `batch` to the store, then updates the indexes and the table.
+    fn commit_local(&self, st: &mut State, batch: Batch) -> Result<(), InventoryError> {
         self.store.write(&batch)?;
         let snap = self.table.load();
         for (n, new) in &batch.numbers {

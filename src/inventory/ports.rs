@@ -76,7 +76,7 @@ impl Inventory {
     /// built from the order's carriers and flow (checked like a claim).
     /// Out: every number must be ours and active; each becomes `PortOutPending`.
     pub fn create_port(&self, req: PortRequest, now_unix_s: u64) -> Result<PortOrder, InventoryError> {
-        let mut st = self.lock();
+        let mut st = self.lock_fresh()?;
         let numbers = parse_numbers(&req.numbers)?;
         let id = st.next_port_id;
         let snap = self.table.load();
@@ -122,7 +122,8 @@ impl Inventory {
             window_start_unix_s: req.window_start,
             status: PortStatus::Pending,
         };
-        let batch = Batch { numbers: changes, ports: vec![order.clone()], next_port_id: Some(id + 1), seeded: false };
+        let batch =
+            Batch { numbers: changes, ports: vec![order.clone()], next_port_id: Some(id + 1), ..Batch::default() };
         self.commit(&mut st, batch)?;
         Ok(order)
     }
@@ -130,7 +131,7 @@ impl Inventory {
     /// Calls off a pending order. In: its pending records are removed.
     /// Out: its numbers are active again (those released meanwhile stay released).
     pub fn cancel_port(&self, id: u64) -> Result<PortOrder, InventoryError> {
-        let mut st = self.lock();
+        let mut st = self.lock_fresh()?;
         let order = pending_order(&st.ports, id)?;
         let snap = self.table.load();
         let mut changes = Vec::new();
@@ -154,7 +155,7 @@ impl Inventory {
     /// In: its numbers become active (routable). Out: its numbers are removed
     /// (404) — also those released meanwhile, which can no longer be restored.
     pub fn complete_port(&self, id: u64, now_unix_s: u64) -> Result<PortOrder, InventoryError> {
-        let mut st = self.lock();
+        let mut st = self.lock_fresh()?;
         let order = pending_order(&st.ports, id)?;
         if let Some(start) = order.window_start_unix_s {
             if now_unix_s < start {

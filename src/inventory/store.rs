@@ -5,7 +5,9 @@
 //! * `numbers`: E.164 digits → JSON of [`StoredRecord`] (any lifecycle state);
 //! * `ports`: order id → JSON of [`PortOrder`];
 //! * `meta`: `"version"`, `"seeded"` (1 once the seed was imported),
-//!   `"next_port_id"`.
+//!   `"next_port_id"`, and in cluster mode `"event_ms"`/`"event_seq"`: the
+//!   Redis stream id of the last number event applied (written in the same
+//!   transaction as the records it changed).
 //!
 //! JSON keeps the file inspectable and tolerant to added optional fields;
 //! the store is read in full only at start-up, so its cost does not matter.
@@ -28,6 +30,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_VERSION: &str = "version";
 const META_SEEDED: &str = "seeded";
 const META_NEXT_PORT: &str = "next_port_id";
+const META_EVENT_MS: &str = "event_ms";
+const META_EVENT_SEQ: &str = "event_seq";
 /// Format of the stored values; bump on an incompatible change.
 const FORMAT_VERSION: u64 = 1;
 
@@ -78,6 +82,11 @@ impl Interner {
 
 impl StoredRecord {
     /// The in-memory record; carrier names come from `peers` when known.
+    /// The number this record is for.
+    pub(crate) fn e164(&self) -> E164 {
+        self.e164
+    }
+
     pub(crate) fn into_record(self, peers: &Peers, names: &mut Interner) -> NumberRecord {
         let carriers = self
             .carriers
@@ -110,6 +119,8 @@ pub(crate) struct Batch {
     pub next_port_id: Option<u64>,
     /// Marks the seed as imported.
     pub seeded: bool,
+    /// Cluster mode: the stream id of the event these numbers come from.
+    pub event: Option<(u64, u64)>,
 }
 
 /// What the store holds, read at start-up.
@@ -118,6 +129,8 @@ pub(crate) struct Loaded {
     pub ports: Vec<PortOrder>,
     pub next_port_id: u64,
     pub seeded: bool,
+    /// The last cluster event applied (`(0, 0)`: none).
+    pub event: (u64, u64),
 }
 
 /// The open database.
@@ -185,7 +198,8 @@ impl Store {
         // Never hand out an id twice, even if the counter were behind.
         let next_port_id = get(META_NEXT_PORT)?.unwrap_or(1).max(max_id + 1);
         let seeded = get(META_SEEDED)?.is_some_and(|v| v != 0);
-        Ok(Loaded { records, ports, next_port_id, seeded })
+        let event = (get(META_EVENT_MS)?.unwrap_or(0), get(META_EVENT_SEQ)?.unwrap_or(0));
+        Ok(Loaded { records, ports, next_port_id, seeded, event })
     }
 
     /// Writes `batch` in one transaction and commits it durably (redb's
@@ -217,6 +231,10 @@ impl Store {
             }
             if batch.seeded {
                 meta.insert(META_SEEDED, 1)?;
+            }
+            if let Some((ms, seq)) = batch.event {
+                meta.insert(META_EVENT_MS, ms)?;
+                meta.insert(META_EVENT_SEQ, seq)?;
             }
         }
         txn.commit()?;

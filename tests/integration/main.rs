@@ -11,6 +11,7 @@ mod capture;
 mod chaos;
 mod churn;
 mod cluster;
+mod cluster_events;
 mod control_plane;
 mod deploy;
 mod drain;

@@ -1,0 +1,235 @@
+//! Number events through Redis (SPEC §8): the cluster's canonical number
+//! records and the stream every instance tails.
+//!
+//! An event is accepted by one script that checks, for every number it
+//! changes, that Redis holds exactly the record the writer's state was
+//! based on (compare-and-set on the record itself, so no version counter has
+//! to be kept anywhere), then writes the new records and appends one stream
+//! entry naming them. A writer that was behind gets [`LogError::Stale`] (409).
+//!
+//! Blocking I/O on a plain connection with timeouts: the inventory is
+//! blocking code run off the async runtime (`spawn_blocking`, its own tail
+//! thread), and nothing on the SIP path ever calls in here.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::sip::E164;
+
+/// The canonical records: hash of E.164 → record JSON. One hash tag for all
+/// inventory keys, so the script's keys share a Redis Cluster slot.
+pub const RECORDS_KEY: &str = "sipedge:{inventory}:numbers";
+/// The event stream: one entry per accepted event, fields `E.164 → JSON`
+/// (empty for a deletion).
+pub const STREAM_KEY: &str = "sipedge:{inventory}:events";
+/// Entries kept in the stream (approximately; `MAXLEN ~`).
+pub const STREAM_MAXLEN: u64 = 1_000_000;
+/// Most numbers in one event (one Lua call; bigger batches are split).
+pub const MAX_EVENT_NUMBERS: usize = 1000;
+
+/// KEYS[1] records, KEYS[2] stream; ARGV[1] = n, then n triples
+/// (number, expected JSON or '', new JSON or ''), then the stream's MAXLEN.
+/// Returns {1, id} once written, {0, number} for the first stale number.
+const PUBLISH: &str = r"
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[2 + 3 * i]) or ''
+  if cur ~= ARGV[3 + 3 * i] then
+    return {0, ARGV[2 + 3 * i]}
+  end
+end
+local fields = {}
+for i = 0, n - 1 do
+  local num, new = ARGV[2 + 3 * i], ARGV[4 + 3 * i]
+  if new == '' then
+    redis.call('HDEL', KEYS[1], num)
+  else
+    redis.call('HSET', KEYS[1], num, new)
+  end
+  fields[#fields + 1] = num
+  fields[#fields + 1] = new
+end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2 + 3 * n], '*', unpack(fields))
+return {1, id}
+";
+
+/// A stream entry id `ms-seq`.
+pub type EventId = (u64, u64);
+
+/// One number's change: its E.164 and the new record JSON (`None`: deleted).
+pub type Change = (E164, Option<String>);
+
+/// Why an event could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Redis did not answer, or answered something unexpected.
+    #[error("cluster store unavailable: {0}")]
+    Down(String),
+    /// The writer's view of this number was behind Redis's.
+    #[error("{0} was changed by another instance meanwhile; read it again")]
+    Stale(E164),
+}
+
+/// The link to the event stream.
+pub struct EventLog {
+    client: redis::Client,
+    conn: Mutex<Option<redis::Connection>>,
+    timeout: Duration,
+    script: redis::Script,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventLog")
+    }
+}
+
+fn down(e: impl std::fmt::Display) -> LogError {
+    LogError::Down(e.to_string())
+}
+
+/// `"ms-seq"` → id.
+pub fn parse_id(s: &str) -> Option<EventId> {
+    let (ms, seq) = s.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+impl EventLog {
+    /// A log on `url`; connects lazily (a Redis down at start is not fatal).
+    pub fn new(url: &str, timeout: Duration) -> Result<EventLog, redis::RedisError> {
+        Ok(EventLog {
+            client: redis::Client::open(url)?,
+            conn: Mutex::new(None),
+            timeout,
+            script: redis::Script::new(PUBLISH),
+        })
+    }
+
+    /// Runs `f` on the connection, reconnecting once if it is gone or broke.
+    fn with_conn<T>(&self, f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, LogError> {
+        let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            let c = self.client.get_connection_with_timeout(self.timeout).map_err(down)?;
+            c.set_read_timeout(Some(self.timeout)).map_err(down)?;
+            c.set_write_timeout(Some(self.timeout)).map_err(down)?;
+            *slot = Some(c);
+        }
+        let Some(c) = slot.as_mut() else { return Err(LogError::Down("no connection".into())) };
+        match f(c) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // A broken or timed-out connection may hold a late reply: drop it.
+                *slot = None;
+                Err(down(e))
+            }
+        }
+    }
+
+    /// Writes one event: each `(number, expected, new)` must find `expected`
+    /// (`None`: absent) in Redis. Returns the event's stream id.
+    pub fn publish(&self, changes: &[(E164, Option<String>, Option<String>)]) -> Result<EventId, LogError> {
+        let reply: Vec<Value> = self.with_conn(|c| {
+            let mut inv = self.script.key(RECORDS_KEY);
+            inv.key(STREAM_KEY).arg(changes.len());
+            for (n, expected, new) in changes {
+                inv.arg(n.to_string()).arg(expected.as_deref().unwrap_or("")).arg(new.as_deref().unwrap_or(""));
+            }
+            inv.arg(STREAM_MAXLEN).invoke(c)
+        })?;
+        match (reply.first(), reply.get(1).and_then(text)) {
+            (Some(Value::Int(1)), Some(id)) => parse_id(&id).ok_or_else(|| down(format!("bad stream id {id}"))),
+            (Some(Value::Int(0)), Some(n)) => {
+                Err(E164::parse_dialed(&n).map_or_else(|_| down(format!("bad number {n}")), LogError::Stale))
+            }
+            _ => Err(down("unexpected reply to the publish script")),
+        }
+    }
+
+    /// Up to `count` entries after `after`, in order. Entries that cannot be
+    /// read (not ours, damaged) are returned empty: skipped, never fatal.
+    pub fn since(&self, after: EventId, count: usize) -> Result<Vec<(EventId, Vec<Change>)>, LogError> {
+        let start = format!("({}-{}", after.0, after.1);
+        let raw: Value = self.with_conn(|c| {
+            redis::cmd("XRANGE").arg(STREAM_KEY).arg(&start).arg("+").arg("COUNT").arg(count).query(c)
+        })?;
+        let Value::Array(entries) = raw else { return Ok(Vec::new()) };
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let Value::Array(parts) = e else { continue };
+            let Some(id) = parts.first().and_then(text).and_then(|s| parse_id(&s)) else { continue };
+            let mut changes = Vec::new();
+            if let Some(Value::Array(fields)) = parts.get(1) {
+                for pair in fields.chunks_exact(2) {
+                    let (Some(n), Some(rec)) = (pair.first().and_then(text), pair.get(1).and_then(text)) else {
+                        continue;
+                    };
+                    let Ok(n) = E164::parse_dialed(&n) else { continue };
+                    changes.push((n, (!rec.is_empty()).then_some(rec)));
+                }
+            }
+            out.push((id, changes));
+        }
+        Ok(out)
+    }
+
+    /// The newest entry in the stream (`None`: empty stream).
+    pub fn last_id(&self) -> Result<Option<EventId>, LogError> {
+        let raw: Value =
+            self.with_conn(|c| redis::cmd("XREVRANGE").arg(STREAM_KEY).arg("+").arg("-").arg("COUNT").arg(1).query(c))?;
+        let Value::Array(entries) = raw else { return Ok(None) };
+        Ok(entries.first().and_then(|e| match e {
+            Value::Array(p) => p.first().and_then(text).and_then(|s| parse_id(&s)),
+            _ => None,
+        }))
+    }
+
+    /// Every canonical record (`HSCAN` in pages, so a big inventory does not
+    /// block Redis in one command). Unreadable fields are skipped.
+    pub fn records(&self) -> Result<Vec<(E164, String)>, LogError> {
+        let mut out = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Vec<(String, String)>) =
+                self.with_conn(|c| redis::cmd("HSCAN").arg(RECORDS_KEY).arg(cursor).arg("COUNT").arg(1000).query(c))?;
+            out.extend(page.into_iter().filter_map(|(n, r)| Some((E164::parse_dialed(&n).ok()?, r))));
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The oldest entry still in the stream (`None`: empty stream).
+    pub fn first_id(&self) -> Result<Option<EventId>, LogError> {
+        let raw: Value =
+            self.with_conn(|c| redis::cmd("XRANGE").arg(STREAM_KEY).arg("-").arg("+").arg("COUNT").arg(1).query(c))?;
+        let Value::Array(entries) = raw else { return Ok(None) };
+        Ok(entries.first().and_then(|e| match e {
+            Value::Array(p) => p.first().and_then(text).and_then(|s| parse_id(&s)),
+            _ => None,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_id;
+
+    #[test]
+    fn stream_ids_parse_and_junk_does_not() {
+        assert_eq!(parse_id("1700000000000-3"), Some((1_700_000_000_000, 3)));
+        for bad in ["", "1", "a-1", "1-", "-1", "1-2-3"] {
+            assert_eq!(parse_id(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Cluster mode: the inventory as a replica of the cluster's event stream
+//! (`cluster::events`). A lifecycle event is validated against the local
+//! state once it has caught up with the stream, written to Redis with a
+//! compare-and-set on each record it changes (stale → 409, Redis down → 503:
+//! nothing is acknowledged that Redis does not hold), and applied locally by
+//! the same catch-up that applies every other instance's events, in stream
+//! order, each in one redb transaction with the id of the entry it came from.
+
+use std::sync::Arc;
+
+use super::store::{Batch, Interner, StoredRecord};
+use super::{Inventory, InventoryError, State};
+use crate::cluster::events::{EventId, EventLog, LogError, MAX_EVENT_NUMBERS};
+use crate::metrics as m;
+use crate::routing::NumberRecord;
+use crate::sip::E164;
+
+/// Entries read per round trip while catching up.
+const CATCH_UP_CHUNK: usize = 500;
+
+impl From<LogError> for InventoryError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Stale(n) => InventoryError::Stale(n),
+            LogError::Down(why) => InventoryError::ClusterDown(why),
+        }
+    }
+}
+
+fn to_json(r: &NumberRecord) -> Result<String, InventoryError> {
+    serde_json::to_string(&StoredRecord::from(r)).map_err(InventoryError::Encode)
+}
+
+impl Inventory {
+    /// Makes this inventory a replica of `log` (cluster mode); once only.
+    pub fn attach_log(&self, log: Arc<EventLog>) {
+        let _ = self.log.set(log);
+    }
+
+    /// When (Redis clock, Unix ms) the last event applied was accepted; `None`
+    /// standalone, `Some(0)` before the first. Lock-free (the async control plane reads it).
+    pub fn last_event_ms(&self) -> Option<u64> {
+        self.log.get().map(|_| self.event_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Applies whatever the stream holds past our last entry (the tail
+    /// thread calls this every 100 ms). Returns the entries applied.
+    pub fn sync(&self) -> Result<usize, InventoryError> {
+        let mut st = self.lock();
+        self.catch_up(&mut st)
+    }
+
+    /// The state lock, caught up with the stream in cluster mode (so an
+    /// event is validated against what the cluster holds).
+    pub(super) fn lock_fresh(&self) -> Result<std::sync::MutexGuard<'_, State>, InventoryError> {
+        let mut st = self.lock();
+        self.catch_up(&mut st)?;
+        Ok(st)
+    }
+
+    pub(super) fn catch_up(&self, st: &mut State) -> Result<usize, InventoryError> {
+        let Some(log) = self.log.get() else { return Ok(0) };
+        self.join(log, st)?;
+        let mut applied = 0;
+        loop {
+            let entries = log.since(st.event, CATCH_UP_CHUNK)?;
+            if entries.is_empty() {
+                return Ok(applied);
+            }
+            for (id, changes) in entries {
+                let numbers = self.decode(id, changes);
+                self.commit_local(st, Batch { numbers, event: Some(id), ..Batch::default() })?;
+                st.event = id;
+                self.event_ms.store(id.0, std::sync::atomic::Ordering::Relaxed);
+                applied += 1;
+                m::cluster_event_applied(id.0);
+            }
+        }
+    }
+
+    /// Records from the stream or the canonical hash, as routing records.
+    fn decode(&self, id: EventId, changes: Vec<(E164, Option<String>)>) -> Vec<(E164, Option<NumberRecord>)> {
+        let peers = self.table.load().peers.clone();
+        let mut names = Interner::default();
+        let mut numbers = Vec::with_capacity(changes.len());
+        for (n, json) in changes {
+            let rec = match json.map(|j| serde_json::from_str::<StoredRecord>(&j)) {
+                None => None,
+                Some(Ok(r)) if r.e164() == n => Some(r.into_record(&peers, &mut names)),
+                Some(_) => {
+                    // Not a record this build can read: skip that number, keep the rest.
+                    tracing::warn!(number = %n, event = ?id, "unreadable record in the cluster store: skipped");
+                    continue;
+                }
+            };
+            numbers.push((n, rec));
+        }
+        numbers
+    }
+
+    /// First contact, or a stream trimmed past our last entry: an empty
+    /// cluster is bootstrapped from our store (the seed imports once for the
+    /// cluster: whoever comes first); otherwise our records are replaced by
+    /// the canonical ones, and the tail goes on from the stream's newest entry.
+    fn join(&self, log: &EventLog, st: &mut State) -> Result<(), InventoryError> {
+        let first = log.first_id()?;
+        let behind = st.event != (0, 0) && first.is_some_and(|f| f > st.event);
+        if st.event != (0, 0) && !behind {
+            return Ok(());
+        }
+        if first.is_none() && st.event == (0, 0) {
+            let ours: Vec<(E164, Option<NumberRecord>)> =
+                self.table.load().numbers.iter().map(|r| (r.e164, Some(r.clone()))).collect();
+            if ours.is_empty() {
+                return Ok(());
+            }
+            let mut changes = Vec::with_capacity(ours.len().min(MAX_EVENT_NUMBERS));
+            for chunk in ours.chunks(MAX_EVENT_NUMBERS) {
+                changes.clear();
+                for (n, r) in chunk {
+                    changes.push((*n, None, r.as_ref().map(to_json).transpose()?));
+                }
+                match log.publish(&changes) {
+                    Ok(_) => {}
+                    // Another instance bootstrapped first: take the cluster's records.
+                    Err(LogError::Stale(_)) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            tracing::info!(numbers = ours.len(), "cluster number store bootstrapped from this instance's");
+        }
+        // Resync: the newest id first, so nothing after it is missed (entries
+        // already in the records are applied again: harmless, state-based).
+        let Some(last) = log.last_id()? else { return Ok(()) };
+        let canonical = log.records()?;
+        let keep: std::collections::HashSet<E164> = canonical.iter().map(|(n, _)| *n).collect();
+        let gone: Vec<(E164, Option<String>)> =
+            self.table.load().numbers.iter().filter(|r| !keep.contains(&r.e164)).map(|r| (r.e164, None)).collect();
+        let changes: Vec<(E164, Option<String>)> =
+            canonical.into_iter().map(|(n, j)| (n, Some(j))).chain(gone).collect();
+        let numbers = self.decode(last, changes);
+        let count = numbers.len();
+        self.commit_local(st, Batch { numbers, event: Some(last), ..Batch::default() })?;
+        st.event = last;
+        self.event_ms.store(last.0, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(numbers = count, ?last, behind, "numbers resynced from the cluster store");
+        Ok(())
+    }
+
+    /// Cluster mode: writes the numbers of `batch` to Redis (checked against
+    /// the records our state holds), then catches up, which applies them.
+    /// Returns the batch without its numbers, for the local-only rest.
+    pub(super) fn publish(&self, st: &mut State, mut batch: Batch) -> Result<Batch, InventoryError> {
+        let Some(log) = self.log.get() else { return Ok(batch) };
+        let numbers = std::mem::take(&mut batch.numbers);
+        let snap = self.table.load();
+        for chunk in numbers.chunks(MAX_EVENT_NUMBERS) {
+            let mut changes: Vec<(E164, Option<String>, Option<String>)> = Vec::with_capacity(chunk.len());
+            for (n, new) in chunk {
+                let expected = snap.record(*n).map(to_json).transpose()?;
+                let new = new.as_ref().map(to_json).transpose()?;
+                changes.push((*n, expected, new));
+            }
+            log.publish(&changes)?;
+        }
+        drop(snap);
+        self.catch_up(st)?;
+        Ok(batch)
+    }
+}

@@ -1,0 +1,169 @@
+//! Number events through Redis (SPEC §8): a claim or release accepted by one
+//! edge's control plane is routable on the other within a second; a write
+//! based on a stale record gets 409; with Redis stopped, writes get 503 and
+//! routing goes on from the local store; the seed imports once per cluster.
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+use crate::control_plane::{api, ok, state, Sip};
+use crate::support::redis::{self, Redis};
+use crate::support::{standard, Block, Edge};
+
+const RECORDS: &str = "sipedge:{inventory}:numbers";
+
+fn cluster_edge(block: Block, peers: Block, url: &str, instance: &str) -> Edge {
+    let mut spec = standard(peers, "udp");
+    spec.toml.push_str(&format!("[cluster]\nredis_url = \"{url}\"\ninstance = \"{instance}\"\n"));
+    Edge::start(block, spec)
+}
+
+/// Waits (≤ 5 s) until `f` holds; how long it took.
+fn within(what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+/// Every number an edge holds, with state and flow, in order.
+fn table(edge: &Edge) -> Vec<(String, String, Value)> {
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = ok(edge, "GET", &format!("/v1/numbers?limit=1000{after}"), None);
+        let list = page["numbers"].as_array().cloned().unwrap_or_default();
+        for n in &list {
+            out.push((n["e164"].as_str().unwrap_or("").to_owned(), n["state"].to_string(), n["flow"].clone()));
+        }
+        match page["next_after"].as_str() {
+            Some(next) => after = format!("&after={}", next.replace('+', "%2B")),
+            None => return out,
+        }
+    }
+}
+
+#[test]
+fn a_claim_on_one_edge_routes_on_the_other_and_a_release_there_is_seen_back() {
+    if !redis::available() {
+        return;
+    }
+    let (b, b2) = (Block::new(), Block::new());
+    let redis = Redis::start(b.addr(60, 6379));
+    let a = cluster_edge(b, b, &redis.url(), "edge-a");
+    let e2 = cluster_edge(b2, b, &redis.url(), "edge-b");
+    within("the seed in Redis", || redis.cmd(&["HLEN", RECORDS]) == "3");
+
+    let n = "+12065550177";
+    ok(&a, "POST", &format!("/v1/numbers/{n}/claim"), Some(json!({"flow": "fa", "carriers": ["carrier-a"]})));
+    let took = within("the claim at B", || state(&e2, n) == "active");
+    println!("claim through A routable at B after {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let mut sip = Sip::new(b, &e2);
+    assert_eq!(sip.call(n), "fa", "B routes the number claimed through A");
+    let view = ok(&e2, "GET", "/v1/cluster", None);
+    assert!(view["last_event_ms"].as_u64().unwrap_or(0) > 0, "{view}");
+    assert!(view["event_age_ms"].as_u64().is_some(), "{view}");
+
+    ok(&e2, "POST", &format!("/v1/numbers/{n}/release"), None);
+    let took = within("the release at A", || state(&a, n) == "released");
+    println!("release through B seen at A after {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Each edge refuses what the other already did.
+    let (status, v) = api(&a, "POST", &format!("/v1/numbers/{n}/release"), None);
+    assert_eq!((status, v["error"].as_str()), (409, Some("not_claimed")), "{v}");
+}
+
+#[test]
+fn a_write_on_a_stale_record_gets_409_and_changes_nothing() {
+    if !redis::available() {
+        return;
+    }
+    let b = Block::new();
+    let redis = Redis::start(b.addr(60, 6379));
+    let a = cluster_edge(b, b, &redis.url(), "edge-a");
+    within("the seed in Redis", || redis.cmd(&["HLEN", RECORDS]) == "3");
+    let before = redis.cmd(&["XLEN", "sipedge:{inventory}:events"]);
+    // Another writer changed the record without its event reaching us yet.
+    redis.cmd(&["HSET", RECORDS, "+12065550100", "{\"changed\":true}"]);
+    let (status, v) = api(&a, "PUT", "/v1/numbers/+12065550100/flow", Some(json!({"flow": "late"})));
+    assert_eq!((status, v["error"].as_str()), (409, Some("stale_write")), "{v}");
+    assert_eq!(redis.cmd(&["XLEN", "sipedge:{inventory}:events"]), before, "nothing appended");
+    let rec = ok(&a, "GET", "/v1/numbers/+12065550100", None);
+    assert_eq!(rec["flow"], "flow-did", "the local record is unchanged");
+}
+
+#[test]
+fn with_redis_stopped_writes_get_503_and_calls_still_route() {
+    if !redis::available() {
+        return;
+    }
+    let b = Block::new();
+    let redis = Redis::start(b.addr(60, 6379));
+    let a = cluster_edge(b, b, &redis.url(), "edge-a");
+    within("the seed in Redis", || redis.cmd(&["HLEN", RECORDS]) == "3");
+    redis.signal("STOP");
+    let t0 = Instant::now();
+    let (status, v) =
+        api(&a, "POST", "/v1/numbers/+12065550188/claim", Some(json!({"flow": "x", "carriers": ["carrier-a"]})));
+    assert_eq!((status, v["error"].as_str()), (503, Some("cluster_down")), "{v}");
+    assert!(t0.elapsed() < Duration::from_secs(4), "the write waited {:?}", t0.elapsed());
+    let mut sip = Sip::new(b, &a);
+    assert_eq!(sip.call("+18005550100"), "flow-tf", "routing goes on from the local store");
+    redis.signal("CONT");
+    within("writes accepted again", || {
+        api(&a, "POST", "/v1/numbers/+12065550188/claim", Some(json!({"flow": "x", "carriers": ["carrier-a"]}))).0
+            == 200
+    });
+    assert_eq!(state(&a, "+12065550188"), "active");
+}
+
+#[test]
+fn a_burst_of_events_through_both_control_planes_ends_with_identical_tables() {
+    if !redis::available() {
+        return;
+    }
+    let (b, b2) = (Block::new(), Block::new());
+    let redis = Redis::start(b.addr(60, 6379));
+    let a = cluster_edge(b, b, &redis.url(), "edge-a");
+    let e2 = cluster_edge(b2, b, &redis.url(), "edge-b");
+    within("the seed in Redis", || redis.cmd(&["HLEN", RECORDS]) == "3");
+    let mut accepted = 0;
+    for i in 0..300u32 {
+        let edge = if i % 2 == 0 { &a } else { &e2 };
+        let n = format!("+1206555{:04}", 3000 + i % 60);
+        let (path, body) = match (i / 60) % 3 {
+            0 => ("claim", Some(json!({"flow": format!("f{i}"), "carriers": ["carrier-a"]}))),
+            1 => ("release", None),
+            _ => ("restore", None),
+        };
+        let (status, _) = api(edge, "POST", &format!("/v1/numbers/{n}/{path}"), body);
+        assert!(matches!(status, 200 | 404 | 409 | 410), "{path} {n} → {status}");
+        accepted += usize::from(status == 200);
+    }
+    assert!(accepted > 50, "only {accepted} events accepted");
+    within("identical tables", || table(&a) == table(&e2));
+    assert_eq!(table(&a).len(), redis.cmd(&["HLEN", RECORDS]).parse::<usize>().unwrap());
+}
+
+#[test]
+fn an_edge_killed_while_events_happen_catches_up_from_its_last_entry() {
+    if !redis::available() {
+        return;
+    }
+    let (b, b2) = (Block::new(), Block::new());
+    let redis = Redis::start(b.addr(60, 6379));
+    let a = cluster_edge(b, b, &redis.url(), "edge-a");
+    let mut e2 = cluster_edge(b2, b, &redis.url(), "edge-b");
+    within("the seed in Redis", || redis.cmd(&["HLEN", RECORDS]) == "3");
+    ok(&a, "POST", "/v1/numbers/+12065550191/claim", Some(json!({"flow": "one", "carriers": ["carrier-a"]})));
+    within("B has the first claim", || state(&e2, "+12065550191") == "active");
+    e2.kill9();
+    ok(&a, "POST", "/v1/numbers/+12065550192/claim", Some(json!({"flow": "two", "carriers": ["carrier-a"]})));
+    ok(&a, "POST", "/v1/numbers/+12065550191/release", None);
+    e2.restart();
+    within("B caught up", || state(&e2, "+12065550192") == "active" && state(&e2, "+12065550191") == "released");
+    assert_eq!(table(&a), table(&e2));
+}
