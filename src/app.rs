@@ -497,6 +497,8 @@ fn start_event_tail(url: &str, inventory: &Arc<Inventory>) -> Result<(), redis::
     // Control-plane writes and the tail, never the SIP path: a second is fine.
     let log = Arc::new(crate::cluster::events::EventLog::new(url, Duration::from_secs(1))?);
     inventory.attach_log(log);
+    // The tail's own connection, held while it waits for the next entry.
+    let waiter = crate::cluster::events::EventLog::new(url, Duration::from_secs(2))?;
     let weak = Arc::downgrade(inventory);
     let spawned = std::thread::Builder::new().name("cluster-events".into()).spawn(move || {
         let mut was_down = false;
@@ -513,8 +515,12 @@ fn start_event_tail(url: &str, inventory: &Arc<Inventory>) -> Result<(), redis::
                 }
                 Err(_) => {}
             }
+            let after = inv.applied();
             drop(inv);
-            std::thread::sleep(Duration::from_millis(100));
+            // Woken by the next entry; a Redis down costs a pause, not a spin.
+            if waiter.wait_after(after, 500).is_err() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     });
     if let Err(e) = spawned {

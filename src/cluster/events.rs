@@ -9,7 +9,7 @@
 //!
 //! Blocking I/O on a plain connection with timeouts: the inventory is
 //! blocking code run off the async runtime (`spawn_blocking`, its own tail
-//! thread), and nothing on the SIP path ever calls in here.
+//! thread, which waits on `XREAD BLOCK`), and nothing on the SIP path ever calls in here.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -207,6 +207,25 @@ impl EventLog {
             }
             cursor = next;
         }
+    }
+
+    /// Blocks up to `block_ms` for an entry after `after` (`XREAD BLOCK`), so
+    /// the tail applies events as they come instead of on a poll. Use a log of
+    /// its own: the connection is held for the whole wait.
+    pub fn wait_after(&self, after: EventId, block_ms: u64) -> Result<bool, LogError> {
+        let id = format!("{}-{}", after.0, after.1);
+        let raw: Value = self.with_conn(|c| {
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(block_ms)
+                .arg("STREAMS")
+                .arg(STREAM_KEY)
+                .arg(&id)
+                .query(c)
+        })?;
+        Ok(!matches!(raw, Value::Nil) && !matches!(&raw, Value::Array(a) if a.is_empty()))
     }
 
     /// The oldest entry still in the stream (`None`: empty stream).

@@ -50,6 +50,11 @@ impl Inventory {
         self.catch_up(&mut st)
     }
 
+    /// The last stream entry applied (the tail waits for what follows it).
+    pub fn applied(&self) -> EventId {
+        self.lock().event
+    }
+
     /// The state lock, caught up with the stream in cluster mode (so an
     /// event is validated against what the cluster holds).
     pub(super) fn lock_fresh(&self) -> Result<std::sync::MutexGuard<'_, State>, InventoryError> {

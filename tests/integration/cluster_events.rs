@@ -167,3 +167,31 @@ fn an_edge_killed_while_events_happen_catches_up_from_its_last_entry() {
     within("B caught up", || state(&e2, "+12065550192") == "active" && state(&e2, "+12065550191") == "released");
     assert_eq!(table(&a), table(&e2));
 }
+
+/// Measurement, not a check: p50/p99 from a claim's answer at A to the number
+/// being active at B (`cargo test --release --test integration
+/// cluster_events::measure -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn measure_event_propagation() {
+    let (b, b2) = (Block::new(), Block::new());
+    let redis = Redis::start(b.addr(60, 6379));
+    let a = cluster_edge(b, b, &redis.url(), "edge-a");
+    let e2 = cluster_edge(b2, b, &redis.url(), "edge-b");
+    within("the seed in Redis", || redis.cmd(&["HLEN", RECORDS]) == "3");
+    let mut took: Vec<Duration> = (0..200u32)
+        .map(|i| {
+            let n = format!("+1206556{i:04}");
+            ok(&a, "POST", &format!("/v1/numbers/{n}/claim"), Some(json!({"flow": "m", "carriers": ["carrier-a"]})));
+            within("propagation", || state(&e2, &n) == "active")
+        })
+        .collect();
+    took.sort();
+    println!(
+        "event propagation A→B over {} claims: p50 {:?} p99 {:?} max {:?}",
+        took.len(),
+        took[100],
+        took[197],
+        took[199]
+    );
+}
