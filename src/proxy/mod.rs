@@ -16,6 +16,7 @@
 //! - `probe.rs`: OPTIONS health probes of every next hop
 //! - `drain.rs`: draining: the flag, calls still live, pending INVITEs ended at the deadline
 //! - `respond.rs`: refusals → SIP status, in one place
+//! - `trunk.rs`: carrier limits: an inbound call's carrier slot, an outbound call's per carrier tried
 //! - `record.rs`: call records, filled as the call goes and queued at its end
 //! - `token.rs`: the HMAC Record-Route token (format and check; not yet used for routing)
 
@@ -36,6 +37,7 @@ mod tests;
 mod text;
 pub(crate) mod timer;
 pub mod token;
+mod trunk;
 pub(crate) mod txn;
 
 pub use context::{CallRate, ClusterAdmit, CoreConfig, DownSet, Local, UnknownSourcePolicy};
