@@ -213,3 +213,15 @@ fn outbound_with_every_carrier_over_its_rate_gets_503() {
     assert_eq!(statuses(&net.sent(), FLOW_AZ1), vec![100, 503]);
     assert_eq!(active(&net), (1, 1, 2));
 }
+#[test]
+fn an_outbound_request_uri_that_is_no_number_gets_484() {
+    let mut net = Net::new();
+    for dialed in ["abc", "+1312555abcd", "911%3Bx"] {
+        let inv = net.outbound(FLOW_AZ1, TOLL_FREE, dialed);
+        net.deliver(FLOW_AZ1, &inv);
+        let sent = net.sent();
+        assert_eq!(statuses(&sent, FLOW_AZ1), vec![100, 484], "{dialed:?}: {:?}", summary(&sent));
+        assert!(sent.iter().all(|(a, _)| *a == addr(FLOW_AZ1)), "{dialed:?}: nothing sent to a carrier");
+    }
+    assert_eq!(net.admission.active_total(), 0);
+}
