@@ -263,6 +263,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     let (inventory, routing) = Inventory::open(&data_dir, peers, seed)?;
     let inventory = Arc::new(inventory);
     let admission = Arc::new(Admission::new(cfg.limits.max_concurrent_calls));
+    admission.trunks().configure(&crate::admission::TrunkLimits::from_config(&cfg));
     crate::metrics::instance_cap(cfg.limits.max_concurrent_calls);
     let down = Arc::new(DownSet::default());
     let (fs, exempt) = flood_settings(&cfg);
@@ -637,6 +638,8 @@ impl Shared {
         report.flow_engines = peers.flow_engine.len();
         self.inventory.set_peers(peers);
         self.admission.set_instance_cap(new.limits.max_concurrent_calls);
+        // Carrier limits change in place: calls up keep their slots.
+        self.admission.trunks().configure(&crate::admission::TrunkLimits::from_config(&new));
         crate::metrics::instance_cap(new.limits.max_concurrent_calls);
         let (fs, exempt) = flood_settings(&new);
         self.flood.update(fs, exempt);

@@ -13,8 +13,11 @@
 //! `Admission`, so its high-water mark survives idle periods. Only routable numbers reach
 //! admission, so the map is bounded by the number inventory (about 70 bytes a number).
 
+pub mod carrier;
 #[cfg(test)]
 mod tests;
+
+pub use carrier::{TrunkLimits, TrunkPermit, TrunkReject, TrunkStatus, Trunks};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -76,6 +79,8 @@ pub struct Admission {
     per_number: DashMap<u64, Arc<Counter>, ahash::RandomState>,
     /// Instance-wide counts and cap.
     instance: Arc<Instance>,
+    /// Per-carrier limits and counts (SPEC §10).
+    trunks: Trunks,
 }
 
 impl fmt::Debug for Admission {
@@ -103,7 +108,7 @@ fn limit(cap: u32) -> u32 {
 /// Acquire on success pairs with the Release in [`Permit`]'s `Drop`: whatever the previous
 /// holder of a slot did before giving it back happens-before the new holder's admission,
 /// the usual semaphore guarantee.
-fn try_take(counter: &AtomicU32, cap: u32) -> Option<u32> {
+pub(crate) fn try_take(counter: &AtomicU32, cap: u32) -> Option<u32> {
     let limit = limit(cap);
     let mut cur = counter.load(Ordering::Relaxed);
     loop {
@@ -172,6 +177,7 @@ impl Admission {
                 gauge: metrics::gauge!(ACTIVE_CALLS),
                 high_water_gauge: metrics::gauge!(ACTIVE_CALLS_HIGH_WATER),
             }),
+            trunks: Trunks::default(),
         }
     }
 
@@ -204,7 +210,7 @@ impl Admission {
         }
         let counter = self.counter(number);
         take_slots(&counter, cap, instance_cap)?;
-        Ok(Permit { counter, lease: None })
+        Ok(Permit { counter, lease: None, trunk: None })
     }
 
     /// The number's counter, created on first use.
@@ -246,6 +252,25 @@ impl Admission {
     pub fn high_water_total(&self) -> u32 {
         self.instance.high_water.load(Ordering::Relaxed)
     }
+
+    /// The carriers' limits and counts.
+    pub fn trunks(&self) -> &Trunks {
+        &self.trunks
+    }
+
+    /// Gives `permit`'s call a slot with carrier `carrier` at `now`, under the
+    /// carrier's limits and the fair share of this instance (the call's own
+    /// instance slot, already in `permit`, left out of the count). A slot the
+    /// permit had with another carrier is given back first (failover).
+    pub fn admit_trunk(&self, permit: &mut Permit, carrier: &str, now: std::time::Instant) -> Result<(), TrunkReject> {
+        if permit.trunk.as_ref().is_some_and(|t| t.carrier() == carrier) {
+            return Ok(());
+        }
+        permit.trunk = None;
+        let held = self.active_total().saturating_sub(1);
+        permit.trunk = self.trunks.try_admit(carrier, now, held, self.instance_cap())?;
+        Ok(())
+    }
 }
 
 /// One admitted call's slots (its number's and the instance's).
@@ -257,12 +282,20 @@ pub struct Permit {
     counter: Arc<Counter>,
     /// Cluster mode: the call's lease in Redis, released with the permit.
     lease: Option<Arc<crate::cluster::Lease>>,
+    /// The call's slot with the carrier it came from or goes to (SPEC §10),
+    /// released with the permit; replaced when an outbound call fails over.
+    trunk: Option<TrunkPermit>,
 }
 
 impl Permit {
     /// The number this permit counts against.
     pub fn number(&self) -> E164 {
         self.counter.number
+    }
+
+    /// The carrier whose slot the call holds, if any.
+    pub fn trunk(&self) -> Option<&str> {
+        self.trunk.as_ref().map(TrunkPermit::carrier)
     }
 
     /// Makes the call's shared (Redis) slot part of this permit: it is

@@ -276,6 +276,12 @@ pub struct CarrierConfig {
     /// The carrier's links, one or more per AZ.
     #[serde(default)]
     pub link: Vec<LinkConfig>,
+    /// Calls up at once with this carrier, both directions; 0 = unlimited (the default).
+    #[serde(default)]
+    pub max_concurrent: u32,
+    /// New calls per second with this carrier, both directions; 0 = unlimited (the default).
+    #[serde(default)]
+    pub max_cps: u32,
 }
 
 /// One `[[carrier.link]]`.

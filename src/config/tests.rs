@@ -412,3 +412,23 @@ fn a_seed_file_can_be_given_as_an_absolute_path() {
     let errors = errors_of(Config::load(&toml));
     assert!(errors.to_string().contains("unknown carrier 'c'"), "{errors}");
 }
+
+#[test]
+fn carrier_limits_default_to_unlimited_and_bad_ones_name_their_carrier() {
+    let base = "[[listen]]\naddr = \"127.0.0.1:0\"\n[[carrier]]\nname = \"a\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"127.0.0.2:5060\"\n[[carrier]]\nname = \"b\"\n";
+    let link = "[[carrier.link]]\naz = \"az1\"\naddr = \"127.0.0.3:5060\"\n";
+    let c = Config::from_toml_str(&format!("{base}{link}")).unwrap();
+    assert_eq!((c.carrier[0].max_concurrent, c.carrier[0].max_cps), (0, 0));
+    let c = Config::from_toml_str(&format!("{base}max_concurrent = 3\nmax_cps = 5\n{link}")).unwrap();
+    assert_eq!((c.carrier[1].max_concurrent, c.carrier[1].max_cps), (3, 5));
+    for (bad, field) in [
+        ("max_cps = 1000001", "carrier[1].max_cps"),
+        ("max_cps = -1", "carrier[1].max_cps"),
+        ("max_concurrent = -3", "carrier[1].max_concurrent"),
+        ("max_concurrent = \"ten\"", "carrier[1].max_concurrent"),
+        ("max_cps = 4294967296", "carrier[1].max_cps"),
+    ] {
+        let errors = errors_of(Config::from_toml_str(&format!("{base}{bad}\n{link}")));
+        assert_eq!(errors.0[0].field, field, "{bad}: {errors}");
+    }
+}

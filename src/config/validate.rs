@@ -152,6 +152,7 @@ impl Config {
             if c.link.is_empty() {
                 v.push(ConfigError::new(format!("{at}.link"), format!("carrier '{}' has no [[carrier.link]]", c.name)));
             }
+            check_trunk_limits(v, &at, c.max_cps);
             for (k, s) in c.sources.iter().enumerate() {
                 if let Err(e) = Cidr::parse(s) {
                     v.push(ConfigError::new(format!("{at}.sources[{k}]"), format!("'{s}': {e}")));
@@ -172,6 +173,22 @@ impl Config {
         for (i, f) in self.flow_engine.iter().enumerate() {
             check_hop(v, &format!("flow_engine[{i}]"), &f.az, f.addr);
         }
+    }
+}
+
+/// Highest `max_cps` accepted: the rate limiter keeps time in nanoseconds, and
+/// no trunk is sold anywhere near a million calls a second, so a larger value
+/// is a typo (an extra digit, a channel count in the wrong key).
+pub const MAX_CPS: u32 = 1_000_000;
+
+/// `[[carrier]] max_concurrent` / `max_cps`: 0 means unlimited; a rate past
+/// [`MAX_CPS`] is refused rather than silently meaning "no limit".
+fn check_trunk_limits(v: &mut Vec<ConfigError>, at: &str, max_cps: u32) {
+    if max_cps > MAX_CPS {
+        v.push(ConfigError::new(
+            format!("{at}.max_cps"),
+            format!("{max_cps} is more than {MAX_CPS} calls a second (0 = unlimited)"),
+        ));
     }
 }
 

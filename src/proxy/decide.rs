@@ -138,6 +138,8 @@ pub fn outbound(
         Route::Released | Route::NotFound => return Err(Reject::CallerIdNotOurs),
     };
     let user = msg.request_uri().and_then(uri_user).ok_or(Reject::BadNumber)?;
+    // The dialed number is checked like an inbound one: a carrier must never get `sip:abc@...`.
+    E164::parse_dialed(&user).map_err(|_| Reject::BadNumber)?;
     // A DID is bound to its one carrier; a toll-free number may use them all, in its order.
     let take = match rec.kind {
         NumberKind::Did => 1,

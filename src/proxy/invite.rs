@@ -96,6 +96,8 @@ pub(super) struct Call {
     pub received: Instant,
     /// The call record being filled (`[records] path` set, new calls only).
     pub record: Option<Box<CallRecord>>,
+    /// Outbound: a carrier whose limits refused this call (its other links are skipped too).
+    pub trunk_refused: Option<Arc<str>>,
 }
 
 impl Call {
@@ -139,7 +141,7 @@ impl Core {
         let decided = if !self.rate.admit(now, self.cfg.new_calls_per_second) {
             Err(Reject::RateLimited)
         } else {
-            self.decide(&msg, source, &snap)
+            self.decide(&msg, source, &snap).and_then(|d| self.inbound_trunk(now, source, &snap, d))
         };
         let direction = match source {
             Source::Carrier(_) => Direction::Inbound,
@@ -234,6 +236,7 @@ impl Core {
                 dialog_made: false,
                 received: now,
                 record: None,
+                trunk_refused: None,
             }),
         );
         id
@@ -247,11 +250,12 @@ impl Core {
                 return;
             }
             let Some((to, hop)) = call.plan.get(call.next_hop).cloned() else {
-                return self.final_response(now, id, Reject::NoRoute);
+                let why = if call.trunk_refused.is_some() { Reject::TrunkFull } else { Reject::NoRoute };
+                return self.final_response(now, id, why);
             };
             call.next_hop += 1;
             if let Some(k) = &hop {
-                if !self.down.is_up(k) {
+                if !self.down.is_up(k) || !self.outbound_trunk(now, id, k) {
                     continue;
                 }
             }

@@ -16,6 +16,7 @@
 //! - `probe.rs`: OPTIONS health probes of every next hop
 //! - `drain.rs`: draining: the flag, calls still live, pending INVITEs ended at the deadline
 //! - `respond.rs`: refusals → SIP status, in one place
+//! - `trunk.rs`: carrier limits: an inbound call's carrier slot, an outbound call's per carrier tried
 //! - `record.rs`: call records, filled as the call goes and queued at its end
 //! - `token.rs`: the HMAC Record-Route token (format and check)
 //! - `token_route.rs`: sealing it per hop, and routing requests of dialogs not in memory on it
@@ -38,6 +39,7 @@ mod text;
 pub(crate) mod timer;
 pub mod token;
 mod token_route;
+mod trunk;
 pub(crate) mod txn;
 
 pub use context::{CallRate, ClusterAdmit, CoreConfig, DownSet, Local, UnknownSourcePolicy};

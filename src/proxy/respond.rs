@@ -54,6 +54,10 @@ pub enum Reject {
     /// Cluster mode, Redis unreachable, `on_backend_down = "fail_closed"`: a capped number's call is refused.
     #[error("shared admission unavailable (Redis down, fail_closed)")]
     ClusterDown,
+    /// A carrier's `max_concurrent`, `max_cps` or fair share refused the call
+    /// (inbound; outbound when every carrier left was refused so).
+    #[error("carrier trunk limit reached")]
+    TrunkFull,
     /// The edge is draining (SIGTERM, `POST /v1/drain`): no new calls, probes steer away.
     #[error("edge draining")]
     Draining,
@@ -72,7 +76,7 @@ impl Reject {
             Reject::NoFlow => (480, "Temporarily Unavailable"),
             Reject::NumberBusy => (486, "Busy Here"),
             Reject::InstanceFull | Reject::RateLimited | Reject::ClusterDown => (503, "Service Unavailable"),
-            Reject::NoRoute | Reject::Draining => (503, "Service Unavailable"),
+            Reject::NoRoute | Reject::Draining | Reject::TrunkFull => (503, "Service Unavailable"),
             Reject::CallerIdNotOurs | Reject::UnknownSource | Reject::NotDialogPeer => (403, "Forbidden"),
             Reject::TooManyHops => (483, "Too Many Hops"),
             Reject::MethodNotAllowed => (405, "Method Not Allowed"),
@@ -84,7 +88,10 @@ impl Reject {
 
     /// Whether the answer carries `Retry-After` (overload answers do).
     pub fn retry_after(self) -> bool {
-        matches!(self, Reject::InstanceFull | Reject::RateLimited | Reject::ClusterDown | Reject::Draining)
+        matches!(
+            self,
+            Reject::InstanceFull | Reject::RateLimited | Reject::ClusterDown | Reject::Draining | Reject::TrunkFull
+        )
     }
 
     /// Whether the answer carries `Allow`.
@@ -113,6 +120,7 @@ impl Reject {
             Reject::BadExtension => "bad_extension",
             Reject::ClusterDown => "cluster_down",
             Reject::Draining => "draining",
+            Reject::TrunkFull => "carrier_limit",
         }
     }
 }
@@ -139,5 +147,7 @@ mod tests {
         assert!(Reject::MethodNotAllowed.allow());
         assert_eq!(Reject::Draining.status().0, 503);
         assert!(Reject::Draining.retry_after());
+        assert_eq!(Reject::TrunkFull.status().0, 503);
+        assert!(Reject::TrunkFull.retry_after());
     }
 }

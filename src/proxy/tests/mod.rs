@@ -9,3 +9,4 @@ mod lifecycle;
 mod records;
 mod timers;
 mod token;
+mod trunk;
