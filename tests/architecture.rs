@@ -38,7 +38,7 @@ fn sans_io_modules_do_not_use_tokio() {
 
 /// The non-test lines of a sans-IO module's files: an inline `mod tests { ... }`
 /// sits at the end of its file, so scanning stops there; files under `tests/`
-/// and `tests.rs` are test code.
+/// and `tests.rs` / `*_tests.rs` are test code.
 fn production_lines() -> Vec<(String, usize, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut out = Vec::new();
@@ -47,7 +47,7 @@ fn production_lines() -> Vec<(String, usize, String)> {
         rust_files(&root.join(m), &mut files);
         for f in files {
             let name = f.display().to_string();
-            if name.contains("/tests/") || name.ends_with("/tests.rs") {
+            if name.contains("/tests/") || name.ends_with("/tests.rs") || name.ends_with("_tests.rs") {
                 continue;
             }
             let text = std::fs::read_to_string(&f).unwrap();

@@ -8,6 +8,7 @@ mod sipp;
 
 mod caps;
 mod capture;
+mod carrier;
 mod chaos;
 mod churn;
 mod cluster;
