@@ -18,7 +18,8 @@ use serde_json::{json, Map, Value};
 
 mod render;
 use render::{
-    render_cluster, render_drain, render_number, render_number_page, render_port, render_port_list, render_reload,
+    render_carriers, render_cluster, render_drain, render_number, render_number_page, render_port, render_port_list,
+    render_reload,
 };
 
 /// `sipedge ctl` arguments.
@@ -108,6 +109,8 @@ pub enum CtlCommand {
     Reload,
     /// Cluster mode: Redis reachable, instances alive (`GET /v1/cluster`).
     Cluster,
+    /// Carrier trunks: limits, calls up, links and their health (`GET /v1/carriers`).
+    Carriers,
     /// Drain the edge (like SIGTERM): no new calls; it exits once its last call ends.
     Drain,
 }
@@ -254,6 +257,7 @@ fn execute(c: &Client, cmd: CtlCommand) -> Result<Output, CtlError> {
         },
         CtlCommand::Reload => (c.call("POST", "/v1/reload", None)?, render_reload),
         CtlCommand::Cluster => (c.call("GET", "/v1/cluster", None)?, render_cluster),
+        CtlCommand::Carriers => (c.call("GET", "/v1/carriers", None)?, render_carriers),
         CtlCommand::Drain => (c.call("POST", "/v1/drain", None)?, render_drain),
     };
     let text = render(&body);

@@ -30,6 +30,7 @@
 
 mod auth;
 mod body;
+mod carriers;
 mod cluster;
 pub mod drain;
 pub mod error;
@@ -95,6 +96,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/ports/{id}/complete", post(ports::complete))
         .route("/v1/reload", post(reload::reload))
         .route("/v1/cluster", get(cluster::show))
+        .route("/v1/carriers", get(carriers::list))
         .route("/v1/drain", post(drain::drain))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -99,6 +99,31 @@ pub fn render_port_list(v: &Value) -> String {
     table(rows)
 }
 
+/// `ctl carriers`: one row per link, its carrier's counts and limits repeated.
+pub fn render_carriers(v: &Value) -> String {
+    let mut rows = vec![["CARRIER", "ACTIVE", "MAX_CONCURRENT", "MAX_CPS", "AZ", "LINK", "UP", "DRAIN"]
+        .map(String::from)
+        .to_vec()];
+    for c in v.get("carriers").and_then(Value::as_array).into_iter().flatten() {
+        let f = |k: &str| c.get(k).map(text).unwrap_or_default();
+        for l in c.get("links").and_then(Value::as_array).into_iter().flatten() {
+            let g = |k: &str| l.get(k).map(text).unwrap_or_default();
+            let link = format!("{}/{}", g("addr"), g("transport"));
+            rows.push(vec![
+                f("name"),
+                f("active_calls"),
+                f("max_concurrent"),
+                f("max_cps"),
+                g("az"),
+                link,
+                g("up"),
+                g("drain"),
+            ]);
+        }
+    }
+    table(rows)
+}
+
 /// A reload report.
 pub fn render_reload(v: &Value) -> String {
     object(v, &["reloaded", "carriers", "flow_engines", "needs_restart"])

@@ -114,3 +114,29 @@ fn carrier_max_cps_5_admits_about_5_of_30_invites_offered_at_once() {
     assert_eq!(metric(&edge, "sipedge_carrier_refused_total", &labels), Some(f64::from(busy)));
     std::thread::sleep(Duration::from_millis(300));
 }
+
+#[test]
+fn get_v1_carriers_and_ctl_carriers_show_limits_calls_and_link_health() {
+    let b = Block::new();
+    let edge = start(b, "max_concurrent = 3\nmax_cps = 5\n");
+    let (status, body) = edge.http("GET", "/v1/carriers", None);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let a = v["carriers"].as_array().unwrap().iter().find(|c| c["name"] == "carrier-a").cloned().unwrap();
+    assert_eq!(
+        (a["max_concurrent"].as_u64(), a["max_cps"].as_u64(), a["active_calls"].as_u64()),
+        (Some(3), Some(5), Some(0))
+    );
+    let links = a["links"].as_array().unwrap();
+    assert!(!links.is_empty() && links.iter().all(|l| l["up"] == true && l["addr"].is_string()), "{a}");
+    let out = std::process::Command::new(crate::support::edge::binary())
+        .args(["ctl", "--config", edge.config_path.to_str().unwrap(), "carriers"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("CARRIER") && text.lines().any(|l| l.starts_with("carrier-a") && l.contains(" 3 ")),
+        "{text}"
+    );
+}
