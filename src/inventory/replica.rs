@@ -103,17 +103,19 @@ impl Inventory {
         numbers
     }
 
-    /// First contact, or a stream trimmed past our last entry: an empty
-    /// cluster is bootstrapped from our store (the seed imports once for the
-    /// cluster: whoever comes first); otherwise our records are replaced by
-    /// the canonical ones, and the tail goes on from the stream's newest entry.
+    /// First contact, a Redis that lost its data, or a stream trimmed past
+    /// our last entry. An empty stream (a new cluster, or Redis restarted
+    /// empty) is filled from our store: the seed imports once for the cluster,
+    /// whoever comes first, and a Redis that lost its data gets the numbers
+    /// back. Then our records are replaced by the canonical ones, and the tail
+    /// goes on from the stream's newest entry.
     fn join(&self, log: &EventLog, st: &mut State) -> Result<(), InventoryError> {
         let first = log.first_id()?;
         let behind = st.event != (0, 0) && first.is_some_and(|f| f > st.event);
-        if st.event != (0, 0) && !behind {
+        if st.event != (0, 0) && first.is_some() && !behind {
             return Ok(());
         }
-        if first.is_none() && st.event == (0, 0) {
+        if first.is_none() {
             let ours: Vec<(E164, Option<NumberRecord>)> =
                 self.table.load().numbers.iter().map(|r| (r.e164, Some(r.clone()))).collect();
             if ours.is_empty() {
