@@ -493,7 +493,8 @@ fn start_cluster(
 }
 
 /// Cluster mode: number events go through Redis, and a thread applies the
-/// stream's new entries every 100 ms (off the runtime: the inventory blocks).
+/// stream's new entries as `XREAD BLOCK` reports them (off the runtime: the
+/// inventory blocks).
 fn start_event_tail(url: &str, inventory: &Arc<Inventory>) -> Result<(), redis::RedisError> {
     // Control-plane writes and the tail, never the SIP path: a second is fine.
     let log = Arc::new(crate::cluster::events::EventLog::new(url, Duration::from_secs(1))?);

@@ -184,8 +184,18 @@ impl EventLog {
 
     /// The newest entry in the stream (`None`: empty stream).
     pub fn last_id(&self) -> Result<Option<EventId>, LogError> {
+        self.end_id("XREVRANGE", "+", "-")
+    }
+
+    /// The oldest entry still in the stream (`None`: empty stream).
+    pub fn first_id(&self) -> Result<Option<EventId>, LogError> {
+        self.end_id("XRANGE", "-", "+")
+    }
+
+    /// The id of the first entry `cmd` (`XRANGE` or `XREVRANGE`) lists from `from` to `to`.
+    fn end_id(&self, cmd: &str, from: &str, to: &str) -> Result<Option<EventId>, LogError> {
         let raw: Value =
-            self.with_conn(|c| redis::cmd("XREVRANGE").arg(STREAM_KEY).arg("+").arg("-").arg("COUNT").arg(1).query(c))?;
+            self.with_conn(|c| redis::cmd(cmd).arg(STREAM_KEY).arg(from).arg(to).arg("COUNT").arg(1).query(c))?;
         let Value::Array(entries) = raw else { return Ok(None) };
         Ok(entries.first().and_then(|e| match e {
             Value::Array(p) => p.first().and_then(text).and_then(|s| parse_id(&s)),
@@ -226,17 +236,6 @@ impl EventLog {
                 .query(c)
         })?;
         Ok(!matches!(raw, Value::Nil) && !matches!(&raw, Value::Array(a) if a.is_empty()))
-    }
-
-    /// The oldest entry still in the stream (`None`: empty stream).
-    pub fn first_id(&self) -> Result<Option<EventId>, LogError> {
-        let raw: Value =
-            self.with_conn(|c| redis::cmd("XRANGE").arg(STREAM_KEY).arg("-").arg("+").arg("COUNT").arg(1).query(c))?;
-        let Value::Array(entries) = raw else { return Ok(None) };
-        Ok(entries.first().and_then(|e| match e {
-            Value::Array(p) => p.first().and_then(text).and_then(|s| parse_id(&s)),
-            _ => None,
-        }))
     }
 }
 
