@@ -16,7 +16,8 @@ const T: Duration = Duration::from_secs(5);
 const DID: &str = "+12065550100";
 const LEASES: &str = "sipedge:{+12065550100}:calls";
 
-fn cluster_edge(block: Block, peers: Block, url: &str, instance: &str, extra: &str) -> Edge {
+/// An edge on `block` with `peers`' standard topology, in cluster mode on `url`.
+pub fn cluster_edge(block: Block, peers: Block, url: &str, instance: &str, extra: &str) -> Edge {
     let mut spec = standard(peers, "udp");
     spec.toml.push_str(&format!("[cluster]\nredis_url = \"{url}\"\ninstance = \"{instance}\"\n{extra}\n"));
     Edge::start(block, spec)
@@ -62,11 +63,12 @@ fn hang_up(carrier: &mut Peer, flow: &mut Peer, ok: &Msg, n: u32) {
     carrier.expect_status(200, T);
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) -> Duration {
+/// Waits (≤ 10 s) until `f` holds; how long it took (to within 5 ms).
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !f() {
         assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
     start.elapsed()
 }

@@ -49,9 +49,12 @@ pub fn state(edge: &Edge, number: &str) -> String {
 
 /// A call that is up: the 200 the carrier got, and its Call-ID.
 pub struct Call {
-    ok: Msg,
-    fwd: Msg,
-    id: String,
+    /// The 200 the carrier got.
+    pub ok: Msg,
+    /// The INVITE the flow engine got.
+    pub fwd: Msg,
+    /// Its Call-ID.
+    pub id: String,
 }
 
 /// A scripted carrier (.2) and flow engine (.10) placing real calls.
@@ -118,6 +121,7 @@ impl Sip {
         self.flow.send(&bye);
         let (got, from) = self.carrier.expect_request("BYE", T);
         assert_eq!(got.call_id(), call.id);
+        assert_eq!(got.routes().count(), 0, "the edge pops its own Route");
         self.carrier.answer(&got, 200, from);
         let id = call.id.clone();
         self.flow.expect(T, "200 BYE", move |m| {
@@ -131,6 +135,7 @@ impl Sip {
         self.carrier.send(&in_dialog("BYE", &call.ok, local, "UDP", 2, &format!("{}b", call.id)));
         let (bye, from) = self.flow.expect_request("BYE", T);
         assert_eq!(bye.call_id(), call.id);
+        assert_eq!(bye.routes().count(), 0, "the edge pops its own Route");
         self.flow.answer(&bye, 200, from);
         let id = call.id.clone();
         self.carrier.expect(T, "200 BYE", move |m| {

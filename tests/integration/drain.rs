@@ -143,29 +143,14 @@ fn measure_drain_of_held_calls() {
 
 #[test]
 fn sipp_held_calls_end_normally_across_a_sigterm_and_later_ones_get_503() {
-    use crate::sipp::{load_numbers, one_carrier, uac, uas};
+    use crate::sipp::{held_calls, load_numbers, one_carrier, wait_dialogs};
     let _heavy = crate::support::heavy();
     let b = Block::new();
     let nums = load_numbers(30);
     let mut edge = Edge::start(b, one_carrier(b, "udp", &nums));
-    let dir = tempfile::tempdir().unwrap();
-    let _uas = uas(b.ip(10), "uas_200.xml", "u1", dir.path());
-    let dialed: Vec<String> = nums.iter().map(|n| n.trim_start_matches('+').to_owned()).collect();
-    let (sip, path) = (edge.sip, dir.path().to_owned());
     // 30 calls at 10/s, each held 20 s; SIGTERM once 15 are up.
-    let run = std::thread::spawn(move || {
-        let d: Vec<&str> = dialed.iter().map(String::as_str).collect();
-        uac(b.ip(2), sip, "uac_rr_hold.xml", "u1", 10, 30, &d, &["-d", "20000"], &path)
-    });
-    let end = std::time::Instant::now() + Duration::from_secs(15);
-    let up = loop {
-        let up = edge.metric("sipedge_active_dialogs").unwrap_or(0.0) as u64;
-        if up >= 15 {
-            break up;
-        }
-        assert!(std::time::Instant::now() < end, "15 calls never up:\n{}", edge.log());
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (_sipp, run) = held_calls(b, edge.sip, &nums, 10, 30, 20_000);
+    let up = wait_dialogs(&edge, 15);
     edge.signal("TERM");
     let r = run.join().unwrap();
     assert_eq!(r.ok + r.failed, 30, "{}", r.stat);

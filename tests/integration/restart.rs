@@ -5,45 +5,22 @@
 
 use std::time::Duration;
 
-use crate::support::peer::{in_dialog, invite, wire};
-use crate::support::{standard, Block, Edge, EdgeSpec, Peer};
-use sipedge::sip::{HeaderName, Method, Msg};
+use crate::control_plane::Sip;
+use crate::support::peer::{in_dialog, wire};
+use crate::support::{standard, Block, Edge, EdgeSpec};
+use sipedge::sip::Method;
 
 const T: Duration = Duration::from_secs(5);
-
-/// Carrier → edge → flow engine, answered and ACKed: (the INVITE the flow
-/// engine got, the 200 the carrier got).
-fn call_up(carrier: &mut Peer, flow: &mut Peer, edge: &Edge, call_id: &str, tag: &str) -> (Msg, Msg) {
-    carrier.send(&invite(carrier.local(), "UDP", edge.sip, "+12065550100", call_id, tag));
-    let (fwd, from) = flow.expect_request("INVITE", T);
-    flow.answer(&fwd, 200, from);
-    let ok = carrier.expect(T, "200 INVITE", |m| m.status() == Some(200) && m.call_id() == call_id).0;
-    carrier.send(&in_dialog("ACK", &ok, carrier.local(), "UDP", 1, &format!("{tag}a")));
-    flow.expect_request("ACK", T);
-    (fwd, ok)
-}
-
-/// A BYE from the flow engine (the callee) along the INVITE's Record-Route.
-fn callee_bye(flow: &Peer, fwd: &Msg, ok: &Msg, branch: &str) -> String {
-    let routes: String = fwd.record_routes().map(|r| format!("Route: <{r}>\n")).collect();
-    format!(
-        "BYE sip:caller@{} SIP/2.0\nVia: SIP/2.0/UDP {};branch=z9hG4bK{branch}\n{routes}From: {}\nTo: {}\nCall-ID: {}\nCSeq: 1 BYE\nMax-Forwards: 70\n\n",
-        fwd.header(HeaderName::From).and_then(|f| f.split('@').nth(1)).and_then(|h| h.split('>').next()).unwrap(),
-        flow.local(),
-        ok.header(HeaderName::To).unwrap(),
-        ok.header(HeaderName::From).unwrap(),
-        ok.call_id()
-    )
-}
+/// The DID of `standard()` (cap 2).
+const DID: &str = "+12065550100";
 
 #[test]
 fn calls_set_up_before_a_kill9_are_hung_up_both_ways_after_the_restart() {
     let b = Block::new();
-    let mut flow = Peer::udp(b.addr(10, 5060), b.addr(1, 5060));
     let mut edge = Edge::start(b, standard(b, "udp"));
-    let mut carrier = Peer::udp(b.addr(2, 5060), edge.sip);
-    let (_, ok1) = call_up(&mut carrier, &mut flow, &edge, "restart-1", "r1");
-    let (fwd2, ok2) = call_up(&mut carrier, &mut flow, &edge, "restart-2", "r2");
+    let mut sip = Sip::new(b, &edge);
+    let (call1, _) = sip.setup(DID);
+    let (call2, _) = sip.setup(DID);
     let key = edge.data_dir.join("dialog.key");
     #[cfg(unix)]
     {
@@ -55,24 +32,10 @@ fn calls_set_up_before_a_kill9_are_hung_up_both_ways_after_the_restart() {
 
     edge.restart();
     assert_eq!(std::fs::read(&key).unwrap(), key_before, "a restart keeps the key");
-
-    // The caller hangs up call 1.
-    carrier.send(&in_dialog("BYE", &ok1, carrier.local(), "UDP", 2, "r1b"));
-    let (bye, from) = flow.expect_request("BYE", T);
-    assert_eq!(bye.call_id(), "restart-1");
-    assert_eq!(bye.routes().count(), 0, "our Route is popped");
-    flow.answer(&bye, 200, from);
-    let done = carrier.expect(T, "200 BYE", |m| m.status() == Some(200) && m.cseq().method == Method::Bye).0;
-    assert_eq!(done.call_id(), "restart-1");
-
-    // The flow engine hangs up call 2.
-    let text = callee_bye(&flow, &fwd2, &ok2, "r2b");
-    flow.send(&text);
-    let (bye, from) = carrier.expect_request("BYE", T);
-    assert_eq!(bye.call_id(), "restart-2");
-    carrier.answer(&bye, 200, from);
-    let done = flow.expect(T, "200 BYE", |m| m.status() == Some(200) && m.cseq().method == Method::Bye).0;
-    assert_eq!(done.call_id(), "restart-2");
+    // The caller hangs up call 1, the flow engine call 2: each BYE crosses
+    // the restarted edge (our Route popped) and its 200 comes back.
+    sip.hangup(&call1);
+    sip.hangup_from_flow(&call2);
     assert_eq!(edge.metric("sipedge_dialog_token_requests_total{result=\"routed\"}"), Some(2.0));
     assert_eq!(edge.metric("sipedge_active_calls"), Some(0.0), "token-routed calls hold no slot");
 }
@@ -100,28 +63,29 @@ fn an_instance_sharing_the_key_file_routes_another_ones_dialog_and_one_without_i
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let mut flow = Peer::udp(b.addr(10, 5060), b.addr(1, 5060));
     let mut spec = standard(b, "udp");
     spec.edge_extra = format!("dialog_key_file = {:?}\n", key.display().to_string());
     let first = Edge::start(b, spec);
-    let mut carrier = Peer::udp(b.addr(2, 5060), first.sip);
-    let (_, ok) = call_up(&mut carrier, &mut flow, &first, "sibling-1", "s1");
+    let mut sip = Sip::new(b, &first);
+    let (call, _) = sip.setup(DID);
+    let (ok, carrier_addr) = (&call.ok, sip.carrier.local());
 
     // Another key: 481, and the flow engine sees nothing.
     let stranger = sibling(b, &first, None);
-    carrier.send_to(&wire(&in_dialog("BYE", &ok, carrier.local(), "UDP", 2, "s1x")), stranger.sip);
-    let refused = carrier.expect(T, "481", |m| m.cseq().method == Method::Bye).0;
+    sip.carrier.send_to(&wire(&in_dialog("BYE", ok, carrier_addr, "UDP", 2, "s1x")), stranger.sip);
+    let refused = sip.carrier.expect(T, "481", |m| m.cseq().method == Method::Bye).0;
     assert_eq!(refused.status(), Some(481));
-    flow.expect_silence(Duration::from_millis(300));
+    sip.flow.expect_silence(Duration::from_millis(300));
     assert_eq!(stranger.metric("sipedge_dialog_token_requests_total{result=\"refused\"}"), Some(1.0));
 
     // The shared key: routed to the flow engine, answered back through it.
     let second = sibling(b, &first, Some(&key));
-    carrier.send_to(&wire(&in_dialog("BYE", &ok, carrier.local(), "UDP", 2, "s1b")), second.sip);
-    let (bye, from) = flow.expect_request("BYE", T);
+    sip.carrier.send_to(&wire(&in_dialog("BYE", ok, carrier_addr, "UDP", 2, "s1b")), second.sip);
+    let (bye, from) = sip.flow.expect_request("BYE", T);
     assert_eq!(from, second.sip, "the second instance sent it");
-    flow.answer(&bye, 200, from);
-    let done = carrier.expect(T, "200 BYE", |m| m.cseq().method == Method::Bye).0;
+    assert_eq!(bye.routes().count(), 0, "its Route, naming the shared address, is popped");
+    sip.flow.answer(&bye, 200, from);
+    let done = sip.carrier.expect(T, "200 BYE", |m| m.cseq().method == Method::Bye).0;
     assert_eq!(done.status(), Some(200));
 }
 
@@ -163,25 +127,14 @@ fn check_refuses_a_world_readable_or_short_key_file() {
 
 #[test]
 fn sipp_calls_held_across_a_kill9_restart_all_end_with_bye_200() {
-    use crate::sipp::{load_numbers, one_carrier, uac, uas};
+    use crate::sipp::{held_calls, load_numbers, one_carrier, wait_dialogs};
     let _heavy = crate::support::heavy();
     let b = Block::new();
     let nums = load_numbers(40);
     let mut edge = Edge::start(b, one_carrier(b, "udp", &nums));
-    let dir = tempfile::tempdir().unwrap();
-    let _uas = uas(b.ip(10), "uas_200.xml", "u1", dir.path());
-    let dialed: Vec<String> = nums.iter().map(|n| n.trim_start_matches('+').to_owned()).collect();
-    let (sip, path) = (edge.sip, dir.path().to_owned());
     // 40 calls at 20/s, each held 6 s: all are up 2 s in, and hang up after the restart.
-    let run = std::thread::spawn(move || {
-        let d: Vec<&str> = dialed.iter().map(String::as_str).collect();
-        uac(b.ip(2), sip, "uac_rr_hold.xml", "u1", 20, 40, &d, &["-d", "6000"], &path)
-    });
-    let end = std::time::Instant::now() + Duration::from_secs(15);
-    while edge.metric("sipedge_active_dialogs") != Some(40.0) {
-        assert!(std::time::Instant::now() < end, "40 calls never up at once:\n{}", edge.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_sipp, run) = held_calls(b, edge.sip, &nums, 20, 40, 6000);
+    assert_eq!(wait_dialogs(&edge, 40), 40);
     edge.restart();
     let r = run.join().unwrap();
     assert_eq!((r.ok, r.failed), (40, 0), "{}\nedge log:\n{}", r.stat, edge.log());

@@ -97,6 +97,42 @@ pub fn uac(
     UacResult { ok: get("Successful call"), failed: get("Failed call"), stat: text }
 }
 
+/// SIPp held calls on a thread: a UAS on `.10` (started here) and a UAC on
+/// `.2` placing `calls` calls at `rate`/s through `edge`, each held `hold_ms`
+/// (`uac_rr_hold.xml`), to `nums` in turn. Keep the guard until the thread is joined.
+pub fn held_calls(
+    b: Block,
+    edge: std::net::SocketAddr,
+    nums: &[String],
+    rate: u32,
+    calls: u32,
+    hold_ms: u32,
+) -> ((Sipp, tempfile::TempDir), std::thread::JoinHandle<UacResult>) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = uas(b.ip(10), "uas_200.xml", "u1", dir.path());
+    let dialed: Vec<String> = nums.iter().map(|n| n.trim_start_matches('+').to_owned()).collect();
+    let path = dir.path().to_owned();
+    let hold = hold_ms.to_string();
+    let run = std::thread::spawn(move || {
+        let d: Vec<&str> = dialed.iter().map(String::as_str).collect();
+        uac(b.ip(2), edge, "uac_rr_hold.xml", "u1", rate, calls, &d, &["-d", &hold], &path)
+    });
+    ((server, dir), run)
+}
+
+/// Waits (≤ 15 s) until the edge holds at least `n` dialogs; how many it holds then.
+pub fn wait_dialogs(edge: &Edge, n: u64) -> u64 {
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let up = edge.metric("sipedge_active_dialogs").unwrap_or(0.0) as u64;
+        if up >= n {
+            return up;
+        }
+        assert!(std::time::Instant::now() < end, "{n} calls never up (at most {up}):\n{}", edge.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Numbers +1800555NNNN for the load tests.
 pub fn load_numbers(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("+1800555{i:04}")).collect()
