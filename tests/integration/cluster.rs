@@ -280,3 +280,52 @@ fn a_burst_over_two_edges_never_admits_more_than_the_cap() {
         }
     }
 }
+
+/// SIPp against two edges sharing one Redis: 150 held calls offered to a DID
+/// capped at 100, half through each edge, three rounds. Every round brings
+/// up exactly 100 calls and refuses 50 with 486, Redis never holds more than
+/// 100 leases, and leases and counters are back to 0 after the BYEs.
+#[test]
+fn sipp_150_held_calls_over_two_edges_get_exactly_the_cap_of_100() {
+    if !redis::available() {
+        return;
+    }
+    let _heavy = crate::support::heavy();
+    let (pa, pb) = (Block::new(), Block::new());
+    let redis = Redis::start(pa.addr(60, 6379));
+    const CAPPED: &str = "+12065550120";
+    const KEY: &str = "sipedge:{+12065550120}:calls";
+    let start = |b: Block, name: &str| {
+        let mut spec = crate::sipp::one_carrier(b, "udp", &[]);
+        spec.numbers = vec![format!("{CAPPED},did,flow-capped,carrier-a,100,")];
+        spec.toml.push_str(&format!("[cluster]\nredis_url = \"{}\"\ninstance = \"{name}\"\n", redis.url()));
+        Edge::start(b, spec)
+    };
+    let (a, b) = (start(pa, "edge-a"), start(pb, "edge-b"));
+    let nums = vec![CAPPED.to_string()];
+    for round in 0..3 {
+        // 75 calls through each edge at 75 calls/s, each held 6 s: all 150
+        // are offered while the first ones are still up.
+        let (guard_a, run_a) = crate::sipp::held_calls(pa, a.sip, &nums, 75, 75, 6_000);
+        let (guard_b, run_b) = crate::sipp::held_calls(pb, b.sip, &nums, 75, 75, 6_000);
+        let mut peak = 0u64;
+        while !(run_a.is_finished() && run_b.is_finished()) {
+            let leases: u64 = redis.cmd(&["ZCARD", KEY]).parse().unwrap_or(0);
+            peak = peak.max(leases);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (ra, rb) = (run_a.join().unwrap(), run_b.join().unwrap());
+        drop((guard_a, guard_b));
+        let stats = || format!("edge A:\n{}\nedge B:\n{}", ra.stat, rb.stat);
+        assert_eq!(ra.ok + rb.ok, 100, "round {round}: exactly the cap is up over both edges\n{}", stats());
+        assert_eq!(ra.failed + rb.failed, 50, "round {round}: the rest refused\n{}", stats());
+        assert_eq!(peak, 100, "round {round}: Redis held at most the cap of 100 leases, and all of it");
+        let busy = a.metric("sipedge_calls_total{direction=\"inbound\",outcome=\"number_busy\"}").unwrap_or(0.0)
+            + b.metric("sipedge_calls_total{direction=\"inbound\",outcome=\"number_busy\"}").unwrap_or(0.0);
+        assert_eq!(busy as u64, 50 * (round + 1), "every refusal a 486 (busy)");
+        wait_for("every lease released", || redis.cmd(&["ZCARD", KEY]) == "0");
+        wait_for("both edges idle", || {
+            a.metric("sipedge_active_calls") == Some(0.0) && b.metric("sipedge_active_calls") == Some(0.0)
+        });
+    }
+}
