@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
+
+use super::backend::Backend;
 
 use super::scripts::{self, INSTANCES_KEY};
 use super::{ClusterView, Lease, Op, Queues, Verdict};
@@ -61,29 +62,13 @@ impl Scripts {
             heartbeat: redis::Script::new(scripts::HEARTBEAT),
         }
     }
-
-    /// SCRIPT LOAD of every script (at start and after a NOSCRIPT: a Redis restarted empty).
-    async fn load(&self, con: &mut ConnectionManager) -> redis::RedisResult<()> {
-        for src in [scripts::ADMIT, scripts::RENEW, scripts::RELEASE, scripts::HEARTBEAT] {
-            redis::cmd("SCRIPT").arg("LOAD").arg(src).query_async::<String>(con).await?;
-        }
-        Ok(())
-    }
 }
+
+/// Every script's source: loaded again when Redis answers NOSCRIPT.
+const SOURCES: [&str; 4] = [scripts::ADMIT, scripts::RENEW, scripts::RELEASE, scripts::HEARTBEAT];
 
 fn evalsha<'a>(p: &'a mut redis::Pipeline, s: &redis::Script, key: &str) -> &'a mut redis::Pipeline {
     p.cmd("EVALSHA").arg(s.get_hash()).arg(1).arg(key)
-}
-
-/// Runs `p`, loading the scripts and retrying once if Redis forgot them.
-async fn query(p: &redis::Pipeline, con: &mut ConnectionManager, s: &Scripts) -> redis::RedisResult<Vec<i64>> {
-    match p.query_async::<Vec<i64>>(con).await {
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            s.load(con).await?;
-            p.query_async::<Vec<i64>>(con).await
-        }
-        r => r,
-    }
 }
 
 /// Starts the admit and renewal tasks on the current runtime. The URL is
@@ -94,13 +79,8 @@ pub fn start(
     queues: Queues,
     shards: Vec<mpsc::Sender<ShardInput>>,
 ) -> redis::RedisResult<()> {
-    let client = redis::Client::open(settings.url.as_str())?;
-    let cfg = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(settings.admit_timeout.max(Duration::from_millis(200))))
-        .set_response_timeout(Some(settings.lease_ttl / 3))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(1));
-    let con = ConnectionManager::new_lazy_with_config(client, cfg)?;
+    let connect = settings.admit_timeout.max(Duration::from_millis(200));
+    let con = Backend::open(&settings.url, connect, settings.lease_ttl / 3)?;
     let registry: Registry = Arc::default();
     let scripts = Arc::new(Scripts::new());
     tokio::spawn(admit_loop(
@@ -119,7 +99,7 @@ pub fn start(
 #[allow(clippy::too_many_arguments)]
 async fn admit_loop(
     settings: Settings,
-    mut con: ConnectionManager,
+    mut con: Backend,
     scripts: Arc<Scripts>,
     registry: Registry,
     view: Arc<ClusterView>,
@@ -194,7 +174,7 @@ async fn admit_loop(
             continue;
         }
         let started = Instant::now();
-        let res = tokio::time::timeout(settings.admit_timeout, query(&p, &mut con, &scripts)).await;
+        let res = tokio::time::timeout(settings.admit_timeout, con.run(&p, &SOURCES)).await;
         match res {
             Ok(Ok(results)) => {
                 open_until = None;
@@ -231,7 +211,7 @@ fn trip(view: &ClusterView, open_until: &mut Option<Instant>, why: &str) {
 
 async fn renew_loop(
     settings: Settings,
-    mut con: ConnectionManager,
+    mut con: Backend,
     scripts: Arc<Scripts>,
     registry: Registry,
     view: Arc<ClusterView>,
@@ -243,7 +223,7 @@ async fn renew_loop(
         tick.tick().await;
         let mut p = redis::pipe();
         evalsha(&mut p, &scripts.heartbeat, INSTANCES_KEY).arg(&settings.instance).arg(ttl);
-        let alive = match tokio::time::timeout(settings.lease_ttl / 3, query(&p, &mut con, &scripts)).await {
+        let alive = match tokio::time::timeout(settings.lease_ttl / 3, con.run(&p, &SOURCES)).await {
             Ok(Ok(r)) => r.first().copied().unwrap_or(1),
             Ok(Err(e)) => {
                 fail_renew(&view, &e.to_string());
@@ -271,7 +251,7 @@ async fn renew_loop(
             for (member, key, _) in chunk {
                 evalsha(&mut p, &scripts.renew, key).arg(&**member).arg(ttl);
             }
-            if let Err(e) = query(&p, &mut con, &scripts).await {
+            if let Err(e) = con.run(&p, &SOURCES).await {
                 fail_renew(&view, &e.to_string());
                 break;
             }
@@ -281,7 +261,7 @@ async fn renew_loop(
             for (member, key, _) in chunk {
                 evalsha(&mut p, &scripts.release, key).arg(&**member);
             }
-            match query(&p, &mut con, &scripts).await {
+            match con.run(&p, &SOURCES).await {
                 Ok(_) => released.extend(chunk.iter().map(|(m, _, _)| m.clone())),
                 Err(e) => {
                     fail_renew(&view, &e.to_string());

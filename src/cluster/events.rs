@@ -14,7 +14,10 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use redis::cluster::ClusterClientBuilder;
 use redis::Value;
+
+use super::backend::Target;
 
 use crate::sip::E164;
 
@@ -74,8 +77,8 @@ pub enum LogError {
 
 /// The link to the event stream.
 pub struct EventLog {
-    client: redis::Client,
-    conn: Mutex<Option<redis::Connection>>,
+    server: Server,
+    conn: Mutex<Option<Box<dyn redis::ConnectionLike + Send>>>,
     timeout: Duration,
     script: redis::Script,
 }
@@ -83,6 +86,32 @@ pub struct EventLog {
 impl std::fmt::Debug for EventLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("EventLog")
+    }
+}
+
+/// What the log connects to (see `backend::target`).
+enum Server {
+    Single(redis::Client),
+    Cluster(Box<redis::cluster::ClusterClient>),
+}
+
+impl Server {
+    /// A connection whose reads and writes give up after `timeout`.
+    fn connect(&self, timeout: Duration) -> redis::RedisResult<Box<dyn redis::ConnectionLike + Send>> {
+        match self {
+            Server::Single(client) => {
+                let c = client.get_connection_with_timeout(timeout)?;
+                c.set_read_timeout(Some(timeout))?;
+                c.set_write_timeout(Some(timeout))?;
+                Ok(Box::new(c))
+            }
+            Server::Cluster(client) => {
+                let c = client.get_connection()?;
+                c.set_read_timeout(Some(timeout))?;
+                c.set_write_timeout(Some(timeout))?;
+                Ok(Box::new(c))
+            }
+        }
     }
 }
 
@@ -107,25 +136,24 @@ fn text(v: &Value) -> Option<String> {
 impl EventLog {
     /// A log on `url`; connects lazily (a Redis down at start is not fatal).
     pub fn new(url: &str, timeout: Duration) -> Result<EventLog, redis::RedisError> {
-        Ok(EventLog {
-            client: redis::Client::open(url)?,
-            conn: Mutex::new(None),
-            timeout,
-            script: redis::Script::new(PUBLISH),
-        })
+        let bad = |why: String| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "redis_url", why));
+        let server = match super::backend::target(url).map_err(bad)? {
+            Target::Single(url) => Server::Single(redis::Client::open(url)?),
+            Target::Cluster(seeds) => Server::Cluster(Box::new(
+                ClusterClientBuilder::new(seeds).connection_timeout(timeout).retries(1).build()?,
+            )),
+        };
+        Ok(EventLog { server, conn: Mutex::new(None), timeout, script: redis::Script::new(PUBLISH) })
     }
 
     /// Runs `f` on the connection, reconnecting once if it is gone or broke.
-    fn with_conn<T>(&self, f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, LogError> {
+    fn with_conn<T>(&self, f: impl Fn(&mut dyn redis::ConnectionLike) -> redis::RedisResult<T>) -> Result<T, LogError> {
         let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         if slot.is_none() {
-            let c = self.client.get_connection_with_timeout(self.timeout).map_err(down)?;
-            c.set_read_timeout(Some(self.timeout)).map_err(down)?;
-            c.set_write_timeout(Some(self.timeout)).map_err(down)?;
-            *slot = Some(c);
+            *slot = Some(self.server.connect(self.timeout).map_err(down)?);
         }
         let Some(c) = slot.as_mut() else { return Err(LogError::Down("no connection".into())) };
-        match f(c) {
+        match f(c.as_mut()) {
             Ok(v) => Ok(v),
             Err(e) => {
                 // A broken or timed-out connection may hold a late reply: drop it.

@@ -21,6 +21,7 @@
 //! - `scripts.rs`: the Lua scripts and the key names
 //! - `client.rs`: the task that talks to Redis (batching, renewal, breaker)
 
+pub mod backend;
 pub mod client;
 pub mod events;
 pub mod scripts;

@@ -9,7 +9,7 @@ use super::ConfigError;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// `redis://host:port/db`; unset = standalone.
+    /// `redis://host:port/db`, or `redis+cluster://host:port,…` (Redis Cluster seed nodes); unset = standalone.
     pub redis_url: Option<String>,
     /// This instance's name in the cluster; default `[edge].name`.
     pub instance: Option<String>,
@@ -50,13 +50,16 @@ pub enum BackendDown {
 /// being down at check time is not a config error).
 pub(super) fn check_cluster(c: &ClusterConfig, v: &mut Vec<ConfigError>) {
     if let Some(url) = &c.redis_url {
-        let ok = (url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
-            && redis::Client::open(url.as_str()).is_ok();
-        if !ok {
-            v.push(ConfigError::new(
+        let scheme_ok = ["redis://", "rediss://", "unix://", crate::cluster::backend::CLUSTER_SCHEME]
+            .iter()
+            .any(|s| url.starts_with(s));
+        match crate::cluster::backend::target(url) {
+            Ok(_) if scheme_ok => {}
+            Ok(_) => v.push(ConfigError::new(
                 "cluster.redis_url",
-                format!("{url:?} is not a Redis URL: use redis://host:port/db"),
-            ));
+                format!("{url:?} is not a Redis URL: use redis://host:port/db or redis+cluster://host:port,host:port"),
+            )),
+            Err(why) => v.push(ConfigError::new("cluster.redis_url", format!("{url:?}: {why}"))),
         }
     }
     if c.instance.as_deref().is_some_and(|i| i.trim().is_empty() || i.len() > 64 || i.contains('/')) {

@@ -25,7 +25,7 @@ pub fn cluster_edge(block: Block, peers: Block, url: &str, instance: &str, extra
 
 /// Offers a call: if the flow engine sees it, answers 200 and ACKs (the call
 /// stays up); if the edge refuses it, returns the status.
-fn held_call(edge: &Edge, carrier: &mut Peer, flow: &mut Peer, call_id: &str) -> Result<Msg, u16> {
+pub fn held_call(edge: &Edge, carrier: &mut Peer, flow: &mut Peer, call_id: &str) -> Result<Msg, u16> {
     carrier.send(&invite(carrier.local(), "UDP", edge.sip, DID, call_id, &format!("b-{call_id}")));
     let end = Instant::now() + T;
     let step = Duration::from_millis(20);
@@ -56,7 +56,7 @@ fn m_is_invite(m: &Msg) -> bool {
     m.method_str() == "INVITE"
 }
 
-fn hang_up(carrier: &mut Peer, flow: &mut Peer, ok: &Msg, n: u32) {
+pub fn hang_up(carrier: &mut Peer, flow: &mut Peer, ok: &Msg, n: u32) {
     carrier.send(&in_dialog("BYE", ok, carrier.local(), "UDP", 2, &format!("bye-{n}")));
     let (bye, from) = flow.expect_request("BYE", T);
     flow.answer(&bye, 200, from);

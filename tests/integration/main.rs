@@ -22,6 +22,7 @@ mod failover;
 mod flood;
 mod hostile;
 mod records;
+mod redis_cluster;
 mod reload;
 mod restart;
 mod torture;
