@@ -136,22 +136,25 @@ fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
 
 /// The peers (carriers, flow engine) a config describes.
 pub fn peers_from_config(cfg: &Config) -> Peers {
-    let link = |az: &str, addr: SocketAddr, transport: Transport, drain: bool| PeerLink {
-        az: Arc::from(az),
-        addr,
-        transport,
+    // Check refused negative or oversized ranks; clamp anyway rather than wrap.
+    let rank = |r: i64| u32::try_from(r.clamp(0, crate::config::MAX_RANK)).unwrap_or(1);
+    let link = |az: &str, addr: SocketAddr, transport: Transport, drain: bool, priority: i64, weight: i64| PeerLink {
         drain,
+        priority: rank(priority),
+        weight: rank(weight),
+        ..PeerLink::new(az, addr, transport)
     };
     let carriers = cfg
         .carrier
         .iter()
         .map(|c| CarrierPeers {
             name: Arc::from(c.name.as_str()),
-            links: c.link.iter().map(|l| link(&l.az, l.addr, l.transport, l.drain)).collect(),
+            links: c.link.iter().map(|l| link(&l.az, l.addr, l.transport, l.drain, l.priority, l.weight)).collect(),
             sources: c.sources.iter().filter_map(|s| Cidr::parse(s).ok()).map(|c| (c.addr, c.prefix)).collect(),
         })
         .collect();
-    let flow = cfg.flow_engine.iter().map(|f| link(&f.az, f.addr, f.transport, f.drain)).collect();
+    let flow =
+        cfg.flow_engine.iter().map(|f| link(&f.az, f.addr, f.transport, f.drain, f.priority, f.weight)).collect();
     Peers::new(carriers, flow)
 }
 

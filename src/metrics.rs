@@ -66,6 +66,8 @@ pub const CLUSTER_FALLBACK_TOTAL: &str = "sipedge_cluster_fallback_total";
 pub const CARRIER_ACTIVE_CALLS: &str = "sipedge_carrier_active_calls";
 /// Calls a carrier's limits refused, by `carrier` and `reason` (`max_concurrent`, `max_cps`, `fair_share`).
 pub const CARRIER_REFUSED_TOTAL: &str = "sipedge_carrier_refused_total";
+/// First tries per next hop (labels `group`, `az`, `addr`): how the weighted draw spread new calls.
+pub const HOP_CALLS_TOTAL: &str = "sipedge_hop_calls_total";
 /// Histogram buckets for a Redis round trip: 100 µs to 1 s.
 pub const ADMIT_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 /// Seconds from an INVITE received to its final answer sent, by direction.
@@ -133,6 +135,7 @@ pub fn describe() {
     describe_counter!(CLUSTER_FALLBACK_TOTAL, "Calls decided by on_backend_down while Redis could not answer");
     describe_gauge!(CARRIER_ACTIVE_CALLS, "Calls up with a carrier, both directions");
     describe_counter!(CARRIER_REFUSED_TOTAL, "Calls refused by a carrier's limits or its fair share");
+    describe_counter!(HOP_CALLS_TOTAL, "New calls whose first try went to this next hop");
     describe_counter!(RECORDS_TOTAL, "Call records written");
     describe_counter!(RECORDS_DROPS_TOTAL, "Call records dropped");
     describe_gauge!(DRAINING, "1 while the edge drains");

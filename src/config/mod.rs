@@ -19,6 +19,7 @@ mod load;
 mod observe;
 mod seed;
 mod validate;
+pub use validate::MAX_RANK;
 
 #[cfg(test)]
 mod tests;
@@ -298,6 +299,17 @@ pub struct LinkConfig {
     /// `true`: no new calls to this link; calls already on it go on.
     #[serde(default)]
     pub drain: bool,
+    /// Lower is preferred (SPEC §13); read signed so a negative one is
+    /// reported by `sipedge check` rather than as a TOML type error.
+    #[serde(default = "default_rank")]
+    pub priority: i64,
+    /// Share of new calls among targets of equal priority; 0 = only when no other is left.
+    #[serde(default = "default_rank")]
+    pub weight: i64,
+}
+
+fn default_rank() -> i64 {
+    1
 }
 
 /// One `[[flow_engine]]` endpoint.
@@ -314,6 +326,13 @@ pub struct FlowEngineConfig {
     /// `true`: no new calls to this endpoint; calls already on it go on.
     #[serde(default)]
     pub drain: bool,
+    /// Lower is preferred (SPEC §13); read signed so a negative one is
+    /// reported by `sipedge check` rather than as a TOML type error.
+    #[serde(default = "default_rank")]
+    pub priority: i64,
+    /// Share of new calls among targets of equal priority; 0 = only when no other is left.
+    #[serde(default = "default_rank")]
+    pub weight: i64,
 }
 
 /// `[numbers]`.

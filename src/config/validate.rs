@@ -158,6 +158,7 @@ impl Config {
                     v.push(ConfigError::new(format!("{at}.sources[{k}]"), format!("'{s}': {e}")));
                 }
             }
+            check_weights(v, &format!("{at}.link"), c.link.iter().map(|l| (l.priority, l.weight)));
             for (j, l) in c.link.iter().enumerate() {
                 let at = format!("{at}.link[{j}]");
                 check_hop(v, &at, &l.az, l.addr);
@@ -173,6 +174,7 @@ impl Config {
         for (i, f) in self.flow_engine.iter().enumerate() {
             check_hop(v, &format!("flow_engine[{i}]"), &f.az, f.addr);
         }
+        check_weights(v, "flow_engine", self.flow_engine.iter().map(|f| (f.priority, f.weight)));
     }
 }
 
@@ -193,6 +195,35 @@ fn check_trunk_limits(v: &mut Vec<ConfigError>, at: &str, max_cps: u32) {
 }
 
 /// A next hop needs an AZ and an address we can send to.
+/// Highest `priority` or `weight` accepted (keeps the round robin's sums far from overflow).
+pub const MAX_RANK: i64 = 1_000_000;
+
+/// `priority` and `weight` of one group's targets (`at` = `flow_engine` or
+/// `carrier[i].link`): each within 0..=MAX_RANK, and not every weight 0 (such
+/// a group would never be picked by weight at all).
+fn check_weights(v: &mut Vec<ConfigError>, at: &str, ranks: impl Iterator<Item = (i64, i64)>) {
+    let mut weighted = false;
+    let mut any = false;
+    for (i, (priority, weight)) in ranks.enumerate() {
+        any = true;
+        for (key, value) in [("priority", priority), ("weight", weight)] {
+            if !(0..=MAX_RANK).contains(&value) {
+                v.push(ConfigError::new(
+                    format!("{at}[{i}].{key}"),
+                    format!("{value} must be between 0 and {MAX_RANK}"),
+                ));
+            }
+        }
+        weighted |= weight > 0;
+    }
+    if any && !weighted {
+        v.push(ConfigError::new(
+            format!("{at}.weight"),
+            "every weight is 0: give at least one target a weight above 0",
+        ));
+    }
+}
+
 fn check_hop(v: &mut Vec<ConfigError>, at: &str, az: &str, addr: SocketAddr) {
     if az.trim().is_empty() {
         v.push(ConfigError::new(format!("{at}.az"), "must not be empty"));

@@ -99,27 +99,34 @@ pub fn render_port_list(v: &Value) -> String {
     table(rows)
 }
 
-/// `ctl carriers`: one row per link, its carrier's counts and limits repeated.
+/// `ctl carriers`: one row per link, its carrier's counts and limits
+/// repeated; then the flow-engine endpoints (group `flow-engine`).
 pub fn render_carriers(v: &Value) -> String {
-    let mut rows = vec![["CARRIER", "ACTIVE", "MAX_CONCURRENT", "MAX_CPS", "AZ", "LINK", "UP", "DRAIN"]
-        .map(String::from)
-        .to_vec()];
+    let head = ["CARRIER", "ACTIVE", "MAX_CONCURRENT", "MAX_CPS", "AZ", "LINK", "PRIO", "WEIGHT", "UP", "DRAIN"];
+    let mut rows = vec![head.map(String::from).to_vec()];
+    let mut row = |group: &[String; 4], l: &Value| {
+        let g = |k: &str| l.get(k).map(text).unwrap_or_default();
+        let mut r = group.to_vec();
+        r.extend([
+            g("az"),
+            format!("{}/{}", g("addr"), g("transport")),
+            g("priority"),
+            g("weight"),
+            g("up"),
+            g("drain"),
+        ]);
+        rows.push(r);
+    };
     for c in v.get("carriers").and_then(Value::as_array).into_iter().flatten() {
         let f = |k: &str| c.get(k).map(text).unwrap_or_default();
+        let group = [f("name"), f("active_calls"), f("max_concurrent"), f("max_cps")];
         for l in c.get("links").and_then(Value::as_array).into_iter().flatten() {
-            let g = |k: &str| l.get(k).map(text).unwrap_or_default();
-            let link = format!("{}/{}", g("addr"), g("transport"));
-            rows.push(vec![
-                f("name"),
-                f("active_calls"),
-                f("max_concurrent"),
-                f("max_cps"),
-                g("az"),
-                link,
-                g("up"),
-                g("drain"),
-            ]);
+            row(&group, l);
         }
+    }
+    let fe = ["flow-engine", "-", "-", "-"].map(String::from);
+    for l in v.get("flow_engine").and_then(Value::as_array).into_iter().flatten() {
+        row(&fe, l);
     }
     table(rows)
 }

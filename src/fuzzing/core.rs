@@ -58,7 +58,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn link(az: &str, a: &str) -> PeerLink {
-    PeerLink { az: Arc::from(az), addr: addr(a), transport: Transport::Udp, drain: false }
+    PeerLink::new(az, addr(a), Transport::Udp)
 }
 
 fn record(

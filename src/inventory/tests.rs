@@ -16,12 +16,7 @@ const TF2: &str = "+18885550101";
 const DID: &str = "+12065550100";
 
 fn peers() -> Arc<Peers> {
-    let link = |addr: &str| PeerLink {
-        az: Arc::from("az1"),
-        addr: addr.parse().unwrap(),
-        transport: Transport::Udp,
-        drain: false,
-    };
+    let link = |addr: &str| PeerLink::new("az1", addr.parse().unwrap(), Transport::Udp);
     let carrier =
         |name: &str, addr: &str| CarrierPeers { name: Arc::from(name), links: vec![link(addr)], sources: vec![] };
     Arc::new(Peers::new(

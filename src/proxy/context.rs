@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::timer::TimerValues;
 use super::token::Sealer;
 use crate::failover::{HopCandidate, HopKey};
+use crate::metrics as m;
 use crate::routing::{PeerLink, Peers};
 use crate::sip::Transport;
 
@@ -233,8 +234,16 @@ fn candidates(group: &Arc<str>, links: &[PeerLink]) -> Vec<HopCandidate> {
     links
         .iter()
         .map(|l| HopCandidate {
-            key: HopKey { group: group.clone(), az: l.az.clone(), addr: l.addr, transport: l.transport },
             drain: l.drain,
+            priority: l.priority,
+            weight: l.weight,
+            first_tries: metrics::counter!(
+                m::HOP_CALLS_TOTAL,
+                "group" => group.to_string(),
+                "az" => l.az.to_string(),
+                "addr" => l.addr.to_string()
+            ),
+            ..HopCandidate::new(HopKey { group: group.clone(), az: l.az.clone(), addr: l.addr, transport: l.transport })
         })
         .collect()
 }

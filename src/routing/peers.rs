@@ -23,6 +23,17 @@ pub struct PeerLink {
     pub transport: Transport,
     /// Draining: no new calls to it, calls already on it go on.
     pub drain: bool,
+    /// Lower is tried first (SPEC §13).
+    pub priority: u32,
+    /// Share of first tries among links of equal priority (0: only when no other is left).
+    pub weight: u32,
+}
+
+impl PeerLink {
+    /// A link with the default priority and weight (1, 1), not draining.
+    pub fn new(az: &str, addr: SocketAddr, transport: Transport) -> PeerLink {
+        PeerLink { az: Arc::from(az), addr, transport, drain: false, priority: 1, weight: 1 }
+    }
 }
 
 /// A carrier trunk: its links into the AZs and any extra source ranges.

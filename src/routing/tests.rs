@@ -22,7 +22,7 @@ fn rec(n: E164, flow: &str) -> NumberRecord {
 }
 
 fn link(az: &str, addr: &str) -> PeerLink {
-    PeerLink { az: Arc::from(az), addr: addr.parse().unwrap(), transport: Transport::Udp, drain: false }
+    PeerLink::new(az, addr.parse().unwrap(), Transport::Udp)
 }
 
 fn peers() -> Peers {

@@ -26,3 +26,4 @@ mod redis_cluster;
 mod reload;
 mod restart;
 mod torture;
+mod weighted;
