@@ -26,7 +26,7 @@ pub fn addr(s: &str) -> SocketAddr {
 }
 
 pub fn link(a: &str) -> PeerLink {
-    PeerLink { az: Arc::from("az1"), addr: addr(a), transport: Transport::Udp, drain: false }
+    PeerLink::new("az1", addr(a), Transport::Udp)
 }
 
 pub fn new_core(now: Instant) -> Core {
