@@ -148,8 +148,10 @@ impl Trunk {
 
 /// The GCRA test for one call at `now_ns`: admitted while the bucket has room,
 /// with a burst of one second's worth (`max_cps` calls back to back, then
-/// `max_cps` a second). Lock-free: one CAS on the arrival time.
-fn take_rate(tat: &AtomicU64, interval: u64, now_ns: u64) -> bool {
+/// `max_cps` a second). Lock-free: one CAS on the arrival time. Public for
+/// the bench against `governor` only.
+#[doc(hidden)]
+pub fn take_rate(tat: &AtomicU64, interval: u64, now_ns: u64) -> bool {
     if interval == 0 {
         return true;
     }
