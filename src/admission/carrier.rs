@@ -13,7 +13,9 @@
 //! `AtomicU64`. Not the `governor` crate: its quota is fixed when a limiter is
 //! built and it reads its own clock, while here a reload must change the rate
 //! without losing the bucket, and the core passes time in (sans-IO). The bench
-//! `admission/trunk_*` compares the two.
+//! `admission/trunk_*` compares the two: governor's bare check is faster
+//! (its TSC clock against our `Instant::now()`; the CAS alone is ~4 ns), see
+//! docs/PERFORMANCE.md.
 //!
 //! Counters are keyed by carrier *name* and kept across reloads, so a reload
 //! that changes the limits keeps the calls already counted; a carrier a reload
