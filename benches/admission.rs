@@ -5,16 +5,22 @@
 //! time for both to finish, per operation of each thread: a design that lets one thread
 //! starve the other (a parked mutex waiter) cannot look fast that way.
 //!
+//! The `trunk_*` cases compare the carrier rate limit (our GCRA) with `governor`.
+//!
 //! `cargo bench --bench admission -- --warm-up-time 1 --measurement-time 3`
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sipedge::admission::Admission;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sipedge::admission::carrier::take_rate;
+use sipedge::admission::{Admission, TrunkLimits, Trunks};
 use sipedge::sip::E164;
 
 /// Per-number cap used throughout: high enough that the two threads never hit it, so
@@ -136,6 +142,46 @@ fn bench(c: &mut Criterion) {
     let keys: Vec<u64> = numbers.iter().map(|n| n.as_u64()).collect();
     g.bench_function("baseline_mutex_hashmap_many_numbers_two_threads", |b| {
         b.iter_custom(|iters| two_threads(iters, |t, k| base.call(black_box(keys[nth(t, k) as usize]), CAP)))
+    });
+
+    // Trunk rate limit (SPEC §10): our GCRA against the `governor` crate, one
+    // check-and-take per call, with a rate so high that neither ever refuses.
+    // Each op reads the clock once (governor reads its own).
+    let rate = NonZeroU32::new(1_000_000_000).unwrap();
+    let tat = AtomicU64::new(0);
+    let base_t = Instant::now();
+    let gcra = || {
+        let now = u64::try_from(base_t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        assert!(take_rate(black_box(&tat), 1, now));
+    };
+    g.bench_function("trunk_gcra_ours", |b| b.iter(gcra));
+    g.bench_function("trunk_gcra_ours_two_threads", |b| b.iter_custom(|iters| two_threads(iters, |_, _| gcra())));
+    // The same CAS with the clock read left out (time advanced by a counter):
+    // what our GCRA costs apart from `Instant::now()`.
+    let fake = AtomicU64::new(0);
+    let tat2 = AtomicU64::new(0);
+    let gcra_no_clock = || {
+        let now = fake.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(take_rate(black_box(&tat2), 1, now));
+    };
+    g.bench_function("trunk_gcra_ours_no_clock", |b| b.iter(gcra_no_clock));
+    let direct = RateLimiter::direct(Quota::per_second(rate));
+    let gov = || assert!(black_box(&direct).check().is_ok());
+    g.bench_function("trunk_governor_direct", |b| b.iter(gov));
+    g.bench_function("trunk_governor_direct_two_threads", |b| b.iter_custom(|iters| two_threads(iters, |_, _| gov())));
+    // What a per-carrier lookup costs each: our whole `Trunks::try_admit` (name
+    // lookup, fair share, max_concurrent, GCRA; permit dropped) against
+    // governor's keyed limiter (a DashMap by carrier name, rate only).
+    let trunks = Trunks::default();
+    trunks.configure(&[TrunkLimits { name: Arc::from("carrier-a"), max_concurrent: 0, max_cps: 1_000_000_000 }]);
+    let ours = || drop(black_box(trunks.try_admit(black_box("carrier-a"), Instant::now(), 0, 10_000).unwrap()));
+    g.bench_function("trunk_try_admit_ours", |b| b.iter(ours));
+    g.bench_function("trunk_try_admit_ours_two_threads", |b| b.iter_custom(|iters| two_threads(iters, |_, _| ours())));
+    let keyed: DefaultKeyedRateLimiter<&'static str> = RateLimiter::keyed(Quota::per_second(rate));
+    let gov_keyed = || assert!(black_box(&keyed).check_key(black_box(&"carrier-a")).is_ok());
+    g.bench_function("trunk_governor_keyed", |b| b.iter(gov_keyed));
+    g.bench_function("trunk_governor_keyed_two_threads", |b| {
+        b.iter_custom(|iters| two_threads(iters, |_, _| gov_keyed()))
     });
     g.finish();
 }

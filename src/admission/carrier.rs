@@ -13,7 +13,9 @@
 //! `AtomicU64`. Not the `governor` crate: its quota is fixed when a limiter is
 //! built and it reads its own clock, while here a reload must change the rate
 //! without losing the bucket, and the core passes time in (sans-IO). The bench
-//! `admission/trunk_*` compares the two.
+//! `admission/trunk_*` compares the two: governor's bare check is faster
+//! (its TSC clock against our `Instant::now()`; the CAS alone is ~4 ns), see
+//! docs/PERFORMANCE.md.
 //!
 //! Counters are keyed by carrier *name* and kept across reloads, so a reload
 //! that changes the limits keeps the calls already counted; a carrier a reload
@@ -148,8 +150,10 @@ impl Trunk {
 
 /// The GCRA test for one call at `now_ns`: admitted while the bucket has room,
 /// with a burst of one second's worth (`max_cps` calls back to back, then
-/// `max_cps` a second). Lock-free: one CAS on the arrival time.
-fn take_rate(tat: &AtomicU64, interval: u64, now_ns: u64) -> bool {
+/// `max_cps` a second). Lock-free: one CAS on the arrival time. Public for
+/// the bench against `governor` only.
+#[doc(hidden)]
+pub fn take_rate(tat: &AtomicU64, interval: u64, now_ns: u64) -> bool {
     if interval == 0 {
         return true;
     }

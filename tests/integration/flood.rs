@@ -334,3 +334,126 @@ fn tcp_slowloris_does_not_lock_out_a_carrier() {
     stranger.expect_status(403, T);
     assert_eq!(edge.metric("sipedge_active_calls"), Some(0.0));
 }
+
+/// A carrier flooding never-ACKed INVITEs to an uncapped toll-free number at
+/// 10x the call rate of another carrier (SPEC §10, issue 13), with the default
+/// carrier limits (none): the flood fills the instance up to its fair share of
+/// `max_concurrent_calls` and is refused 503 past it, while every call of the
+/// other carrier still gets in.
+#[test]
+fn carrier_invite_flood_does_not_crowd_out_another_carrier() {
+    let _heavy = crate::support::heavy();
+    let b = Block::new();
+    let nums = load_numbers(100);
+    let flooded_number = "+18005559999";
+    let toml = format!(
+        "[health]\noptions_interval_ms = 60000\n[limits]\nmax_concurrent_calls = 100\n\
+         [[carrier]]\nname = \"carrier-a\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\n\
+         [[carrier]]\nname = \"carrier-f\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\n\
+         [[flow_engine]]\naz = \"az1\"\naddr = \"{}\"\n",
+        b.addr(2, 5060),
+        b.addr(66, 5060),
+        b.addr(10, 5060)
+    );
+    let mut numbers: Vec<String> = nums.iter().map(|n| format!("{n},,flow-{n},carrier-a,,")).collect();
+    numbers.push(format!("{flooded_number},,flow-flood,carrier-f,,"));
+    let edge = Edge::start(b, EdgeSpec { toml, numbers, tcp: false, ..EdgeSpec::default() });
+    let dir = tempfile::tempdir().unwrap();
+    // The flow engine answers every call 200, the flood's too: the flooder
+    // never ACKs, so each of its calls keeps its slot until the edge gives up on it.
+    let _uas = uas(b.ip(10), "uas_200.xml", "u1", dir.path());
+    let rss_before = rss_kib(edge.pid());
+
+    let (cps, calls) = (100u32, 2000u32);
+    let flood_rate = 10 * u64::from(cps);
+    let stop = Arc::new(AtomicBool::new(false));
+    let to = edge.sip;
+    let flood = {
+        let stop = stop.clone();
+        let from = b.addr(66, 5060);
+        std::thread::spawn(move || {
+            let sock = UdpSocket::bind(from).unwrap();
+            sock.set_nonblocking(true).unwrap();
+            let start = Instant::now();
+            let (mut sent, mut refused, mut answered) = (0u64, 0u64, 0u64);
+            let mut buf = [0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                let due = flood_rate * start.elapsed().as_micros() as u64 / 1_000_000;
+                while sent < due {
+                    let msg = format!(
+                        "INVITE sip:{flooded_number}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKcf{sent}\r\n\
+                         From: <sip:+13125550199@{from}>;tag=cf{sent}\r\nTo: <sip:{flooded_number}@{to}>\r\n\
+                         Call-ID: carrier-flood-{sent}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                    );
+                    let _ = sock.send_to(msg.as_bytes(), to);
+                    sent += 1;
+                }
+                // Answers are read (and counted) but never ACKed.
+                while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    let line = buf.get(..n.min(16)).unwrap_or_default();
+                    if line.starts_with(b"SIP/2.0 503") {
+                        refused += 1;
+                    } else if line.starts_with(b"SIP/2.0 200") {
+                        answered += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (sent, start.elapsed(), refused, answered)
+        })
+    };
+    let pid = edge.pid();
+    let stop_rss = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop_rss = stop_rss.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop_rss.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            peak
+        })
+    };
+    // The flood gets a head start to fill its share before the carrier calls.
+    std::thread::sleep(Duration::from_millis(500));
+    let dialed: Vec<&str> = nums.iter().map(|n| n.trim_start_matches('+')).collect();
+    let r = uac(b.ip(2), edge.sip, "uac_rr.xml", "u1", cps, calls, &dialed, &[], dir.path());
+    stop.store(true, Ordering::Relaxed);
+    let (sent, flood_time, refused_503, answered_200) = flood.join().unwrap();
+    stop_rss.store(true, Ordering::Relaxed);
+    let rss_peak = sampler.join().unwrap();
+
+    let m = |carrier: &str, reason: &str| {
+        edge.metric(&format!("sipedge_carrier_refused_total{{carrier=\"{carrier}\",reason=\"{reason}\"}}"))
+            .unwrap_or(0.0)
+    };
+    let (f_share, f_conc, f_cps) =
+        (m("carrier-f", "fair_share"), m("carrier-f", "max_concurrent"), m("carrier-f", "max_cps"));
+    let a_refused = m("carrier-a", "fair_share") + m("carrier-a", "max_concurrent") + m("carrier-a", "max_cps");
+    let instance_full =
+        edge.metric("sipedge_calls_total{direction=\"inbound\",outcome=\"instance_full\"}").unwrap_or(0.0);
+    let offered = sent as f64 / flood_time.as_secs_f64();
+    println!(
+        "carrier flood: carrier-f offered {sent} never-ACKed INVITEs in {:.1} s ({offered:.0}/s), {answered_200} answered 200, \
+         {refused_503} answers 503 seen (retransmissions included), refused fair_share {f_share} / max_concurrent {f_conc} / \
+         max_cps {f_cps}; carrier-a {}/{calls} calls ok at {cps} cps, {a_refused} refused by carrier limits, \
+         instance_full refusals {instance_full}; edge RSS {rss_before} -> peak {rss_peak} KiB",
+        flood_time.as_secs_f64(),
+        r.ok
+    );
+    assert!(offered >= 9.0 * f64::from(cps), "the flood must be about 10x the call rate: {offered:.0}/s");
+    assert!(
+        r.ok + r.failed == u64::from(calls) && r.ok as f64 >= 0.999 * f64::from(calls),
+        "carrier-a's calls under carrier-f's flood:\n{}\n{}",
+        r.stat,
+        edge.log()
+    );
+    assert!(f_share >= 1.0, "the flood never reached its fair share, so it did not test it");
+    assert!(refused_503 >= 1, "the flooder saw no 503");
+    assert_eq!(a_refused, 0.0, "carrier-a was never over its share");
+    // Each refused INVITE the flooder never ACKs keeps its server transaction
+    // (retransmitting the 503) until Timer H, 32 s: over this 20 s flood that
+    // is ~20,000 of them, seen as ~70 MiB. Bounded by rate x 32 s, not a leak.
+    assert!(rss_peak < rss_before + 128 * 1024, "edge RSS grew from {rss_before} to {rss_peak} KiB under the flood");
+}
