@@ -12,6 +12,7 @@
 //!   valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*core_calls::measured*' \
 //!       target/release/examples/core_calls --mode core
 //!   valgrind ... --mode harness      # the harness's own cost, to subtract
+//!   valgrind ... --mode core --flows 16   # 16 flow-engine endpoints: the weighted pick
 //!
 //! Ir per call = (Ir core - Ir harness) / calls. The program also prints
 //! allocations per call in the measured phase, and the heap bytes still live
@@ -103,20 +104,34 @@ fn step(core: &mut Core, now: Instant, from: SocketAddr, b: Bytes, to: SocketAdd
     last
 }
 
+/// Feeds the caller's INVITE and returns where it was forwarded and what:
+/// with several flow-engine endpoints the weighted pick chooses one.
+fn forward(core: &mut Core, now: Instant, from: SocketAddr, b: Bytes) -> Option<(SocketAddr, Bytes)> {
+    core.handle_message(now, Peer::to(from, Transport::Udp), b);
+    std::hint::black_box(core.poll_timeout());
+    let mut last = None;
+    while let Some(t) = core.poll_transmit() {
+        if t.to.addr != from {
+            last = Some((t.to.addr, t.payload));
+        }
+    }
+    last
+}
+
 /// One whole call through the core; panics if a message is lost.
 fn call(core: &mut Core, now: Instant, n: u64) {
-    let (flow, carrier) = (addr(FLOW), addr(CARRIER));
+    let carrier = addr(CARRIER);
     if core.poll_timeout().is_some_and(|t| t <= now) {
         core.handle_timeout(now);
         while core.poll_transmit().is_some() {}
     }
-    let fwd = step(core, now, carrier, invite(n), flow).expect("INVITE forwarded");
-    step(core, now, flow, answer(&fwd, 180, n), carrier).expect("180 relayed");
-    step(core, now, flow, answer(&fwd, 200, n), carrier).expect("200 relayed");
+    let (flow, fwd) = forward(core, now, carrier, invite(n)).expect("INVITE forwarded");
+    step(core, now, flow, answer_from(&fwd, 180, n, flow), carrier).expect("180 relayed");
+    step(core, now, flow, answer_from(&fwd, 200, n, flow), carrier).expect("200 relayed");
     let route = format!("<sip:{EDGE};lr>");
-    step(core, now, carrier, in_dialog(n, "ACK", 1, &route), flow).expect("ACK relayed");
-    let bye = step(core, now, carrier, in_dialog(n, "BYE", 2, &route), flow).expect("BYE relayed");
-    step(core, now, flow, answer(&bye, 200, n), carrier).expect("BYE 200 relayed");
+    step(core, now, carrier, in_dialog_to(n, "ACK", 1, &route, flow), flow).expect("ACK relayed");
+    let bye = step(core, now, carrier, in_dialog_to(n, "BYE", 2, &route, flow), flow).expect("BYE relayed");
+    step(core, now, flow, answer_from(&bye, 200, n, flow), carrier).expect("BYE 200 relayed");
 }
 
 /// The harness's own work for one call: every message built, every answer's
@@ -158,6 +173,8 @@ fn main() {
     let calls = arg(&args, "--calls", 20_000);
     // 80 000 calls: 40 s of virtual time, past the 32 s timers (L, M, AckWait, B, F, J).
     let warmup = arg(&args, "--warmup", 80_000);
+    // Flow-engine endpoints of equal weight in az1: the pick's cost, 1, 2 or 16.
+    let flows = arg(&args, "--flows", 1);
     // As the binary: a Prometheus recorder and an `info` tracing filter.
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let _ = metrics::set_global_recorder(recorder);
@@ -170,7 +187,7 @@ fn main() {
     let t = std::thread::spawn(move || {
         let start = Instant::now();
         let inv = invite(0);
-        let mut core = (!harness).then(|| new_core(start));
+        let mut core = (!harness).then(|| new_core_with_flows(start, flows as usize));
         let live0 = LIVE.load(Relaxed);
         for n in 1..=warmup {
             match core.as_mut() {
@@ -184,7 +201,7 @@ fn main() {
         measured(core.as_mut(), start, warmup + 1, calls, &inv);
         let allocs = ALLOCS.load(Relaxed) - a0;
         println!(
-            "mode={} warmup={warmup} calls={calls} allocs/call={:.2} live_after_warmup={live} B \
+            "mode={} flows={flows} warmup={warmup} calls={calls} allocs/call={:.2} live_after_warmup={live} B \
              ({:.0} B per call kept) calls_kept={pending} dialogs={dialogs} mimalloc={}",
             if harness { "harness" } else { "core" },
             allocs as f64 / calls as f64,

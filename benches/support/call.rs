@@ -30,6 +30,17 @@ pub fn link(a: &str) -> PeerLink {
 }
 
 pub fn new_core(now: Instant) -> Core {
+    new_core_with_flows(now, 1)
+}
+
+/// The flow engine's `i`-th endpoint: 127.0.0.10, .11, ... (`FLOW` is the first).
+pub fn flow_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 10 + i as u8], 5060))
+}
+
+/// As `new_core`, with `flows` flow-engine endpoints of equal priority and
+/// weight in az1 (the callgrind cost of the weighted pick, 2 against 16).
+pub fn new_core_with_flows(now: Instant, flows: usize) -> Core {
     let records = (0..NUMBERS).map(|i| NumberRecord {
         e164: E164::parse_dialed(&format!("+{}", BASE + i)).unwrap(),
         kind: NumberKind::TollFree,
@@ -41,7 +52,7 @@ pub fn new_core(now: Instant) -> Core {
     });
     let peers = Peers::new(
         vec![CarrierPeers { name: Arc::from("carrier-a"), links: vec![link(CARRIER)], sources: vec![] }],
-        vec![link(FLOW)],
+        (0..flows.max(1)).map(|i| PeerLink::new("az1", flow_addr(i), Transport::Udp)).collect(),
     );
     let snap = RoutingSnapshot::new(NumberMap::from_records(records), Arc::new(peers));
     let shared = CoreShared {
@@ -81,9 +92,14 @@ pub fn invite(n: u64) -> Bytes {
 
 /// The caller's ACK or BYE, loose-routed through the edge (uac_rr.xml).
 pub fn in_dialog(n: u64, method: &str, cseq: u32, route: &str) -> Bytes {
+    in_dialog_to(n, method, cseq, route, addr(FLOW))
+}
+
+/// As `in_dialog`, to the flow-engine endpoint `flow` that answered.
+pub fn in_dialog_to(n: u64, method: &str, cseq: u32, route: &str, flow: SocketAddr) -> Bytes {
     let num = BASE + n % NUMBERS;
     Bytes::from(format!(
-        "{method} sip:{FLOW} SIP/2.0\r\n\
+        "{method} sip:{flow} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {CARRIER};branch=z9hG4bK-{n}-{cseq}-{method}\r\n\
          Route: {route}\r\n\
          From: sipp <sip:sipp@{CARRIER}>;tag=77SIPpTag00{n}\r\n\
@@ -100,10 +116,15 @@ pub fn in_dialog(n: u64, method: &str, cseq: u32, route: &str) -> Bytes {
 /// The callee's answer to a forwarded request (uas_200.xml): harness work,
 /// the same in both variants.
 pub fn answer(req: &Bytes, code: u16, n: u64) -> Bytes {
+    answer_from(req, code, n, addr(FLOW))
+}
+
+/// As `answer`, from the flow-engine endpoint `flow`.
+pub fn answer_from(req: &Bytes, code: u16, n: u64, flow: SocketAddr) -> Bytes {
     let m = Msg::parse(req.clone()).unwrap();
     let rr: Vec<String> = m.headers(HeaderName::RecordRoute).map(str::to_owned).collect();
     let mut extra: Vec<(&str, &str)> = rr.iter().map(|v| ("Record-Route", v.as_str())).collect();
-    let contact = format!("<sip:{FLOW};transport=UDP>");
+    let contact = format!("<sip:{flow};transport=UDP>");
     extra.push(("Contact", &contact));
     let tag = format!("uas{n}");
     build::response(&m, code, if code == 200 { "OK" } else { "Ringing" }, Some(&tag), &extra)
