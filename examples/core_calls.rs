@@ -90,32 +90,30 @@ use call::*;
 /// 0.5 ms per call: 2000 calls/s.
 const STEP: Duration = Duration::from_micros(500);
 
-/// Feeds `b` from `from` and returns the last datagram sent to `to`.
-fn step(core: &mut Core, now: Instant, from: SocketAddr, b: Bytes, to: SocketAddr) -> Option<Bytes> {
+/// Feeds `b` from `from` and returns the last datagram the core sent to an
+/// address `wanted` accepts, with that address.
+fn feed(
+    core: &mut Core,
+    now: Instant,
+    from: SocketAddr,
+    b: Bytes,
+    wanted: impl Fn(SocketAddr) -> bool,
+) -> Option<(SocketAddr, Bytes)> {
     core.handle_message(now, Peer::to(from, Transport::Udp), b);
     // The shard asks for the next deadline on every turn of its loop.
     std::hint::black_box(core.poll_timeout());
     let mut last = None;
     while let Some(t) = core.poll_transmit() {
-        if t.to.addr == to {
-            last = Some(t.payload);
+        if wanted(t.to.addr) {
+            last = Some((t.to.addr, t.payload));
         }
     }
     last
 }
 
-/// Feeds the caller's INVITE and returns where it was forwarded and what:
-/// with several flow-engine endpoints the weighted pick chooses one.
-fn forward(core: &mut Core, now: Instant, from: SocketAddr, b: Bytes) -> Option<(SocketAddr, Bytes)> {
-    core.handle_message(now, Peer::to(from, Transport::Udp), b);
-    std::hint::black_box(core.poll_timeout());
-    let mut last = None;
-    while let Some(t) = core.poll_transmit() {
-        if t.to.addr != from {
-            last = Some((t.to.addr, t.payload));
-        }
-    }
-    last
+/// Feeds `b` from `from` and returns the last datagram sent to `to`.
+fn step(core: &mut Core, now: Instant, from: SocketAddr, b: Bytes, to: SocketAddr) -> Option<Bytes> {
+    feed(core, now, from, b, |a| a == to).map(|(_, p)| p)
 }
 
 /// One whole call through the core; panics if a message is lost.
@@ -125,7 +123,8 @@ fn call(core: &mut Core, now: Instant, n: u64) {
         core.handle_timeout(now);
         while core.poll_transmit().is_some() {}
     }
-    let (flow, fwd) = forward(core, now, carrier, invite(n)).expect("INVITE forwarded");
+    // With several flow-engine endpoints the weighted pick chooses where it goes.
+    let (flow, fwd) = feed(core, now, carrier, invite(n), |a| a != carrier).expect("INVITE forwarded");
     step(core, now, flow, answer_from(&fwd, 180, n, flow), carrier).expect("180 relayed");
     step(core, now, flow, answer_from(&fwd, 200, n, flow), carrier).expect("200 relayed");
     let route = format!("<sip:{EDGE};lr>");

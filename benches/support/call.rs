@@ -41,6 +41,7 @@ pub fn flow_addr(i: usize) -> SocketAddr {
 /// As `new_core`, with `flows` flow-engine endpoints of equal priority and
 /// weight in az1 (the callgrind cost of the weighted pick, 2 against 16).
 pub fn new_core_with_flows(now: Instant, flows: usize) -> Core {
+    assert!(flows <= 64, "flow_addr numbers endpoints 127.0.0.10 to 127.0.0.73");
     let records = (0..NUMBERS).map(|i| NumberRecord {
         e164: E164::parse_dialed(&format!("+{}", BASE + i)).unwrap(),
         kind: NumberKind::TollFree,
