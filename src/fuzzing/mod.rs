@@ -66,7 +66,7 @@ fn exercise(m: &Msg) {
             via: "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-fz",
             record_route: Some("<sip:127.0.0.1:5060;lr>"),
             pop_routes: 1,
-            max_forwards: m.max_forwards().unwrap_or(70).saturating_sub(1),
+            max_forwards: m.max_forwards().unwrap_or(crate::sip::build::MAX_FORWARDS).saturating_sub(1),
             add: &[("X-Flow-Id", "f")],
             remove: &["X-Flow-Id"],
             from_display: Some("ACME"),

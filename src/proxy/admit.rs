@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::timer::{Owner, Timer, TimerKey};
+use super::timer::{Owner, Slot, Timer, TimerKey};
 use super::{Core, FastMap, Reject};
 use crate::cluster::{local_share, AdmitRequest, Lease, Verdict};
 use crate::config::BackendDown;
@@ -59,7 +59,7 @@ impl Core {
             Some(p) => p.attach_lease(lease),
             None => return,
         }
-        let timer = self.timers.arm(now, settings.admit_timeout, Owner::Call(id), Timer::Admit, 0);
+        let timer = self.timers.arm(now, settings.admit_timeout, Owner::Call(id), Timer::Admit, Slot::Whole);
         self.admitting.waiting.insert(id, Waiting { number, cap, timer });
         self.admitting.out.push_back(AdmitRequest { shard: self.shard as usize, call: id, lease: weak, cap });
     }

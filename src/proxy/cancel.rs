@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
-use super::invite::{slot_of, Call, CancelState};
-use super::timer::{Owner, Timer};
+use super::invite::{Call, CancelState};
+use super::timer::{Owner, Slot, Timer};
 use super::txn::Actions;
 use super::{Core, Peer, Reject};
 use crate::metrics as m;
@@ -72,7 +72,7 @@ impl Core {
         // §9.1: no final within 64·T1 of the CANCEL ends the branch anyway;
         // without this a callee that never answers would keep the call forever.
         let wait = self.cfg.timers.t1x64();
-        self.timers.arm(now, wait, Owner::Call(id), Timer::B, slot_of(idx));
+        self.timers.arm(now, wait, Owner::Call(id), Timer::B, Slot::branch(idx));
     }
 
     /// A non-2xx ACK, matched to its INVITE server transaction, or an ACK for a 2xx.
@@ -83,7 +83,7 @@ impl Core {
             if call.server.on_ack(&self.cfg.timers, &mut out) {
                 let up = call.upstream;
                 if let Some(id) = id {
-                    self.run(now, up, Owner::Call(id), 0, out);
+                    self.run(now, up, Owner::Call(id), Slot::Server, out);
                 }
                 return;
             }

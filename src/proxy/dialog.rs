@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::invite::Shape;
 use super::record::{CallRecord, EndedBy};
-use super::timer::{Owner, Timer, TimerKey};
+use super::timer::{Owner, Slot, Timer, TimerKey};
 use super::{Core, Peer, Reject};
 use crate::admission::Permit;
 use crate::metrics as m;
@@ -37,8 +37,10 @@ pub(super) struct Dialog {
     since: Instant,
     /// The call's direction, for the duration histogram.
     direction: Option<super::decide::Direction>,
-    /// AckWait and MaxDuration, cancelled when the dialog ends.
-    timers: [Option<TimerKey>; 2],
+    /// Waits for the ACK of the 2xx (64·T1); cancelled when the dialog ends.
+    ack_wait: TimerKey,
+    /// Ends the call after `max_call_duration`; cancelled when the dialog ends.
+    max_duration: TimerKey,
     /// The call record, finished when the dialog ends.
     record: Option<Box<CallRecord>>,
 }
@@ -84,11 +86,15 @@ fn request_target(contact: Option<&str>, addr: std::net::SocketAddr) -> String {
         .map_or_else(|| format!("sip:{addr}"), str::to_owned)
 }
 
+/// 64-bit FNV-1a: a cheap, stable hash (not keyed: the input is not secret).
+const FNV1A_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV1A_PRIME: u64 = 0x0100_0000_01b3;
+
 /// A deterministic branch for a stateless ACK, so its retransmissions match downstream.
 fn ack_branch(incoming: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = FNV1A_OFFSET;
     for b in incoming.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        h = (h ^ u64::from(b)).wrapping_mul(FNV1A_PRIME);
     }
     let mut b = String::with_capacity(32);
     b.push_str("z9hG4bK-sea");
@@ -116,7 +122,10 @@ impl Core {
             return;
         }
         let direction = self.calls.get(&id).and_then(|c| c.direction);
-        let mut d = Dialog {
+        let ack_wait = self.timers.arm(now, self.cfg.timers.t1x64(), Owner::Call(id), Timer::AckWait, Slot::Whole);
+        let max_duration =
+            self.timers.arm(now, self.cfg.max_call_duration, Owner::Call(id), Timer::MaxDuration, Slot::Whole);
+        let d = Dialog {
             direction,
             id,
             caller,
@@ -133,13 +142,10 @@ impl Core {
             callee_cseq: 0,
             number,
             since: now,
-            timers: [None, None],
+            ack_wait,
+            max_duration,
             record: None,
         };
-        let tv = self.cfg.timers;
-        d.timers[0] = Some(self.timers.arm(now, tv.t1x64(), Owner::Call(id), Timer::AckWait, 0));
-        let max = self.cfg.max_call_duration;
-        d.timers[1] = Some(self.timers.arm(now, max, Owner::Call(id), Timer::MaxDuration, 0));
         self.dialogs.by_id.insert(id, k.clone());
         self.dialogs.by_key.insert(k, d);
         m::active_dialogs_inc();
@@ -243,7 +249,7 @@ impl Core {
                 via: &via,
                 record_route: None,
                 pop_routes: pop,
-                max_forwards: msg.max_forwards().unwrap_or(70).saturating_sub(1),
+                max_forwards: msg.max_forwards().unwrap_or(crate::sip::build::MAX_FORWARDS).saturating_sub(1),
                 add: &[],
                 remove: &[],
                 from_display: None,
@@ -256,9 +262,8 @@ impl Core {
     fn end_dialog(&mut self, now: Instant, k: &str, how: &'static str, by: EndedBy) -> Option<Dialog> {
         let mut d = self.dialogs.by_key.remove(k)?;
         self.dialogs.by_id.remove(&d.id);
-        for t in d.timers.iter_mut().filter_map(Option::take) {
-            self.timers.cancel(t);
-        }
+        self.timers.cancel(d.ack_wait);
+        self.timers.cancel(d.max_duration);
         m::active_dialogs_dec();
         if d.permit.take().is_some() {
             if let Some(dir) = d.direction {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::decide::{self, Decision, Direction};
 use super::record::{CallRecord, EndedBy, HopAnswer};
-use super::timer::{Fired, Owner, Timer, TimerKey};
+use super::timer::{Fired, Owner, Slot, Timer, TimerKey};
 use super::txn::{Actions, ClientInvite, ClientState, Delivery, ServerInvite, ServerState, TimerOutcome};
 use super::{Core, Peer, Reject};
 use crate::admission::Permit;
@@ -112,10 +112,6 @@ impl Call {
     }
 }
 
-pub(super) fn slot_of(idx: usize) -> u32 {
-    u32::try_from(idx + 1).unwrap_or(u32::MAX)
-}
-
 impl Core {
     /// A retransmitted INVITE is absorbed by its server transaction.
     pub(super) fn invite_retransmission(&mut self, from: Peer, msg: &Msg) -> bool {
@@ -208,7 +204,7 @@ impl Core {
         let mut out = Actions::new();
         let trying = self.response(&msg, 100, "Trying", None, &[]);
         server.respond(100, trying, &self.cfg.timers, &mut out);
-        self.run(now, from, Owner::Call(id), 0, out);
+        self.run(now, from, Owner::Call(id), Slot::Server, out);
         let mut to_tag = String::with_capacity(2 + 8 + 16);
         to_tag.push_str("se");
         super::text::push_hex(&mut to_tag, u64::from(self.cfg.instance_nonce));
@@ -282,7 +278,7 @@ impl Core {
                 answer: None,
             });
             self.branches.insert(branch.into_boxed_str(), (id, idx as u32));
-            let slot = slot_of(idx);
+            let slot = Slot::branch(idx);
             self.run(now, to, Owner::Call(id), slot, out);
             let failover = self.cfg.timers.failover;
             self.timers.arm(now, failover, Owner::Call(id), Timer::Failover, slot);
@@ -292,7 +288,7 @@ impl Core {
 
     fn forwarded_invite(&self, call: &Call, to: Peer, branch: &str) -> Bytes {
         let via = self.via(to.transport, branch);
-        let mf = call.invite.max_forwards().unwrap_or(70).saturating_sub(1);
+        let mf = call.invite.max_forwards().unwrap_or(crate::sip::build::MAX_FORWARDS).saturating_sub(1);
         match &call.shape {
             Shape::Initial { user, headers, cnam } => {
                 let mut ruri = String::with_capacity(64 + user.len());
@@ -385,7 +381,7 @@ impl Core {
             early = call.early_key.take();
         }
         let up = call.upstream;
-        self.run(now, up, Owner::Call(id), 0, out);
+        self.run(now, up, Owner::Call(id), Slot::Server, out);
         self.unindex_early(id, early);
         if first_final {
             self.record_final(now, id, code);
@@ -428,7 +424,7 @@ impl Core {
         }
         let abandoned = b.abandoned || !current;
         let (cancelled, final_sent) = (call.cancelled, call.final_sent);
-        self.run(now, to, Owner::Call(id), slot_of(idx as usize), out);
+        self.run(now, to, Owner::Call(id), Slot::branch(idx as usize), out);
         if want_cancel {
             self.send_cancel(now, id, idx as usize);
         }
@@ -480,7 +476,7 @@ impl Core {
     /// (Re)starts timer C of a branch (§16.7 step 2: reset at each provisional).
     fn arm_timer_c(&mut self, now: Instant, id: u64, idx: usize) {
         let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) else { return };
-        let key = self.timers.arm(now, self.cfg.timers.timer_c, Owner::Call(id), Timer::C, slot_of(idx));
+        let key = self.timers.arm(now, self.cfg.timers.timer_c, Owner::Call(id), Timer::C, Slot::branch(idx));
         if let Some(old) = b.timer_c.replace(key) {
             self.timers.cancel(old);
         }
@@ -567,7 +563,7 @@ impl Core {
         }
     }
 
-    /// A timer of a call: its server transaction (slot 0), a branch, or its dialog.
+    /// A timer of a call: its server transaction, a branch, or its dialog.
     pub(super) fn call_timer(&mut self, now: Instant, id: u64, f: Fired) {
         if matches!(f.timer, Timer::AckWait | Timer::MaxDuration) {
             return self.dialog_timer(now, id, f.timer);
@@ -578,53 +574,55 @@ impl Core {
         let tv = self.cfg.timers;
         let Some(call) = self.calls.get_mut(&id) else { return };
         let mut out = Actions::new();
-        if f.slot == 0 {
-            let outcome = call.server.on_timer(f.timer, &tv, &mut out);
-            let up = call.upstream;
-            if outcome == TimerOutcome::NoAck {
-                tracing::debug!(call_id = call.invite.call_id(), "no ACK for our final response");
-            }
-            self.run(now, up, Owner::Call(id), 0, out);
-        } else {
-            let idx = (f.slot - 1) as usize;
-            let current = call.branches.len() == idx + 1;
-            let Some(b) = call.branches.get_mut(idx) else { return };
-            match f.timer {
-                Timer::Failover => {
-                    if current && !b.provisional && !b.abandoned {
-                        self.branch_failed(now, id, Failure::Timeout);
-                    }
-                    return self.maybe_reap(now, id);
+        let idx = match f.slot {
+            Slot::Branch(i) => i as usize,
+            Slot::Server | Slot::Whole | Slot::Client => {
+                let outcome = call.server.on_timer(f.timer, &tv, &mut out);
+                let up = call.upstream;
+                if outcome == TimerOutcome::NoAck {
+                    tracing::debug!(call_id = call.invite.call_id(), "no ACK for our final response");
                 }
-                Timer::C => {
-                    if current && !b.abandoned && b.txn.state() == ClientState::Proceeding {
-                        self.branch_failed(now, id, Failure::NoFinal);
-                    }
-                    return self.maybe_reap(now, id);
+                self.run(now, up, Owner::Call(id), Slot::Server, out);
+                return self.maybe_reap(now, id);
+            }
+        };
+        let current = call.branches.len() == idx + 1;
+        let Some(b) = call.branches.get_mut(idx) else { return };
+        match f.timer {
+            Timer::Failover => {
+                if current && !b.provisional && !b.abandoned {
+                    self.branch_failed(now, id, Failure::Timeout);
                 }
-                _ => {}
+                return self.maybe_reap(now, id);
             }
-            let to = b.to;
-            let outcome = b.txn.on_timer(f.timer, &mut out);
-            // An abandoned or cancelled branch that never answered: timer B ends it.
-            let mut gave_up = false;
-            if f.timer == Timer::B
-                && (b.abandoned || b.cancel != CancelState::No)
-                && b.txn.state() != ClientState::Terminated
-            {
-                b.abandon();
-                gave_up = true;
+            Timer::C => {
+                if current && !b.abandoned && b.txn.state() == ClientState::Proceeding {
+                    self.branch_failed(now, id, Failure::NoFinal);
+                }
+                return self.maybe_reap(now, id);
             }
-            self.run(now, to, Owner::Call(id), f.slot, out);
-            if gave_up && super::cancel::call_cancelled(self, id) && !self.calls.get(&id).is_some_and(|c| c.final_sent)
-            {
-                // The callee never answered our CANCEL: the caller still gets its 487.
-                self.final_487(now, id);
-            }
-            if outcome == TimerOutcome::Timeout && current {
-                self.branch_failed(now, id, Failure::Timeout);
-            }
+            _ => {}
         }
+        let to = b.to;
+        let outcome = b.txn.on_timer(f.timer, &mut out);
+        // An abandoned or cancelled branch that never answered: timer B ends it.
+        let mut gave_up = false;
+        if f.timer == Timer::B
+            && (b.abandoned || b.cancel != CancelState::No)
+            && b.txn.state() != ClientState::Terminated
+        {
+            b.abandon();
+            gave_up = true;
+        }
+        self.run(now, to, Owner::Call(id), f.slot, out);
+        if gave_up && super::cancel::call_cancelled(self, id) && !self.calls.get(&id).is_some_and(|c| c.final_sent) {
+            // The callee never answered our CANCEL: the caller still gets its 487.
+            self.final_487(now, id);
+        }
+        if outcome == TimerOutcome::Timeout && current {
+            self.branch_failed(now, id, Failure::Timeout);
+        }
+
         self.maybe_reap(now, id);
     }
 

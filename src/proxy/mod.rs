@@ -72,7 +72,7 @@ use crate::metrics as m;
 use crate::routing::{RoutingTable, Source};
 use crate::sip::{build, Method, Msg, Transport};
 use context::HopCache;
-use timer::{Fired, Owner, TimerQueue};
+use timer::{Fired, Owner, Slot, TimerQueue};
 use txn::{Action, Actions};
 
 /// `a` + `sep` + `b` in one allocation: the keys of the transaction and dialog maps.
@@ -186,7 +186,7 @@ impl Core {
         };
         if shard == 0 && core.cfg.probe_interval.as_millis() > 0 {
             core.probes = Some(probe::Prober::new(&core.cfg));
-            core.timers.arm(now, std::time::Duration::ZERO, Owner::Core, timer::Timer::Probe, 0);
+            core.timers.arm(now, std::time::Duration::ZERO, Owner::Core, timer::Timer::Probe, Slot::Whole);
         }
         core
     }
@@ -433,7 +433,7 @@ impl Core {
     }
 
     /// Runs a transaction's actions: sends go to `to`, timers are armed for `owner`.
-    fn run(&mut self, now: Instant, to: Peer, owner: Owner, slot: u32, actions: Actions) {
+    fn run(&mut self, now: Instant, to: Peer, owner: Owner, slot: Slot, actions: Actions) {
         for a in actions {
             match a {
                 Action::Send(b) => self.send(to, b),

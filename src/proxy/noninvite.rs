@@ -5,7 +5,7 @@ use super::FastMap;
 use bytes::Bytes;
 use std::time::Instant;
 
-use super::timer::{Fired, Owner};
+use super::timer::{Fired, Owner, Slot};
 use super::txn::{Action, Actions, ClientNonInvite, Delivery, ServerNonInvite, TimerOutcome};
 use super::{Core, Peer, Reject};
 use crate::sip::build::ForwardEdits;
@@ -80,7 +80,7 @@ impl Core {
         let Some(skey) = Self::server_key(&msg, method) else { return };
         let branch = self.new_branch();
         let via = self.via(to.transport, &branch);
-        let mf = msg.max_forwards().unwrap_or(70).saturating_sub(1);
+        let mf = msg.max_forwards().unwrap_or(crate::sip::build::MAX_FORWARDS).saturating_sub(1);
         let bytes = build::forward_request(
             &msg,
             &ForwardEdits {
@@ -119,7 +119,7 @@ impl Core {
         }
         self.nits.by_client_key.insert(ckey.clone(), id);
         self.nits.by_id.insert(id, Box::new(Nit { upstream, client, client_key: ckey, to }));
-        self.run(now, to, Owner::Txn(id), 1, out);
+        self.run(now, to, Owner::Txn(id), Slot::Client, out);
     }
 
     /// A response to one of our non-INVITE client transactions.
@@ -135,7 +135,7 @@ impl Core {
         let mut out = Actions::new();
         let (delivery, outcome) = nit.client.on_response(code, &tv, &mut out);
         let to = nit.to;
-        self.run(now, to, Owner::Txn(id), 1, out);
+        self.run(now, to, Owner::Txn(id), Slot::Client, out);
         if delivery == Delivery::Deliver {
             let bytes = build::forward_response(&msg);
             self.nit_respond_upstream(now, id, code, bytes);
@@ -156,18 +156,18 @@ impl Core {
             // Answered: nothing will be built from the request any more.
             *req = None;
         }
-        self.run(now, peer, Owner::Txn(id), 0, out);
+        self.run(now, peer, Owner::Txn(id), Slot::Server, out);
         if outcome == TimerOutcome::Terminated {
             self.nit_server_done(id);
         }
     }
 
-    /// A timer of a non-INVITE transaction (slot 0: server side, 1: client side).
+    /// A timer of a non-INVITE transaction (its server or its client side).
     pub(super) fn nit_timer(&mut self, now: Instant, id: u64, f: Fired) {
         let tv = self.cfg.timers;
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
         let mut out = Actions::new();
-        if f.slot == 0 {
+        if f.slot != Slot::Client {
             if let Some((_, server, _, _)) = nit.upstream.as_mut() {
                 if server.on_timer(f.timer) == TimerOutcome::Terminated {
                     self.nit_server_done(id);
@@ -177,7 +177,7 @@ impl Core {
         }
         let to = nit.to;
         let outcome = nit.client.on_timer(f.timer, &tv, &mut out);
-        self.run(now, to, Owner::Txn(id), 1, out);
+        self.run(now, to, Owner::Txn(id), Slot::Client, out);
         match outcome {
             TimerOutcome::Timeout => {
                 // The next hop never answered: 408 upstream (§16.7 step 6).

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::context::{CoreConfig, DownSet};
-use super::timer::{Fired, Owner, Timer};
+use super::timer::{Fired, Owner, Slot, Timer};
 use super::{Core, Peer};
 use crate::failover::{Health, HopKey};
 use crate::sip::{build, Method};
@@ -115,9 +115,9 @@ impl Core {
                     self.send(Peer::to(key.addr, key.transport), bytes);
                     p.inflight.insert(branch.into_boxed_str(), (key, now + p.timeout));
                 }
-                self.timers.arm(now, p.timeout, Owner::Core, Timer::ProbeTimeout, 0);
+                self.timers.arm(now, p.timeout, Owner::Core, Timer::ProbeTimeout, Slot::Whole);
                 let next = p.health.next_due().map(|t| t.saturating_duration_since(now)).unwrap_or(p.interval);
-                self.timers.arm(now, next.max(Duration::from_millis(10)), Owner::Core, Timer::Probe, 0);
+                self.timers.arm(now, next.max(Duration::from_millis(10)), Owner::Core, Timer::Probe, Slot::Whole);
             }
             Timer::ProbeTimeout => {
                 let expired: Vec<Box<str>> =

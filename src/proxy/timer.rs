@@ -68,6 +68,27 @@ pub enum Owner {
     Core,
 }
 
+/// Which part of its owner armed a timer; a firing that no longer fits the
+/// owner's state is ignored.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Slot {
+    /// The owner as a whole: a dialog's timers, the shared-admission wait, probing.
+    Whole,
+    /// The server transaction toward the caller.
+    Server,
+    /// A non-INVITE transaction's client side.
+    Client,
+    /// An INVITE's client transaction toward branch `n` (its index in the call).
+    Branch(u32),
+}
+
+impl Slot {
+    /// The slot of branch `idx` of a call.
+    pub fn branch(idx: usize) -> Slot {
+        Slot::Branch(u32::try_from(idx).unwrap_or(u32::MAX))
+    }
+}
+
 /// A timer that fired, and which part of its owner armed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fired {
@@ -75,8 +96,8 @@ pub struct Fired {
     pub owner: Owner,
     /// Which timer.
     pub timer: Timer,
-    /// Which part of the owner armed it (0: the server transaction; n: client branch n); firings that no longer fit the state are ignored.
-    pub slot: u32,
+    /// Which part of the owner armed it.
+    pub slot: Slot,
 }
 
 /// Identifies one armed timer, for [`TimerQueue::cancel`]: its slot in the
@@ -133,7 +154,7 @@ impl Default for TimerQueue {
 
 impl TimerQueue {
     /// Arms `timer` for `owner` to fire at `now + after`; the key cancels it.
-    pub fn arm(&mut self, now: Instant, after: Duration, owner: Owner, timer: Timer, slot: u32) -> TimerKey {
+    pub fn arm(&mut self, now: Instant, after: Duration, owner: Owner, timer: Timer, slot: Slot) -> TimerKey {
         self.seq += 1;
         let (at, seq) = (now + after, self.seq);
         let list = self.list_for(after);
@@ -336,9 +357,9 @@ mod tests {
     fn pops_in_deadline_order_and_only_when_due() {
         let now = Instant::now();
         let mut q = TimerQueue::default();
-        q.arm(now, Duration::from_millis(30), Owner::Call(1), Timer::B, 0);
-        q.arm(now, Duration::from_millis(10), Owner::Call(2), Timer::A, 0);
-        q.arm(now, Duration::from_millis(10), Owner::Call(3), Timer::A, 0);
+        q.arm(now, Duration::from_millis(30), Owner::Call(1), Timer::B, Slot::Whole);
+        q.arm(now, Duration::from_millis(10), Owner::Call(2), Timer::A, Slot::Whole);
+        q.arm(now, Duration::from_millis(10), Owner::Call(3), Timer::A, Slot::Whole);
         assert_eq!(q.next_deadline(), Some(now + Duration::from_millis(10)));
         assert_eq!(q.pop_due(now), None);
         let t = now + Duration::from_millis(10);
@@ -363,12 +384,12 @@ mod tests {
         let ms = Duration::from_millis;
         let mut q = TimerQueue::default();
         // Arming times go forward, durations differ: lists interleave.
-        q.arm(now, ms(500), Owner::Call(1), Timer::A, 0); // 500
-        q.arm(now, ms(32_000), Owner::Call(2), Timer::B, 0); // 32000
-        q.arm(now + ms(100), ms(500), Owner::Call(3), Timer::A, 0); // 600
-        q.arm(now + ms(100), ms(2_000), Owner::Call(4), Timer::Failover, 0); // 2100
-        q.arm(now + ms(200), ms(300), Owner::Call(5), Timer::K, 0); // 500, after 1
-        q.arm(now + ms(300), Duration::ZERO, Owner::Call(6), Timer::I, 0); // 300
+        q.arm(now, ms(500), Owner::Call(1), Timer::A, Slot::Whole); // 500
+        q.arm(now, ms(32_000), Owner::Call(2), Timer::B, Slot::Whole); // 32000
+        q.arm(now + ms(100), ms(500), Owner::Call(3), Timer::A, Slot::Whole); // 600
+        q.arm(now + ms(100), ms(2_000), Owner::Call(4), Timer::Failover, Slot::Whole); // 2100
+        q.arm(now + ms(200), ms(300), Owner::Call(5), Timer::K, Slot::Whole); // 500, after 1
+        q.arm(now + ms(300), Duration::ZERO, Owner::Call(6), Timer::I, Slot::Whole); // 300
         assert_eq!(q.len(), 6);
         assert_eq!(q.next_deadline(), Some(now + ms(300)));
         assert_eq!(owners(&mut q, now + ms(599)), vec![6, 1, 5]);
@@ -384,10 +405,10 @@ mod tests {
         let ms = Duration::from_millis;
         let mut q = TimerQueue::default();
         // Same deadline from different lists and from the same list.
-        q.arm(now + ms(10), ms(90), Owner::Call(1), Timer::E, 0);
-        q.arm(now, ms(100), Owner::Call(2), Timer::F, 0);
-        q.arm(now + ms(10), ms(90), Owner::Call(3), Timer::E, 0);
-        q.arm(now + ms(100), Duration::ZERO, Owner::Call(4), Timer::D, 0);
+        q.arm(now + ms(10), ms(90), Owner::Call(1), Timer::E, Slot::Whole);
+        q.arm(now, ms(100), Owner::Call(2), Timer::F, Slot::Whole);
+        q.arm(now + ms(10), ms(90), Owner::Call(3), Timer::E, Slot::Whole);
+        q.arm(now + ms(100), Duration::ZERO, Owner::Call(4), Timer::D, Slot::Whole);
         assert_eq!(owners(&mut q, now + ms(100)), vec![1, 2, 3, 4]);
     }
 
@@ -396,9 +417,9 @@ mod tests {
         let now = Instant::now();
         let s = Duration::from_secs;
         let mut q = TimerQueue::default();
-        let a = q.arm(now, s(1), Owner::Call(1), Timer::C, 1);
-        let b = q.arm(now, s(1), Owner::Call(2), Timer::C, 1);
-        let c = q.arm(now, s(1), Owner::Call(3), Timer::C, 1);
+        let a = q.arm(now, s(1), Owner::Call(1), Timer::C, Slot::Branch(0));
+        let b = q.arm(now, s(1), Owner::Call(2), Timer::C, Slot::Branch(0));
+        let c = q.arm(now, s(1), Owner::Call(3), Timer::C, Slot::Branch(0));
         q.cancel(b); // middle of a list
         q.cancel(b);
         assert_eq!(q.len(), 2);
@@ -407,8 +428,8 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.next_deadline(), None);
         // Freed slots are reused; the old keys must not cancel the new timers.
-        let d = q.arm(now, s(2), Owner::Call(4), Timer::C, 1);
-        q.arm(now, s(2), Owner::Call(5), Timer::C, 1);
+        let d = q.arm(now, s(2), Owner::Call(4), Timer::C, Slot::Branch(0));
+        q.arm(now, s(2), Owner::Call(5), Timer::C, Slot::Branch(0));
         q.cancel(a);
         q.cancel(b);
         q.cancel(c);
@@ -416,7 +437,7 @@ mod tests {
         assert_eq!(owners(&mut q, now + s(2)), vec![4, 5]);
         // A fired timer's key is stale too.
         q.cancel(d);
-        let e = q.arm(now, s(3), Owner::Call(6), Timer::C, 1);
+        let e = q.arm(now, s(3), Owner::Call(6), Timer::C, Slot::Branch(0));
         q.cancel(d);
         assert_eq!(q.len(), 1);
         q.cancel(e);
@@ -428,9 +449,9 @@ mod tests {
         let now = Instant::now();
         let s = Duration::from_secs;
         let mut q = TimerQueue::default();
-        let max = q.arm(now, s(14_400), Owner::Call(1), Timer::MaxDuration, 0);
-        q.arm(now, s(86_400 * 365), Owner::Call(2), Timer::MaxDuration, 0);
-        q.arm(now, s(32), Owner::Call(3), Timer::L, 0);
+        let max = q.arm(now, s(14_400), Owner::Call(1), Timer::MaxDuration, Slot::Whole);
+        q.arm(now, s(86_400 * 365), Owner::Call(2), Timer::MaxDuration, Slot::Whole);
+        q.arm(now, s(32), Owner::Call(3), Timer::L, Slot::Whole);
         assert_eq!(owners(&mut q, now + s(14_399)), vec![3]);
         assert_eq!(q.next_deadline(), Some(now + s(14_400)));
         q.cancel(max);
@@ -443,12 +464,12 @@ mod tests {
         let now = Instant::now() + Duration::from_secs(1000);
         let ms = Duration::from_millis;
         let mut q = TimerQueue::default();
-        q.arm(now, ms(50), Owner::Call(1), Timer::A, 0); // 50
-        q.arm(now - ms(40), ms(50), Owner::Call(2), Timer::A, 0); // 10: before 1
-        q.arm(now - ms(20), ms(50), Owner::Call(3), Timer::A, 0); // 30: between
-                                                                  // More distinct durations than lists: they share lists, still in order.
+        q.arm(now, ms(50), Owner::Call(1), Timer::A, Slot::Whole); // 50
+        q.arm(now - ms(40), ms(50), Owner::Call(2), Timer::A, Slot::Whole); // 10: before 1
+        q.arm(now - ms(20), ms(50), Owner::Call(3), Timer::A, Slot::Whole); // 30: between
+                                                                            // More distinct durations than lists: they share lists, still in order.
         for i in 0..(MAX_LISTS as u64 * 3) {
-            q.arm(now, ms(1000 + (i * 7919) % 500), Owner::Txn(i), Timer::E, 0);
+            q.arm(now, ms(1000 + (i * 7919) % 500), Owner::Txn(i), Timer::E, Slot::Whole);
         }
         assert!(q.lists.len() <= MAX_LISTS);
         assert_eq!(owners(&mut q, now + ms(50)), vec![2, 3, 1]);

@@ -11,6 +11,12 @@ use super::header::{name_addr, names_match, HeaderName, ListIter};
 use super::msg::{Header, Method, Msg};
 use super::reply::ReplyCtx;
 
+/// Max-Forwards of a request the edge starts (RFC 3261 §8.1.1.6), and the
+/// value a forwarded request without one is treated as having.
+pub const MAX_FORWARDS: u32 = 70;
+/// The header line of [`MAX_FORWARDS`], written as bytes once.
+const MAX_FORWARDS_LINE: &[u8] = b"Max-Forwards: 70\r\n";
+
 /// Appends `s`, replacing CR, LF and NUL by SP (header-injection guard).
 fn put_clean(out: &mut BytesMut, s: &str) {
     let b = s.as_bytes();
@@ -372,7 +378,8 @@ fn invite_derived(invite: &Msg, method: Method, to_from: &Msg) -> Bytes {
     out.put_slice(uri.as_bytes());
     out.put_slice(b" SIP/2.0\r\nVia: ");
     out.put_slice(via.as_bytes());
-    out.put_slice(b"\r\nMax-Forwards: 70\r\n");
+    out.put_slice(b"\r\n");
+    out.put_slice(MAX_FORWARDS_LINE);
     for h in invite.headers.iter().filter(|h| h.name == HeaderName::Route) {
         put_line(&mut out, invite, h);
     }
@@ -427,7 +434,7 @@ pub fn request(
     put_clean(&mut out, uri);
     out.put_slice(b" SIP/2.0\r\n");
     put_header(&mut out, "Via", via);
-    out.put_slice(b"Max-Forwards: 70\r\n");
+    out.put_slice(MAX_FORWARDS_LINE);
     put_header(&mut out, "From", from);
     put_header(&mut out, "To", to);
     put_header(&mut out, "Call-ID", call_id);
@@ -441,4 +448,14 @@ pub fn request(
     }
     out.put_slice(b"Content-Length: 0\r\n\r\n");
     out.freeze()
+}
+
+#[cfg(test)]
+mod max_forwards_tests {
+    use super::{MAX_FORWARDS, MAX_FORWARDS_LINE};
+
+    #[test]
+    fn the_header_line_says_the_constant() {
+        assert_eq!(MAX_FORWARDS_LINE, format!("Max-Forwards: {MAX_FORWARDS}\r\n").as_bytes());
+    }
 }

@@ -30,11 +30,11 @@ fn an_ended_call_leaves_no_timer_behind() {
 
 #[test]
 fn cancel_removes_only_that_timer() {
-    use crate::proxy::timer::{Owner, Timer, TimerQueue};
+    use crate::proxy::timer::{Owner, Slot, Timer, TimerQueue};
     let now = std::time::Instant::now();
     let mut q = TimerQueue::default();
-    let a = q.arm(now, Duration::from_secs(10), Owner::Call(1), Timer::MaxDuration, 0);
-    q.arm(now, Duration::from_secs(10), Owner::Call(2), Timer::MaxDuration, 0);
+    let a = q.arm(now, Duration::from_secs(10), Owner::Call(1), Timer::MaxDuration, Slot::Whole);
+    q.arm(now, Duration::from_secs(10), Owner::Call(2), Timer::MaxDuration, Slot::Whole);
     q.cancel(a);
     q.cancel(a);
     assert_eq!(q.len(), 1);
