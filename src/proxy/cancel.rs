@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::invite::{Call, CancelState};
+use super::call::{Call, CancelState, Phase};
 use super::timer::{Owner, Slot, Timer};
 use super::txn::Actions;
 use super::{Core, Peer, Reject};
@@ -27,14 +27,14 @@ impl Core {
         let ok = self.response(msg, 200, "OK", to_tag.as_deref(), &[]);
         self.send(from, ok);
         let Some(call) = self.calls.get_mut(&id) else { return };
-        if call.final_sent || call.cancelled {
+        if !matches!(call.phase, Phase::Routing(_)) {
             return;
         }
-        call.cancelled = true;
+        call.phase = Phase::Cancelling;
         let Some(idx) = call.branches.len().checked_sub(1) else {
             return self.final_487(now, id);
         };
-        let provisional = call.branches.get(idx).is_some_and(|b| b.provisional);
+        let provisional = call.branches.get(idx).is_some_and(|b| b.heard.provisional());
         if provisional {
             // The callee answers the CANCEL with 487 to the INVITE, which we relay.
             self.send_cancel(now, id, idx);
@@ -92,9 +92,4 @@ impl Core {
             self.in_dialog(now, from, msg);
         }
     }
-}
-
-/// The caller cancelled this call.
-pub(super) fn call_cancelled(core: &Core, id: u64) -> bool {
-    core.calls.get(&id).is_some_and(|c| c.cancelled)
 }

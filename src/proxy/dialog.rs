@@ -9,7 +9,6 @@
 use super::FastMap;
 use std::time::Instant;
 
-use super::invite::Shape;
 use super::record::{CallRecord, EndedBy};
 use super::timer::{Owner, Slot, Timer, TimerKey};
 use super::{Core, Peer, Reject};
@@ -225,9 +224,7 @@ impl Core {
                 self.forward_nit(now, from, msg, to, pop);
             }
             Method::Invite => {
-                let plan = std::iter::once((to, None)).collect();
-                let id = self.start_call(now, from, msg, plan, None, None, Shape::InDialog { pop_routes: pop }, None);
-                self.try_next_hop(now, id);
+                self.forward_reinvite(now, from, msg, to, pop);
             }
             _ => self.forward_nit(now, from, msg, to, pop),
         }

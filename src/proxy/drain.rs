@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::invite::CancelState;
+use super::call::{CancelState, Phase};
 use super::{Core, Reject};
 
 impl Core {
@@ -18,7 +18,7 @@ impl Core {
     /// kept after their final answer (RFC 6026 retransmission windows) do not
     /// count: nothing of them needs the edge to stay up.
     pub fn live_calls(&self) -> usize {
-        let pending = self.calls.values().filter(|c| !c.final_sent).count();
+        let pending = self.calls.values().filter(|c| !c.ended()).count();
         pending + self.dialogs.len()
     }
 
@@ -27,12 +27,12 @@ impl Core {
     /// (a CANCEL needs a provisional first, RFC 3261 §9.1; without one the
     /// branch is just abandoned).
     pub(super) fn abort_pending(&mut self, now: Instant) {
-        let ids: Vec<u64> = self.calls.iter().filter(|(_, c)| !c.final_sent).map(|(id, _)| *id).collect();
+        let ids: Vec<u64> = self.calls.iter().filter(|(_, c)| !c.ended()).map(|(id, _)| *id).collect();
         for id in ids {
             let Some(call) = self.calls.get_mut(&id) else { continue };
-            call.cancelled = true;
+            call.phase = Phase::Cancelling;
             if let Some(idx) = call.branches.len().checked_sub(1) {
-                let provisional = call.branches.get(idx).is_some_and(|b| b.provisional && !b.abandoned);
+                let provisional = call.branches.get(idx).is_some_and(|b| b.heard.provisional() && !b.abandoned);
                 if provisional {
                     self.send_cancel(now, id, idx);
                 } else if let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) {

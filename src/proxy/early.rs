@@ -25,7 +25,6 @@
 use std::time::Instant;
 
 use super::dialog::Side;
-use super::invite::Shape;
 use super::{Core, FastMap, Peer, Reject};
 use crate::sip::{Method, Msg};
 
@@ -64,7 +63,7 @@ impl Core {
         let Some(tag) = msg.to_tag().filter(|t| !t.is_empty()) else { return };
         let Some(call) = self.calls.get_mut(&id) else { return };
         // A re-INVITE's 1xx belongs to the confirmed dialog already.
-        if !matches!(call.shape, Shape::Initial { .. }) {
+        if !call.is_new() {
             return;
         }
         let th = self.early.tag(tag);
@@ -106,7 +105,7 @@ impl Core {
             let call = self.calls.get(&id)?;
             let same = call.invite.call_id() == call_id && call.invite.from_tag() == Some(caller_tag);
             // Only the branch being tried has live early dialogs.
-            let b = call.branches.last().filter(|b| !b.abandoned && !call.final_sent)?;
+            let b = call.live_branch()?;
             (same && b.early_tags.contains(&self.early.tag(callee_tag))).then_some((id, side))
         })
     }

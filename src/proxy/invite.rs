@@ -4,113 +4,20 @@
 
 use bytes::Bytes;
 use smallvec::SmallVec;
-use std::sync::Arc;
 use std::time::Instant;
 
+use super::call::{Branch, Call, CancelState, End, Failure, Heard, Hops, Phase, Plan, Shape};
 use super::decide::{self, Decision, Direction};
-use super::record::{CallRecord, EndedBy, HopAnswer};
-use super::timer::{Fired, Owner, Slot, Timer, TimerKey};
+use super::record::{EndedBy, HopAnswer};
+use super::timer::{Fired, Owner, Slot, Timer};
 use super::txn::{Actions, ClientInvite, ClientState, Delivery, ServerInvite, ServerState, TimerOutcome};
 use super::{Core, Peer, Reject};
 use crate::admission::Permit;
-use crate::failover::{classify, Decision as Next, HopKey, Outcome};
+use crate::failover::{classify, Decision as Next, Outcome};
 use crate::metrics as m;
 use crate::routing::Source;
 use crate::sip::build::ForwardEdits;
 use crate::sip::{build, Method, Msg, Transport, E164};
-
-/// Where CANCEL stands on a branch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum CancelState {
-    /// Not cancelled.
-    No,
-    /// Cancelled before any provisional: send CANCEL when one arrives (§9.1).
-    Pending,
-    /// CANCEL sent.
-    Sent,
-}
-
-/// One next hop tried.
-pub(super) struct Branch {
-    pub branch: Box<str>,
-    pub to: Peer,
-    pub hop: Option<HopKey>,
-    pub txn: ClientInvite,
-    pub provisional: bool,
-    pub seen_18x: bool,
-    pub cancel: CancelState,
-    pub abandoned: bool,
-    /// Hashes of the To tags of the 1xx relayed from this hop: its early dialogs.
-    pub early_tags: SmallVec<[u64; 2]>,
-    /// Timer C, replaced at each provisional and cancelled at the final
-    /// response: 180 s of stale entries per call otherwise.
-    pub timer_c: Option<TimerKey>,
-    /// Its final answer, or why it had none (for the call record).
-    pub answer: Option<HopAnswer>,
-}
-
-/// How the forwarded INVITE is shaped.
-pub(super) enum Shape {
-    /// A new call: R-URI rewritten to the hop, Record-Route, X- headers.
-    Initial { user: String, headers: SmallVec<[(&'static str, Arc<str>); 3]>, cnam: Option<Arc<str>> },
-    /// A re-INVITE inside a dialog: R-URI kept, our Route entries popped.
-    InDialog { pop_routes: usize },
-}
-
-/// Why a branch is given up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Failure {
-    /// TCP refused/reset, ICMP unreachable.
-    Transport,
-    /// No response within `failover_ms`, or timer B.
-    Timeout,
-    /// Timer C: a provisional but no final.
-    NoFinal,
-}
-
-/// One proxied INVITE.
-pub(super) struct Call {
-    pub key: Box<str>,
-    pub upstream: Peer,
-    pub invite: Msg,
-    pub server: ServerInvite,
-    pub to_tag: String,
-    pub plan: SmallVec<[(Peer, Option<HopKey>); 2]>,
-    pub next_hop: usize,
-    pub branches: SmallVec<[Branch; 2]>,
-    pub permit: Option<Permit>,
-    pub direction: Option<Direction>,
-    pub number: Option<E164>,
-    pub shape: Shape,
-    pub cancelled: bool,
-    pub final_sent: bool,
-    /// Its entry in the early-dialog index, once a tagged 1xx was relayed.
-    pub early_key: Option<u64>,
-    /// Highest CSeq of early in-dialog requests (caller, callee): the dialog starts from them.
-    pub early_cseq: [u32; 2],
-    /// The dialog was made from this call's first 2xx. A 2xx retransmitted
-    /// after a BYE ended that dialog must not make it again (slotless, it
-    /// would send BYEs both ways when its ACK wait ran out).
-    pub dialog_made: bool,
-    /// When the INVITE arrived: set-up time runs to its final answer.
-    pub received: Instant,
-    /// The call record being filled (`[records] path` set, new calls only).
-    pub record: Option<Box<CallRecord>>,
-    /// Outbound: a carrier whose limits refused this call (its other links are skipped too).
-    pub trunk_refused: Option<Arc<str>>,
-}
-
-impl Call {
-    /// Whether the branch now being tried goes to `addr`.
-    pub fn current_hop_is(&self, addr: std::net::SocketAddr) -> bool {
-        self.branches.last().is_some_and(|b| !b.abandoned && b.to.addr == addr && !self.final_sent)
-    }
-
-    fn reapable(&self) -> bool {
-        self.server.state() == ServerState::Terminated
-            && self.branches.iter().all(|b| matches!(b.txn.state(), ClientState::Terminated))
-    }
-}
 
 impl Core {
     /// A retransmitted INVITE is absorbed by its server transaction.
@@ -146,19 +53,19 @@ impl Core {
         let record =
             self.cfg.records.then(|| self.open_record(now, &msg, source, direction, &snap, decided.as_ref().ok()));
         let mut shared_cap = None;
-        let (plan, permit, number, shape, refusal) = match decided {
+        let (phase, permit, number, refusal) = match decided {
             Ok(Decision { plan, permit, number, headers, user, cnam, shared_cap: cap, .. }) => {
                 shared_cap = cap;
                 let plan = plan.into_iter().map(|k| (Peer::to(k.addr, k.transport), Some(k))).collect();
-                (plan, Some(permit), Some(number), Shape::Initial { user, headers, cnam }, None)
+                (Self::routing(plan, Shape::Initial { user, headers, cnam }), Some(permit), Some(number), None)
             }
             Err(why) => {
                 m::call_outcome(direction.as_str(), why.outcome_label());
                 tracing::info!(call_id = msg.call_id(), peer = %from.addr, status = why.status().0, "call refused: {why}");
-                (SmallVec::new(), None, None, Shape::InDialog { pop_routes: 0 }, Some(why))
+                (Phase::Refused, None, None, Some(why))
             }
         };
-        let id = self.start_call(now, from, msg, plan, permit, number, shape, Some(direction));
+        let id = self.start_call(now, from, msg, phase, permit, number, Some(direction));
         if let (Some(rec), Some(call)) = (record, self.calls.get_mut(&id)) {
             call.record = Some(rec);
         }
@@ -182,17 +89,21 @@ impl Core {
         }
     }
 
+    /// The phase of a call about to try `plan`, forwarding the INVITE as `shape` says.
+    pub(super) fn routing(plan: Plan, shape: Shape) -> Phase {
+        Phase::Routing(Hops { shape, plan, next: 0, trunk_refused: None })
+    }
+
     /// Creates the call context and its server transaction, and sends 100 Trying.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // permit, number and direction are None together for a re-INVITE
     pub(super) fn start_call(
         &mut self,
         now: Instant,
         from: Peer,
         msg: Msg,
-        plan: SmallVec<[(Peer, Option<HopKey>); 2]>,
+        phase: Phase,
         permit: Option<Permit>,
         number: Option<E164>,
-        shape: Shape,
         direction: Option<Direction>,
     ) -> u64 {
         let id = self.new_id();
@@ -218,46 +129,45 @@ impl Core {
                 invite: msg,
                 server,
                 to_tag,
-                plan,
-                next_hop: 0,
+                phase,
                 branches: SmallVec::new(),
                 permit,
                 direction,
                 number,
-                shape,
-                cancelled: false,
-                final_sent: false,
                 early_key: None,
                 early_cseq: [0, 0],
-                dialog_made: false,
                 received: now,
                 record: None,
-                trunk_refused: None,
             }),
         );
         id
+    }
+
+    /// A re-INVITE inside a dialog, proxied to the dialog's other side `to`.
+    pub(super) fn forward_reinvite(&mut self, now: Instant, from: Peer, msg: Msg, to: Peer, pop_routes: usize) {
+        let phase = Self::routing(std::iter::once((to, None)).collect(), Shape::InDialog { pop_routes });
+        let id = self.start_call(now, from, msg, phase, None, None, None);
+        self.try_next_hop(now, id);
     }
 
     /// Sends the INVITE to the next hop in the plan, or answers 503 when none is left.
     pub(super) fn try_next_hop(&mut self, now: Instant, id: u64) {
         loop {
             let Some(call) = self.calls.get_mut(&id) else { return };
-            if call.final_sent || call.cancelled {
-                return;
-            }
-            let Some((to, hop)) = call.plan.get(call.next_hop).cloned() else {
-                let why = if call.trunk_refused.is_some() { Reject::TrunkFull } else { Reject::NoRoute };
+            let Phase::Routing(hops) = &mut call.phase else { return };
+            let Some((to, hop)) = hops.plan.get(hops.next).cloned() else {
+                let why = if hops.trunk_refused.is_some() { Reject::TrunkFull } else { Reject::NoRoute };
                 return self.final_response(now, id, why);
             };
-            call.next_hop += 1;
+            hops.next += 1;
             if let Some(k) = &hop {
                 if !self.down.is_up(k) || !self.outbound_trunk(now, id, k) {
                     continue;
                 }
             }
             let branch = self.new_branch();
-            let bytes = match self.calls.get(&id) {
-                Some(call) => self.forwarded_invite(call, to, &branch),
+            let bytes = match self.calls.get(&id).and_then(|c| self.forwarded_invite(c, to, &branch)) {
+                Some(bytes) => bytes,
                 None => return,
             };
             let mut out = Actions::new();
@@ -269,8 +179,7 @@ impl Core {
                 to,
                 hop,
                 txn,
-                provisional: false,
-                seen_18x: false,
+                heard: Heard::Nothing,
                 cancel: CancelState::No,
                 abandoned: false,
                 early_tags: SmallVec::new(),
@@ -286,10 +195,12 @@ impl Core {
         }
     }
 
-    fn forwarded_invite(&self, call: &Call, to: Peer, branch: &str) -> Bytes {
+    /// The INVITE for the next hop; only a call being routed has one.
+    fn forwarded_invite(&self, call: &Call, to: Peer, branch: &str) -> Option<Bytes> {
+        let Phase::Routing(hops) = &call.phase else { return None };
         let via = self.via(to.transport, branch);
         let mf = call.invite.max_forwards().unwrap_or(crate::sip::build::MAX_FORWARDS).saturating_sub(1);
-        match &call.shape {
+        Some(match &hops.shape {
             Shape::Initial { user, headers, cnam } => {
                 let mut ruri = String::with_capacity(64 + user.len());
                 ruri.push_str("sip:");
@@ -339,7 +250,7 @@ impl Core {
                     from_display: None,
                 },
             ),
-        }
+        })
     }
 
     /// How many leading Route entries name this edge.
@@ -350,7 +261,7 @@ impl Core {
     /// Answers the caller with our own final response and releases the slot.
     pub(super) fn final_response(&mut self, now: Instant, id: u64, why: Reject) {
         let Some(call) = self.calls.get(&id) else { return };
-        if call.final_sent {
+        if call.ended() {
             return;
         }
         let bytes = self.reject_bytes(&call.invite, why, Some(&call.to_tag));
@@ -371,12 +282,12 @@ impl Core {
         let mut out = Actions::new();
         call.server.respond(code, bytes, &self.cfg.timers, &mut out);
         let mut early = None;
-        let first_final = code >= 200 && !call.final_sent;
+        let first_final = code >= 200 && !call.ended();
         if code >= 200 {
-            if let (false, Some(d)) = (call.final_sent, call.direction) {
+            if let (true, Some(d)) = (first_final, call.direction) {
                 m::setup_seconds(d.as_str(), now.saturating_duration_since(call.received).as_secs_f64());
             }
-            call.final_sent = true;
+            call.end_with(code);
             // The call's early dialogs end with its final answer (a 2xx makes the dialog).
             early = call.early_key.take();
         }
@@ -420,10 +331,12 @@ impl Core {
         }
         let want_cancel = code < 200 && b.cancel == CancelState::Pending;
         if code < 200 {
-            b.provisional = true;
+            b.heard = b.heard.after(code);
         }
+        let heard = b.heard;
         let abandoned = b.abandoned || !current;
-        let (cancelled, final_sent) = (call.cancelled, call.final_sent);
+        let (routing, cancelling, ended) = (matches!(call.phase, Phase::Routing(_)), call.cancelling(), call.ended());
+        let hung_up = matches!(call.phase, Phase::Ended(End::Cancelled));
         self.run(now, to, Owner::Call(id), Slot::branch(idx as usize), out);
         if want_cancel {
             self.send_cancel(now, id, idx as usize);
@@ -432,23 +345,19 @@ impl Core {
             return;
         }
         if (200..300).contains(&code) {
-            if abandoned || (cancelled && final_sent) {
-                // A late 2xx from a branch we gave up on: take it and hang it up.
+            if abandoned || hung_up {
+                // A late 2xx from a branch we gave up on, or after the caller
+                // was told the call is cancelled: take it and hang it up.
                 return self.ack_and_bye(now, to, &msg);
             }
             return self.relay_2xx(now, id, idx as usize, msg);
         }
-        if abandoned || final_sent {
+        if abandoned || ended {
             return;
         }
         if code < 200 {
             if code == 100 {
                 return self.arm_timer_c(now, id, idx as usize);
-            }
-            if let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx as usize)) {
-                if (180..190).contains(&code) {
-                    b.seen_18x = true;
-                }
             }
             self.arm_timer_c(now, id, idx as usize);
             self.note_early(id, idx as usize, &msg);
@@ -456,19 +365,18 @@ impl Core {
             return self.respond_upstream(now, id, code, bytes);
         }
         // A final non-2xx: fail over or relay (SPEC §5).
-        let seen_18x = self.calls.get(&id).and_then(|c| c.branches.get(idx as usize)).is_some_and(|b| b.seen_18x);
-        if !cancelled && classify(Outcome::Final(code), seen_18x) == Next::Next {
+        if routing && classify(Outcome::Final(code), heard == Heard::Ringing) == Next::Next {
             self.note_failover(id, idx as usize, code);
             return self.try_next_hop(now, id);
         }
-        if cancelled {
+        if cancelling {
             self.record_outcome(id, "cancelled", EndedBy::Caller);
         }
         let bytes = build::forward_response(&msg);
         self.respond_upstream(now, id, code, bytes);
         if let Some(call) = self.calls.get_mut(&id) {
             if let (Some(d), Some(_)) = (call.direction, call.permit.take()) {
-                m::call_outcome(d.as_str(), if cancelled { "cancelled" } else { "refused_downstream" });
+                m::call_outcome(d.as_str(), if cancelling { "cancelled" } else { "refused_downstream" });
             }
         }
     }
@@ -494,18 +402,19 @@ impl Core {
 
     /// The current branch answered 2xx: relay it and hand the slot to a dialog.
     fn relay_2xx(&mut self, now: Instant, id: u64, idx: usize, msg: Msg) {
+        // A 2xx retransmitted after a BYE ended the dialog must not make it
+        // again (slotless, it would send BYEs both ways when its ACK wait ran out).
+        let first = self.calls.get(&id).is_some_and(|c| !matches!(c.phase, Phase::Ended(End::Answered)));
         let bytes = build::forward_response(&msg);
         self.respond_upstream(now, id, 200, bytes);
         let Some(call) = self.calls.get_mut(&id) else { return };
         let permit = call.permit.take();
-        let first = permit.is_some() || matches!(call.shape, Shape::Initial { .. });
         if let (Some(d), true) = (call.direction, permit.is_some()) {
             m::call_outcome(d.as_str(), "answered");
         }
         let Some(b) = call.branches.get(idx) else { return };
         let callee = b.to;
-        if first && !call.dialog_made && matches!(call.shape, Shape::Initial { .. }) {
-            call.dialog_made = true;
+        if first && call.is_new() {
             let upstream = call.upstream;
             let number = call.number;
             let invite = call.invite.clone();
@@ -526,7 +435,7 @@ impl Core {
     /// The current branch failed without a usable answer.
     pub(super) fn branch_failed(&mut self, now: Instant, id: u64, why: Failure) {
         let Some(call) = self.calls.get_mut(&id) else { return };
-        if call.final_sent {
+        if call.ended() {
             return;
         }
         let Some(idx) = call.branches.len().checked_sub(1) else { return };
@@ -534,7 +443,7 @@ impl Core {
         if b.abandoned {
             return;
         }
-        let (provisional, seen_18x) = (b.provisional, b.seen_18x);
+        let heard = b.heard;
         if let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) {
             b.answer.get_or_insert(match why {
                 Failure::Transport => HopAnswer::Unreachable,
@@ -545,16 +454,16 @@ impl Core {
             Failure::Transport => Outcome::TransportError,
             Failure::Timeout | Failure::NoFinal => Outcome::Timeout,
         };
-        let decision = classify(outcome, seen_18x);
+        let decision = classify(outcome, heard == Heard::Ringing);
         self.note_failover(id, idx, 0);
-        if provisional {
+        if heard.provisional() {
             self.send_cancel(now, id, idx);
         } else if let Some(b) = self.calls.get_mut(&id).and_then(|c| c.branches.get_mut(idx)) {
             // Given up before any provisional: a CANCEL may not be sent yet (§9.1), but a
             // late 18x must get one, or the hop rings on with nobody behind the call.
             b.cancel = CancelState::Pending;
         }
-        if super::cancel::call_cancelled(self, id) {
+        if self.calls.get(&id).is_some_and(|c| c.cancelling()) {
             return self.final_487(now, id);
         }
         match decision {
@@ -590,7 +499,7 @@ impl Core {
         let Some(b) = call.branches.get_mut(idx) else { return };
         match f.timer {
             Timer::Failover => {
-                if current && !b.provisional && !b.abandoned {
+                if current && !b.heard.provisional() && !b.abandoned {
                     self.branch_failed(now, id, Failure::Timeout);
                 }
                 return self.maybe_reap(now, id);
@@ -615,7 +524,7 @@ impl Core {
             gave_up = true;
         }
         self.run(now, to, Owner::Call(id), f.slot, out);
-        if gave_up && super::cancel::call_cancelled(self, id) && !self.calls.get(&id).is_some_and(|c| c.final_sent) {
+        if gave_up && self.calls.get(&id).is_some_and(|c| c.cancelling()) {
             // The callee never answered our CANCEL: the caller still gets its 487.
             self.final_487(now, id);
         }
@@ -645,12 +554,5 @@ impl Core {
                 }
             }
         }
-    }
-}
-
-impl Branch {
-    /// Ends an abandoned branch that never answered at all.
-    fn abandon(&mut self) {
-        self.txn.force_terminate();
     }
 }

@@ -22,6 +22,7 @@
 //! - `token_route.rs`: sealing it per hop, and routing requests of dialogs not in memory on it
 
 mod admit;
+mod call;
 mod cancel;
 mod context;
 mod decide;
@@ -143,7 +144,7 @@ pub struct Core {
     next_id: u64,
     /// Boxed: a Call is ~1.5 KB and the map keeps up to twice its length in
     /// slots, so inline entries cost ~3 KB per call in the 32 s after its 2xx.
-    calls: FastMap<u64, Box<invite::Call>>,
+    calls: FastMap<u64, Box<call::Call>>,
     invite_keys: FastMap<Box<str>, u64>,
     branches: FastMap<Box<str>, (u64, u32)>,
     nits: noninvite::Table,
@@ -252,7 +253,7 @@ impl Core {
                     c.branches.len().checked_sub(1) == Some(idx as usize) && c.current_hop_is(to.addr)
                 });
                 if current {
-                    self.branch_failed(now, id, invite::Failure::Transport);
+                    self.branch_failed(now, id, call::Failure::Transport);
                 }
             }
             Some(Method::Ack) => {}
@@ -271,7 +272,7 @@ impl Core {
     pub fn handle_unreachable(&mut self, now: Instant, to: Peer) {
         let ids: Vec<u64> = self.calls.iter().filter(|(_, c)| c.current_hop_is(to.addr)).map(|(id, _)| *id).collect();
         for id in ids {
-            self.branch_failed(now, id, invite::Failure::Transport);
+            self.branch_failed(now, id, call::Failure::Transport);
         }
         if let Some(p) = self.probes.as_mut() {
             p.on_unreachable(to.addr, &self.down);

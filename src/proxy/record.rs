@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::call::Call;
 use super::decide::{self, Decision, Direction};
-use super::invite::Call;
 use super::Core;
 use crate::metrics as m;
 use crate::routing::{RoutingSnapshot, Source};

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::context::TOKEN_PARAM;
-use super::invite::Shape;
 use super::token::{self, Token, TokenPeer};
 use super::{Core, Peer, Reject};
 use crate::metrics as m;
@@ -72,9 +71,7 @@ impl Core {
         match method {
             Method::Ack => self.forward_dialog_ack(&msg, to, pop),
             Method::Invite => {
-                let plan = std::iter::once((to, None)).collect();
-                let id = self.start_call(now, from, msg, plan, None, None, Shape::InDialog { pop_routes: pop }, None);
-                self.try_next_hop(now, id);
+                self.forward_reinvite(now, from, msg, to, pop);
             }
             _ => self.forward_nit(now, from, msg, to, pop),
         }

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::call::Phase;
 use super::context::FLOW_ENGINE;
 use super::decide::{Decision, Direction};
 use super::{Core, Reject};
@@ -49,8 +50,9 @@ impl Core {
         if call.direction != Some(Direction::Outbound) || &*hop.group == FLOW_ENGINE {
             return true;
         }
+        let Phase::Routing(hops) = &mut call.phase else { return false };
         // One refusal per carrier per call: its other links would only be refused again.
-        if call.trunk_refused.as_deref() == Some(&*hop.group) {
+        if hops.trunk_refused.as_deref() == Some(&*hop.group) {
             return false;
         }
         let Some(permit) = call.permit.as_mut() else { return true };
@@ -58,7 +60,7 @@ impl Core {
             Ok(()) => true,
             Err(why) => {
                 tracing::info!(carrier = &*hop.group, reason = why.as_str(), "skipping a carrier over its limits");
-                call.trunk_refused = Some(Arc::clone(&hop.group));
+                hops.trunk_refused = Some(Arc::clone(&hop.group));
                 false
             }
         }

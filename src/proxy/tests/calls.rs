@@ -175,6 +175,31 @@ fn cancel_before_any_answer_then_late_200_is_hung_up() {
 }
 
 #[test]
+fn a_200_that_wins_the_race_with_a_cancel_makes_the_call_and_its_retransmission_is_relayed() {
+    let mut net = Net::new();
+    let (inv, _) = net.invite(CARRIER_A1, TOLL_FREE);
+    net.deliver(CARRIER_A1, &inv);
+    let fwd = only_to(&net.sent(), FLOW_AZ1).clone();
+    net.deliver_bytes(FLOW_AZ1, answer(&fwd, 180, FLOW_AZ1));
+    net.sent();
+    let cancel = inv.replacen("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\n\n";
+    net.deliver(CARRIER_A1, &cancel);
+    net.sent();
+    // The callee answered before it saw our CANCEL: the caller gets the 200 (RFC 3261 §16.7).
+    let ok = answer(&fwd, 200, FLOW_AZ1);
+    net.deliver_bytes(FLOW_AZ1, ok.clone());
+    assert_eq!(statuses(&net.sent(), CARRIER_A1), vec![200]);
+    assert_eq!(net.admission.active_total(), 1, "the answered call holds its slot");
+    // Its retransmission is relayed too, and does not hang the call up.
+    net.deliver_bytes(FLOW_AZ1, ok);
+    let sent = net.sent();
+    assert_eq!(statuses(&sent, CARRIER_A1), vec![200]);
+    assert!(sent.iter().all(|(_, m)| m.method() != Some(Method::Bye)), "{:?}", summary(&sent));
+    assert_eq!(net.admission.active_total(), 1);
+}
+
+#[test]
 fn max_forwards_zero_options_and_unknown_methods() {
     let mut net = Net::new();
     let (inv, _) = net.invite(CARRIER_A1, TOLL_FREE);
