@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use sipedge::admission::{Admission, Permit, Reject};
+use sipedge::admission::{Admission, AtCap, Permit};
 use sipedge::sip::E164;
 
 const ITERATIONS: usize = 200_000;
@@ -101,10 +101,10 @@ fn run(r: &Run) -> (Arc<Admission>, Seen) {
                             admitted.fetch_add(1, Ordering::Relaxed);
                             held.push_back((idx, permit));
                         }
-                        Err(Reject::NumberFull) => {
+                        Err(AtCap::NumberFull) => {
                             number_full.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(Reject::InstanceFull) => {
+                        Err(AtCap::InstanceFull) => {
                             instance_full.fetch_add(1, Ordering::Relaxed);
                         }
                     }

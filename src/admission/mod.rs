@@ -32,7 +32,7 @@ pub use crate::metrics::{ACTIVE_CALLS, ACTIVE_CALLS_HIGH_WATER, NUMBER_CALLS_HIG
 
 /// Why a call was not admitted. `proxy::respond` maps these to SIP statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Reject {
+pub enum AtCap {
     /// The number already carries its `max_concurrent` calls (answered 486).
     #[error("number at its concurrency cap")]
     NumberFull,
@@ -138,15 +138,15 @@ fn raise(high_water: &AtomicU32, value: u32) -> u32 {
 
 /// Takes the number slot, then the instance slot; all or nothing. The caller wraps a
 /// success in a `Permit` at once.
-fn take_slots(counter: &Counter, cap: u32, instance_cap: u32) -> Result<(), Reject> {
+fn take_slots(counter: &Counter, cap: u32, instance_cap: u32) -> Result<(), AtCap> {
     let instance = &*counter.instance;
     let Some(active) = try_take(&counter.active, cap) else {
-        return Err(Reject::NumberFull);
+        return Err(AtCap::NumberFull);
     };
     let Some(total) = try_take(&instance.active, instance_cap) else {
         // Give the number slot back: the call was never admitted.
         counter.active.fetch_sub(1, Ordering::Release);
-        return Err(Reject::InstanceFull);
+        return Err(AtCap::InstanceFull);
     };
     if raise(&counter.high_water, active) > 0 && cap != 0 && active >= cap {
         // A new peak at the cap: rare (once per number that ever gets busy), so the
@@ -203,10 +203,10 @@ impl Admission {
     /// instance from churning number counters.
     ///
     /// Takes `&self` (callers hold an `Arc<Admission>`; the permit does not need it).
-    pub fn try_admit(&self, number: E164, cap: u32) -> Result<Permit, Reject> {
+    pub fn try_admit(&self, number: E164, cap: u32) -> Result<Permit, AtCap> {
         let instance_cap = self.instance_cap();
         if self.instance.active.load(Ordering::Relaxed) >= limit(instance_cap) {
-            return Err(Reject::InstanceFull);
+            return Err(AtCap::InstanceFull);
         }
         let counter = self.counter(number);
         take_slots(&counter, cap, instance_cap)?;

@@ -16,11 +16,11 @@ fn number_cap_is_respected() {
     let a = adm(100);
     let n = num("+18005550100");
     let held: Vec<Permit> = (0..3).map(|_| a.try_admit(n, 3).unwrap()).collect();
-    assert_eq!(a.try_admit(n, 3).unwrap_err(), Reject::NumberFull);
+    assert_eq!(a.try_admit(n, 3).unwrap_err(), AtCap::NumberFull);
     assert_eq!(a.active(n), 3);
     assert_eq!(a.active_total(), 3);
     // A refused call takes nothing.
-    assert_eq!(a.try_admit(n, 3).unwrap_err(), Reject::NumberFull);
+    assert_eq!(a.try_admit(n, 3).unwrap_err(), AtCap::NumberFull);
     assert_eq!(a.active(n), 3);
     assert_eq!(a.active_total(), 3);
     drop(held);
@@ -33,7 +33,7 @@ fn numbers_are_counted_separately() {
     let a = adm(100);
     let (n1, n2) = (num("+18005550100"), num("+14155550123"));
     let _p1 = a.try_admit(n1, 1).unwrap();
-    assert_eq!(a.try_admit(n1, 1).unwrap_err(), Reject::NumberFull);
+    assert_eq!(a.try_admit(n1, 1).unwrap_err(), AtCap::NumberFull);
     let p2 = a.try_admit(n2, 1).unwrap();
     assert_eq!(p2.number(), n2);
     assert_eq!((a.active(n1), a.active(n2), a.active_total()), (1, 1, 2));
@@ -85,8 +85,8 @@ fn instance_full_rejects_and_leaks_no_number_slot() {
     let (n1, n2, n3) = (num("+18005550100"), num("+18005550101"), num("+18005550102"));
     let _p1 = a.try_admit(n1, 5).unwrap();
     let _p2 = a.try_admit(n2, 5).unwrap();
-    assert_eq!(a.try_admit(n3, 5).unwrap_err(), Reject::InstanceFull);
-    assert_eq!(a.try_admit(n1, 5).unwrap_err(), Reject::InstanceFull);
+    assert_eq!(a.try_admit(n3, 5).unwrap_err(), AtCap::InstanceFull);
+    assert_eq!(a.try_admit(n1, 5).unwrap_err(), AtCap::InstanceFull);
     assert_eq!(a.active(n3), 0);
     assert_eq!(a.active(n1), 1);
     assert_eq!(a.active_total(), 2);
@@ -100,7 +100,7 @@ fn instance_full_after_the_number_slot_gives_it_back() {
     let n = num("+18005550100");
     let _p = a.try_admit(n, 0).unwrap();
     let counter = a.counter(n);
-    assert_eq!(take_slots(&counter, 5, 1), Err(Reject::InstanceFull));
+    assert_eq!(take_slots(&counter, 5, 1), Err(AtCap::InstanceFull));
     assert_eq!(a.active(n), 1);
     assert_eq!(a.high_water(n), 1);
     assert_eq!(a.active_total(), 1);
@@ -113,11 +113,11 @@ fn lowering_the_instance_cap_keeps_calls_and_refuses_new_ones() {
     let held: Vec<Permit> = (0..4).map(|_| a.try_admit(n, 0).unwrap()).collect();
     a.set_instance_cap(2);
     assert_eq!(a.instance_cap(), 2);
-    assert_eq!(a.try_admit(n, 0).unwrap_err(), Reject::InstanceFull);
+    assert_eq!(a.try_admit(n, 0).unwrap_err(), AtCap::InstanceFull);
     assert_eq!(a.active_total(), 4);
     let mut held = held;
     held.truncate(2);
-    assert_eq!(a.try_admit(n, 0).unwrap_err(), Reject::InstanceFull);
+    assert_eq!(a.try_admit(n, 0).unwrap_err(), AtCap::InstanceFull);
     held.truncate(1);
     held.push(a.try_admit(n, 0).unwrap());
     a.set_instance_cap(0);
@@ -130,10 +130,10 @@ fn lowering_a_number_cap_refuses_until_calls_end() {
     let a = adm(0);
     let n = num("+18005550100");
     let mut held: Vec<Permit> = (0..3).map(|_| a.try_admit(n, 5).unwrap()).collect();
-    assert_eq!(a.try_admit(n, 2).unwrap_err(), Reject::NumberFull);
+    assert_eq!(a.try_admit(n, 2).unwrap_err(), AtCap::NumberFull);
     held.truncate(1);
     held.push(a.try_admit(n, 2).unwrap());
-    assert_eq!(a.try_admit(n, 2).unwrap_err(), Reject::NumberFull);
+    assert_eq!(a.try_admit(n, 2).unwrap_err(), AtCap::NumberFull);
 }
 
 #[test]

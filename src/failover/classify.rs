@@ -36,9 +36,9 @@ impl Outcome {
 
 /// The proxy's next step for an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub enum Step {
     /// Abandon this hop and try the next one in the plan (503 upstream if none is left).
-    Next,
+    NextHop,
     /// Send the answer upstream as is. For a transport error or timeout after a 18x there
     /// is no answer to relay: the proxy does not fail over but ends the call upstream with
     /// an answer of its own (a 408, say).
@@ -59,35 +59,35 @@ fn retryable(code: u16) -> bool {
 ///
 /// `seen_18x`: a 18x (180–189) was already received from THIS attempt (after which there
 /// is no more failover: the caller may be hearing ringback or early media from this hop).
-pub fn classify(outcome: Outcome, seen_18x: bool) -> Decision {
+pub fn classify(outcome: Outcome, seen_18x: bool) -> Step {
     match outcome {
-        Outcome::TransportError | Outcome::Timeout if seen_18x => Decision::Relay,
-        Outcome::TransportError | Outcome::Timeout => Decision::Next,
-        Outcome::Provisional(100) => Decision::Wait,
+        Outcome::TransportError | Outcome::Timeout if seen_18x => Step::Relay,
+        Outcome::TransportError | Outcome::Timeout => Step::NextHop,
+        Outcome::Provisional(100) => Step::Wait,
         // 18x, 199 and other provisionals are forwarded like any answer.
-        Outcome::Provisional(_) => Decision::Relay,
-        Outcome::Final(code) if retryable(code) && !seen_18x => Decision::Next,
+        Outcome::Provisional(_) => Step::Relay,
+        Outcome::Final(code) if retryable(code) && !seen_18x => Step::NextHop,
         // 2xx, 3xx, 4xx/5xx other than the retryable ones, 6xx (global failure: no other
         // hop may be tried), or anything after a 18x.
-        Outcome::Final(_) => Decision::Relay,
+        Outcome::Final(_) => Step::Relay,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Decision::*;
     use Outcome::*;
+    use Step::*;
 
     /// SPEC §5, row by row: (outcome, seen_18x, decision, the rule it checks).
-    const TABLE: &[(Outcome, bool, Decision, &str)] = &[
-        (TransportError, false, Next, "transport error -> next hop"),
-        (Timeout, false, Next, "no response within failover_ms -> next hop"),
-        (Final(408), false, Next, "408 before a 18x -> next hop"),
-        (Final(500), false, Next, "500 before a 18x -> next hop"),
-        (Final(502), false, Next, "502 before a 18x -> next hop"),
-        (Final(503), false, Next, "503 before a 18x -> next hop"),
-        (Final(504), false, Next, "504 before a 18x -> next hop"),
+    const TABLE: &[(Outcome, bool, Step, &str)] = &[
+        (TransportError, false, NextHop, "transport error -> next hop"),
+        (Timeout, false, NextHop, "no response within failover_ms -> next hop"),
+        (Final(408), false, NextHop, "408 before a 18x -> next hop"),
+        (Final(500), false, NextHop, "500 before a 18x -> next hop"),
+        (Final(502), false, NextHop, "502 before a 18x -> next hop"),
+        (Final(503), false, NextHop, "503 before a 18x -> next hop"),
+        (Final(504), false, NextHop, "504 before a 18x -> next hop"),
         (Final(408), true, Relay, "any answer after a 18x is relayed"),
         (Final(500), true, Relay, "any answer after a 18x is relayed"),
         (Final(502), true, Relay, "any answer after a 18x is relayed"),
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn only_the_five_listed_finals_fail_over() {
-        let next: Vec<u16> = (200..700).filter(|&c| classify(Final(c), false) == Next).collect();
+        let next: Vec<u16> = (200..700).filter(|&c| classify(Final(c), false) == NextHop).collect();
         assert_eq!(next, [408, 500, 502, 503, 504]);
         assert!((200..700).all(|c| classify(Final(c), true) == Relay));
     }

@@ -8,6 +8,6 @@ pub mod classify;
 pub mod health;
 pub mod plan;
 
-pub use classify::{classify, Decision, Outcome};
+pub use classify::{classify, Outcome, Step};
 pub use health::{Change, Health, LINK_UP};
 pub use plan::{plan, HopCandidate, HopKey, Plan, FLOW_ENGINE};

@@ -28,12 +28,12 @@ struct Waiting {
 
 /// The calls waiting and the requests not yet taken by the driver.
 #[derive(Default)]
-pub(super) struct Table {
+pub(super) struct PendingAdmits {
     waiting: FastMap<u64, Waiting>,
     out: std::collections::VecDeque<AdmitRequest>,
 }
 
-impl Table {
+impl PendingAdmits {
     /// Calls waiting for a verdict.
     #[cfg(test)]
     pub fn len(&self) -> usize {

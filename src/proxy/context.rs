@@ -216,8 +216,8 @@ impl DownSet {
     }
 }
 
-/// The label of the flow engine's hops in `HopKey::group`.
-pub const FLOW_ENGINE: &str = "flow-engine";
+/// The label of the flow engine's hops in `HopKey::group` (one definition, in `failover`).
+pub use crate::failover::plan::FLOW_ENGINE;
 
 /// Hop candidates per carrier and for the flow engine, rebuilt only when the
 /// peers change (a reload), so a call's plan costs no allocation per link.

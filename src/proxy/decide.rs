@@ -78,8 +78,8 @@ fn admit(adm: &Arc<Admission>, rec: &NumberRecord, cfg: &CoreConfig) -> Result<(
         _ => (cap, None),
     };
     let permit = adm.try_admit(rec.e164, local_cap).map_err(|e| match e {
-        admission::Reject::NumberFull => Reject::NumberBusy,
-        admission::Reject::InstanceFull => Reject::InstanceFull,
+        admission::AtCap::NumberFull => Reject::NumberBusy,
+        admission::AtCap::InstanceFull => Reject::InstanceFull,
     })?;
     Ok((permit, shared))
 }

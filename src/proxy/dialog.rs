@@ -46,12 +46,12 @@ pub(super) struct Dialog {
 
 /// The dialogs of a shard, keyed by Call-ID and the caller's tag.
 #[derive(Default)]
-pub(super) struct Table {
+pub(super) struct Dialogs {
     by_key: FastMap<Box<str>, Dialog>,
     by_id: FastMap<u64, Box<str>>,
 }
 
-impl Table {
+impl Dialogs {
     /// Established dialogs.
     pub fn len(&self) -> usize {
         self.by_key.len()

@@ -34,13 +34,13 @@ const MAX_EARLY_TAGS: usize = 4;
 
 /// The calls with early dialogs, by a keyed hash of Call-ID and caller tag.
 #[derive(Default)]
-pub(super) struct Table {
+pub(super) struct EarlyDialogs {
     /// Random per process (like the maps' own): hashes cannot be planned.
     hasher: ahash::RandomState,
     by_key: FastMap<u64, u64>,
 }
 
-impl Table {
+impl EarlyDialogs {
     fn key(&self, call_id: &str, caller_tag: &str) -> u64 {
         self.hasher.hash_one((call_id, caller_tag))
     }

@@ -13,7 +13,7 @@ use super::timer::{Fired, Owner, Slot, Timer};
 use super::txn::{Actions, ClientInvite, ClientState, Delivery, ServerInvite, ServerState, TimerOutcome};
 use super::{Core, Peer, Reject};
 use crate::admission::Permit;
-use crate::failover::{classify, Decision as Next, Outcome};
+use crate::failover::{classify, Outcome, Step};
 use crate::metrics as m;
 use crate::routing::Source;
 use crate::sip::build::ForwardEdits;
@@ -365,7 +365,7 @@ impl Core {
             return self.respond_upstream(now, id, code, bytes);
         }
         // A final non-2xx: fail over or relay (SPEC §5).
-        if routing && classify(Outcome::Final(code), heard == Heard::Ringing) == Next::Next {
+        if routing && classify(Outcome::Final(code), heard == Heard::Ringing) == Step::NextHop {
             self.note_failover(id, idx as usize, code);
             return self.try_next_hop(now, id);
         }
@@ -467,7 +467,7 @@ impl Core {
             return self.final_487(now, id);
         }
         match decision {
-            Next::Next => self.try_next_hop(now, id),
+            Step::NextHop => self.try_next_hop(now, id),
             _ => self.final_response(now, id, Reject::Timeout),
         }
     }

@@ -147,15 +147,15 @@ pub struct Core {
     calls: FastMap<u64, Box<call::Call>>,
     invite_keys: FastMap<Box<str>, u64>,
     branches: FastMap<Box<str>, (u64, u32)>,
-    nits: noninvite::Table,
-    dialogs: dialog::Table,
-    early: early::Table,
+    nits: noninvite::NonInvites,
+    dialogs: dialog::Dialogs,
+    early: early::EarlyDialogs,
     probes: Option<probe::Prober>,
     /// Finished calls' records for the driver (only with `[records] path`).
     records: VecDeque<Box<CallRecord>>,
     cluster: Option<Arc<crate::cluster::ClusterLink>>,
     /// Calls waiting for the shared admission, and the requests for the driver.
-    admitting: admit::Table,
+    admitting: admit::PendingAdmits,
 }
 
 impl Core {
@@ -177,13 +177,13 @@ impl Core {
             calls: FastMap::default(),
             invite_keys: FastMap::default(),
             branches: FastMap::default(),
-            nits: noninvite::Table::default(),
-            dialogs: dialog::Table::default(),
-            early: early::Table::default(),
+            nits: noninvite::NonInvites::default(),
+            dialogs: dialog::Dialogs::default(),
+            early: early::EarlyDialogs::default(),
             probes: None,
             records: VecDeque::new(),
             cluster: shared.cluster,
-            admitting: admit::Table::default(),
+            admitting: admit::PendingAdmits::default(),
         };
         if shard == 0 && core.cfg.probe_interval.as_millis() > 0 {
             core.probes = Some(probe::Prober::new(&core.cfg));
@@ -310,7 +310,7 @@ impl Core {
         for (_, mut c) in self.calls.drain() {
             c.permit.take();
         }
-        self.early = early::Table::default();
+        self.early = early::EarlyDialogs::default();
     }
 
     /// Every table and index of the core with its size: all 0 once calls have

@@ -16,7 +16,7 @@ use crate::sip::{build, Msg, Transport};
 /// transaction toward it, its key, and the request until the final answer.
 type Upstream = (Peer, ServerNonInvite, Box<str>, Option<Box<Msg>>);
 
-pub(super) struct Nit {
+pub(super) struct NonInvite {
     /// The sender, our server transaction toward it, its key and the request
     /// (kept only until the final answer: a 408/503 may have to be built from
     /// it); None when we originated it.
@@ -28,15 +28,15 @@ pub(super) struct Nit {
 
 /// Every non-INVITE transaction of a shard.
 #[derive(Default)]
-pub(super) struct Table {
+pub(super) struct NonInvites {
     /// Boxed: the map keeps up to twice its length in slots, for the 64·T1
     /// each transaction stays after its final answer.
-    by_id: FastMap<u64, Box<Nit>>,
+    by_id: FastMap<u64, Box<NonInvite>>,
     by_server_key: FastMap<Box<str>, u64>,
     by_client_key: FastMap<Box<str>, u64>,
 }
 
-impl Table {
+impl NonInvites {
     /// Entries of each map: transactions, server keys, client keys (for tests).
     #[cfg(test)]
     pub fn sizes(&self) -> [usize; 3] {
@@ -118,7 +118,7 @@ impl Core {
             self.nits.by_server_key.insert(skey.clone(), id);
         }
         self.nits.by_client_key.insert(ckey.clone(), id);
-        self.nits.by_id.insert(id, Box::new(Nit { upstream, client, client_key: ckey, to }));
+        self.nits.by_id.insert(id, Box::new(NonInvite { upstream, client, client_key: ckey, to }));
         self.run(now, to, Owner::Txn(id), Slot::Client, out);
     }
 
