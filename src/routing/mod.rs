@@ -54,7 +54,7 @@ pub mod table;
 mod tests;
 
 pub use events::{build_record, check_flow, parse_number, ClaimSpec, RoutingError};
-pub use numbers::NumberMap;
+pub use numbers::{NumberMap, NumberMapBuilder};
 pub use peers::{CarrierPeers, Conflict, PeerLink, Peers, Source};
 pub use snapshot::{NumberRecord, NumberState, Route, RoutingSnapshot};
 pub use table::{CompactionJob, CompactionRunner, OldBase, RoutingTable, TableOptions, SWAPS_TOTAL};

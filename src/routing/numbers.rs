@@ -77,6 +77,11 @@ impl NumberMap {
         NumberMap::from_base(Arc::new(base))
     }
 
+    /// An empty builder expecting about `capacity` records (start-up load).
+    pub fn builder(capacity: usize) -> NumberMapBuilder {
+        NumberMapBuilder(Base::with_capacity_and_hasher(capacity, ahash::RandomState::new()))
+    }
+
     pub(crate) fn from_base(base: Arc<Base>) -> NumberMap {
         let len = base.len();
         NumberMap { base, delta: Delta::default(), filter: Arc::new([0; FILTER_WORDS]), len }
@@ -195,6 +200,37 @@ impl NumberMap {
             }
         }
         base
+    }
+}
+
+/// Builds a map's base one record at a time, straight into its final
+/// layout (the start-up load streams millions of records into it).
+pub struct NumberMapBuilder(Base);
+
+impl NumberMapBuilder {
+    /// Makes room for `total` records in all (a no-op once there is room).
+    pub fn reserve_total(&mut self, total: usize) {
+        self.0.reserve(total.saturating_sub(self.0.len()));
+    }
+
+    /// Adds `r` (a later record for the same number wins).
+    pub fn insert(&mut self, r: NumberRecord) {
+        self.0.insert(r.e164.as_u64(), Arc::new(r));
+    }
+
+    /// How many records were added.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no record was added.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The map, every record in its base.
+    pub fn finish(self) -> NumberMap {
+        NumberMap::from_base(Arc::new(self.0))
     }
 }
 
