@@ -168,6 +168,13 @@ impl Store {
         Ok(Store { db })
     }
 
+    /// Whether a seed would be ignored: seeded before, or not empty.
+    pub(crate) fn ignores_seed(&self) -> Result<bool, InventoryError> {
+        let txn = self.db.begin_read()?;
+        let seeded = txn.open_table(META)?.get(META_SEEDED)?.is_some_and(|v| v.value() != 0);
+        Ok(seeded || !txn.open_table(NUMBERS)?.is_empty()? || !txn.open_table(PORTS)?.is_empty()?)
+    }
+
     /// Reads every port order and counter, and hands each number to `each`
     /// as it is decoded (the first argument is the table's size, a capacity
     /// hint), so the records go straight into their final layout with no
