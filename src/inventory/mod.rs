@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crate::routing::{
-    build_record, ClaimSpec, NumberMap, NumberRecord, NumberState, Peers, RoutingError, RoutingSnapshot, RoutingTable,
-    TableOptions,
+    build_record, ClaimSpec, NumberMap, NumberRecord, NumberRef, NumberState, Peers, RoutingError, RoutingSnapshot,
+    RoutingTable, TableOptions,
 };
 use crate::sip::E164;
 
@@ -209,7 +209,6 @@ impl Inventory {
                 }
             }
         }
-        drop(add);
         release_free_heap();
 
         if unknown > 0 {
@@ -253,7 +252,7 @@ impl Inventory {
 
     /// The current record of `n` (any state).
     pub fn get(&self, n: E164) -> Option<NumberRecord> {
-        self.table.load().record(n).cloned()
+        self.table.load().record(n).map(|r| r.to_record())
     }
 
     /// The port order `id`.
@@ -292,8 +291,8 @@ impl Inventory {
         self.store.write(&batch)?;
         let snap = self.table.load();
         for (n, new) in &batch.numbers {
-            if let Some(NumberState::Released { released_at_unix_s }) = snap.record(*n).map(|r| &r.state) {
-                st.released.remove(&(*released_at_unix_s, *n));
+            if let Some(NumberState::Released { released_at_unix_s }) = snap.record(*n).map(|r| r.state) {
+                st.released.remove(&(released_at_unix_s, *n));
             }
             if let Some(NumberState::Released { released_at_unix_s }) = new.as_ref().map(|r| &r.state) {
                 st.released.insert((*released_at_unix_s, *n));
@@ -341,11 +340,11 @@ fn seed_batch(seed: Vec<(E164, ClaimSpec)>, peers: &Peers) -> Result<Batch, Inve
 
 /// The record of `n` unless it is a release whose window is over (those are
 /// gone for every purpose but the purge itself).
-fn live(snap: &RoutingSnapshot, n: E164, now_unix_s: u64) -> Option<&NumberRecord> {
+fn live(snap: &RoutingSnapshot, n: E164, now_unix_s: u64) -> Option<NumberRef<'_>> {
     snap.record(n).filter(|r| !is_expired(r, now_unix_s))
 }
 
-fn is_expired(r: &NumberRecord, now_unix_s: u64) -> bool {
+fn is_expired(r: &NumberRef<'_>, now_unix_s: u64) -> bool {
     matches!(r.state, NumberState::Released { released_at_unix_s }
         if now_unix_s >= released_at_unix_s.saturating_add(RELEASE_WINDOW_S))
 }

@@ -63,7 +63,7 @@ impl From<&NumberRecord> for StoredRecord {
             carriers: r.carriers.iter().map(|c| c.to_string()).collect(),
             max_concurrent: r.max_concurrent,
             cnam: r.cnam.as_deref().map(str::to_owned),
-            state: r.state.clone(),
+            state: r.state,
         }
     }
 }
