@@ -156,8 +156,11 @@ pub async fn list(
             }
         }
         let keys = heap.into_sorted_vec();
-        let recs: Vec<NumberRecord> =
-            keys.iter().filter_map(|k| E164::from_u64(*k)).filter_map(|n| snap.record(n).cloned()).collect();
+        let recs: Vec<NumberRecord> = keys
+            .iter()
+            .filter_map(|k| E164::from_u64(*k))
+            .filter_map(|n| snap.record(n).map(|r| r.to_record()))
+            .collect();
         (recs, snap.len())
     });
     let (recs, total) = page.await.map_err(|e| ApiError::Internal(e.to_string()))?;

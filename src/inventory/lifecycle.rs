@@ -39,7 +39,7 @@ impl Inventory {
             NumberState::Released { .. } => return Err(RoutingError::NotClaimed(n).into()),
             NumberState::PortInPending { .. } => return Err(RoutingError::NumberBusyInPort(n).into()),
         }
-        let rec = NumberRecord { state: NumberState::Released { released_at_unix_s: now_unix_s }, ..cur.clone() };
+        let rec = NumberRecord { state: NumberState::Released { released_at_unix_s: now_unix_s }, ..cur.to_record() };
         drop(snap);
         self.commit_one(&mut st, n, rec)
     }
@@ -60,7 +60,7 @@ impl Inventory {
             Some(order) => NumberState::PortOutPending { order },
             None => NumberState::Active,
         };
-        let rec = NumberRecord { state, ..cur.clone() };
+        let rec = NumberRecord { state, ..cur.to_record() };
         drop(snap);
         self.commit_one(&mut st, n, rec)
     }
@@ -75,7 +75,7 @@ impl Inventory {
         if let NumberState::Released { .. } = cur.state {
             return Err(RoutingError::NotClaimed(n).into());
         }
-        let rec = NumberRecord { flow: Some(flow), ..cur.clone() };
+        let rec = NumberRecord { flow: Some(flow), ..cur.to_record() };
         drop(snap);
         self.commit_one(&mut st, n, rec)
     }
@@ -91,7 +91,7 @@ impl Inventory {
             .released
             .iter()
             .take_while(|(at, _)| *at <= cutoff)
-            .filter(|(_, n)| snap.record(*n).is_some_and(|r| is_expired(r, now_unix_s)))
+            .filter(|(_, n)| snap.record(*n).is_some_and(|r| is_expired(&r, now_unix_s)))
             .map(|&(_, n)| (n, None))
             .collect();
         drop(snap);

@@ -106,7 +106,7 @@ impl Inventory {
                         NumberState::Released { .. } => return Err(RoutingError::NotClaimed(n).into()),
                         _ => return Err(RoutingError::NumberBusyInPort(n).into()),
                     }
-                    let rec = NumberRecord { state: NumberState::PortOutPending { order: id }, ..cur.clone() };
+                    let rec = NumberRecord { state: NumberState::PortOutPending { order: id }, ..cur.to_record() };
                     changes.push((n, Some(rec)));
                 }
             }
@@ -140,7 +140,7 @@ impl Inventory {
             match (order.direction, &cur.state) {
                 (PortDirection::In, NumberState::PortInPending { order: o }) if *o == id => changes.push((n, None)),
                 (PortDirection::Out, NumberState::PortOutPending { order: o }) if *o == id => {
-                    changes.push((n, Some(NumberRecord { state: NumberState::Active, ..cur.clone() })))
+                    changes.push((n, Some(NumberRecord { state: NumberState::Active, ..cur.to_record() })))
                 }
                 _ => {}
             }
@@ -168,7 +168,7 @@ impl Inventory {
             let Some(cur) = snap.record(n) else { continue };
             match (order.direction, &cur.state) {
                 (PortDirection::In, NumberState::PortInPending { order: o }) if *o == id => {
-                    changes.push((n, Some(NumberRecord { state: NumberState::Active, ..cur.clone() })))
+                    changes.push((n, Some(NumberRecord { state: NumberState::Active, ..cur.to_record() })))
                 }
                 (PortDirection::Out, NumberState::PortOutPending { order: o }) if *o == id => changes.push((n, None)),
                 (PortDirection::Out, NumberState::Released { .. }) => changes.push((n, None)),

@@ -117,7 +117,7 @@ impl Inventory {
         }
         if first.is_none() {
             let ours: Vec<(E164, Option<NumberRecord>)> =
-                self.table.load().numbers.iter().map(|r| (r.e164, Some(r.clone()))).collect();
+                self.table.load().numbers.iter().map(|r| (r.e164, Some(r.to_record()))).collect();
             if ours.is_empty() {
                 return Ok(());
             }
@@ -164,7 +164,7 @@ impl Inventory {
         for chunk in numbers.chunks(MAX_EVENT_NUMBERS) {
             let mut changes: Vec<(E164, Option<String>, Option<String>)> = Vec::with_capacity(chunk.len());
             for (n, new) in chunk {
-                let expected = snap.record(*n).map(to_json).transpose()?;
+                let expected = snap.record(*n).map(|r| to_json(&r.to_record())).transpose()?;
                 let new = new.as_ref().map(to_json).transpose()?;
                 changes.push((*n, expected, new));
             }

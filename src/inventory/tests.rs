@@ -50,7 +50,7 @@ fn port_req(direction: PortDirection, numbers: &[&str], carriers: &[&str]) -> Po
 /// Everything observable: records (JSON, sorted) and port orders.
 fn contents(inv: &Inventory) -> (Vec<String>, Vec<PortOrder>) {
     let snap = inv.table().load();
-    let mut recs: Vec<String> = snap.numbers.iter().map(|r| serde_json::to_string(r).unwrap()).collect();
+    let mut recs: Vec<String> = snap.numbers.iter().map(|r| serde_json::to_string(&r).unwrap()).collect();
     recs.sort();
     (recs, inv.ports())
 }

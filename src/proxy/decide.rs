@@ -8,7 +8,7 @@ use super::context::{CoreConfig, DownSet, HopCache};
 use super::respond::Reject;
 use crate::admission::{self, Admission, Permit};
 use crate::failover::{self, HopCandidate, HopKey};
-use crate::routing::{NumberRecord, Route, RoutingSnapshot};
+use crate::routing::{NumberRef, Route, RoutingSnapshot};
 use crate::sip::{uri, Msg, NumberKind, E164};
 
 /// Which way a call goes through the edge.
@@ -61,7 +61,7 @@ pub fn uri_user(u: &str) -> Option<String> {
     Some(user.to_string())
 }
 
-fn cap_of(rec: &NumberRecord, cfg: &CoreConfig) -> u32 {
+fn cap_of(rec: &NumberRef<'_>, cfg: &CoreConfig) -> u32 {
     rec.max_concurrent.unwrap_or(match rec.kind {
         NumberKind::Did => cfg.did_max_concurrent,
         NumberKind::TollFree => cfg.toll_free_max_concurrent,
@@ -71,7 +71,7 @@ fn cap_of(rec: &NumberRecord, cfg: &CoreConfig) -> u32 {
 /// Takes the call's local slots. In cluster mode a capped number's cap is
 /// the cluster's (Redis decides it next), so locally only the instance cap
 /// applies here; the cap is handed back for the shared admission.
-fn admit(adm: &Arc<Admission>, rec: &NumberRecord, cfg: &CoreConfig) -> Result<(Permit, Option<u32>), Reject> {
+fn admit(adm: &Arc<Admission>, rec: &NumberRef<'_>, cfg: &CoreConfig) -> Result<(Permit, Option<u32>), Reject> {
     let cap = cap_of(rec, cfg);
     let (local_cap, shared) = match cfg.cluster {
         Some(_) if cap > 0 => (0, Some(cap)),
@@ -110,9 +110,9 @@ pub fn inbound(
         Route::Released => return Err(Reject::Released),
         Route::NotFound => return Err(Reject::UnknownNumber),
     };
-    let flow = rec.flow.clone().ok_or(Reject::NoFlow)?;
+    let flow = rec.flow.cloned().ok_or(Reject::NoFlow)?;
     let plan = plan_of(&[hops.flow.as_slice()], cfg, down)?;
-    let (permit, shared_cap) = admit(adm, rec, cfg)?;
+    let (permit, shared_cap) = admit(adm, &rec, cfg)?;
     let carrier_name = snap.peers.carriers.get(carrier).map(|c| c.name.clone()).unwrap_or_else(|| Arc::from("unknown"));
     let mut headers = SmallVec::new();
     headers.push(("X-Flow-Id", flow.clone()));
@@ -153,16 +153,16 @@ pub fn outbound(
         .map(|v| v.as_slice())
         .collect();
     let plan = plan_of(&groups, cfg, down)?;
-    let (permit, shared_cap) = admit(adm, rec, cfg)?;
+    let (permit, shared_cap) = admit(adm, &rec, cfg)?;
     Ok(Decision {
         number,
         permit,
         plan,
         headers: SmallVec::new(),
         user,
-        cnam: rec.cnam.clone(),
+        cnam: rec.cnam.cloned(),
         kind: rec.kind,
-        flow: rec.flow.clone(),
+        flow: rec.flow.cloned(),
         shared_cap,
     })
 }

@@ -16,7 +16,9 @@
 //! * A concurrent map (`DashMap`) would make single changes cheap but gives
 //!   no snapshot: a batch (a port order of several numbers) would be seen
 //!   half-applied, and a call could not keep the table it started with.
-//! * So [`NumberMap`] is a frozen `Arc<HashMap>` base plus a persistent
+//! * So [`NumberMap`] is a frozen, compact base (`base.rs`: open addressing
+//!   over 16-byte slots, flows and the rest of a record in shared tables)
+//!   plus a persistent
 //!   `im::HashMap` delta (tombstone = `None`). An event clones the snapshot
 //!   (O(1)) and inserts into the delta (O(log n) node copies), then the
 //!   [`RoutingTable`] swaps one `Arc`. A lookup checks the delta, then the
@@ -39,11 +41,13 @@
 //! # Layout
 //!
 //! * `snapshot.rs`: [`NumberRecord`], [`NumberState`], [`Route`], [`RoutingSnapshot`].
+//! * `base.rs`: the frozen base layer and its builder.
 //! * `numbers.rs`: [`NumberMap`] (base + delta).
 //! * `table.rs`: [`RoutingTable`] (the `ArcSwap`, the writer mutex, compaction).
 //! * `peers.rs`: [`Peers`], source-IP classification.
 //! * `events.rs`: [`ClaimSpec`], [`RoutingError`], [`build_record`].
 
+pub mod base;
 pub mod events;
 pub mod numbers;
 pub mod peers;
@@ -54,7 +58,7 @@ pub mod table;
 mod tests;
 
 pub use events::{build_record, check_flow, parse_number, ClaimSpec, RoutingError};
-pub use numbers::NumberMap;
+pub use numbers::{NumberMap, NumberMapBuilder};
 pub use peers::{CarrierPeers, Conflict, PeerLink, Peers, Source};
-pub use snapshot::{NumberRecord, NumberState, Route, RoutingSnapshot};
+pub use snapshot::{NumberRecord, NumberRef, NumberState, Route, RoutingSnapshot};
 pub use table::{CompactionJob, CompactionRunner, OldBase, RoutingTable, TableOptions, SWAPS_TOTAL};

@@ -6,8 +6,9 @@
 //! copying a hash map per event would cost hundreds of milliseconds. So the
 //! map has two layers:
 //!
-//! * `base`: a plain `HashMap` (ahash) behind an `Arc`, never mutated once
-//!   built. Lookups in it are as fast as in any hash map; snapshots share it.
+//! * `base`: a compact open-addressing table (`base.rs`) behind an `Arc`,
+//!   never mutated once built. Lookups in it are as fast as in a hash map;
+//!   snapshots share it.
 //! * `delta`: an `im::HashMap` (a hash array mapped trie) of the entries that
 //!   changed since `base` was built, `None` being a tombstone. Cloning it is
 //!   O(1) and an insert copies only the O(log₃₂ n) nodes on one path, so an
@@ -25,14 +26,12 @@
 //! past a threshold (see `table.rs`), which keeps the delta small and lookups
 //! close to a frozen hash map.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::snapshot::NumberRecord;
+use super::base::{Base, BaseBuilder};
+use super::snapshot::{NumberRecord, NumberRef};
 use crate::sip::E164;
 
-/// The frozen layer: digits → record.
-pub(crate) type Base = HashMap<u64, Arc<NumberRecord>, ahash::RandomState>;
 /// The overlay: digits → new record, or `None` for "removed from the base".
 pub(crate) type Delta = im::HashMap<u64, Option<Arc<NumberRecord>>, ahash::RandomState>;
 
@@ -70,11 +69,16 @@ impl NumberMap {
     /// Builds a map whose base holds `recs` (a later record for the same number wins).
     pub fn from_records(recs: impl IntoIterator<Item = NumberRecord>) -> NumberMap {
         let iter = recs.into_iter();
-        let mut base = Base::with_capacity_and_hasher(iter.size_hint().0, ahash::RandomState::new());
+        let mut b = NumberMap::builder(iter.size_hint().0);
         for r in iter {
-            base.insert(r.e164.as_u64(), Arc::new(r));
+            b.insert(r);
         }
-        NumberMap::from_base(Arc::new(base))
+        b.finish()
+    }
+
+    /// An empty builder expecting about `capacity` records (start-up load).
+    pub fn builder(capacity: usize) -> NumberMapBuilder {
+        NumberMapBuilder(BaseBuilder::with_capacity(capacity))
     }
 
     pub(crate) fn from_base(base: Arc<Base>) -> NumberMap {
@@ -99,20 +103,33 @@ impl NumberMap {
         !self.delta.is_empty() && self.filter.get(w).is_some_and(|word| word & bit != 0)
     }
 
-    /// The record of `n`, if any.
     #[inline]
-    pub fn get(&self, n: E164) -> Option<&NumberRecord> {
-        self.get_arc(n.as_u64()).map(|a| &**a)
+    fn in_delta(&self, k: u64) -> bool {
+        self.maybe_in_delta(k) && self.delta.contains_key(&k)
     }
 
+    /// The record of `n`, if any.
     #[inline]
-    pub(crate) fn get_arc(&self, k: u64) -> Option<&Arc<NumberRecord>> {
+    pub fn get(&self, n: E164) -> Option<NumberRef<'_>> {
+        let k = n.as_u64();
         if self.maybe_in_delta(k) {
             if let Some(v) = self.delta.get(&k) {
-                return v.as_ref();
+                return v.as_deref().map(NumberRef::from);
             }
         }
-        self.base.get(&k)
+        self.base.get(n)
+    }
+
+    /// The record of `n` as an overlay entry: the delta's own `Arc` when
+    /// it has one, else a copy of the base's.
+    pub(crate) fn get_shared(&self, n: E164) -> Option<Arc<NumberRecord>> {
+        let k = n.as_u64();
+        if self.maybe_in_delta(k) {
+            if let Some(v) = self.delta.get(&k) {
+                return v.clone();
+            }
+        }
+        self.base.get(n).map(|r| Arc::new(r.to_record()))
     }
 
     /// How many numbers have a record.
@@ -130,15 +147,15 @@ impl NumberMap {
         self.delta.len()
     }
 
+    /// Heap bytes of the base's own arrays (benches and the memory note).
+    pub fn base_heap_bytes(&self) -> usize {
+        self.base.heap_bytes()
+    }
+
     /// Every record, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &NumberRecord> {
-        let delta = &self.delta;
-        let from_base = self
-            .base
-            .iter()
-            .filter(move |(k, _)| !self.maybe_in_delta(**k) || !delta.contains_key(*k))
-            .map(|(_, v)| &**v);
-        let from_delta = self.delta.values().filter_map(|v| v.as_deref());
+    pub fn iter(&self) -> impl Iterator<Item = NumberRef<'_>> {
+        let from_base = self.base.iter().filter(move |r| !self.in_delta(r.e164.as_u64()));
+        let from_delta = self.delta.values().filter_map(|v| v.as_deref()).map(NumberRef::from);
         from_base.chain(from_delta)
     }
 
@@ -146,20 +163,17 @@ impl NumberMap {
     #[must_use]
     pub fn with(&self, n: E164, rec: Option<Arc<NumberRecord>>) -> NumberMap {
         let mut m = self.clone();
-        m.set(n.as_u64(), rec);
+        m.set(n, rec);
         m
     }
 
-    /// Sets `k` in place (the copy-on-write trie only copies shared nodes).
-    pub(crate) fn set(&mut self, k: u64, rec: Option<Arc<NumberRecord>>) {
-        let had = self.get_arc(k).is_some();
+    /// Sets `n` in place (the copy-on-write trie only copies shared nodes).
+    pub(crate) fn set(&mut self, n: E164, rec: Option<Arc<NumberRecord>>) {
+        let k = n.as_u64();
+        let had = self.get(n).is_some();
         let has = rec.is_some();
-        let in_base = self.base.get(&k);
-        let same_as_base = match (&rec, in_base) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
+        // Equal content counts as the same: the base holds no `Arc` to compare.
+        let same_as_base = rec.as_deref().map(NumberRef::from) == self.base.get(n);
         if same_as_base {
             // Back to what the base says: no overlay entry needed.
             self.delta.remove(&k);
@@ -180,21 +194,39 @@ impl NumberMap {
 
     /// A new base with the delta folded in: O(n), meant for a background thread.
     pub(crate) fn fold(&self) -> Base {
-        // Cloning keeps the table layout (no rehash of n keys); only the
-        // delta's entries are hashed again.
-        let mut base = Base::clone(&self.base);
-        base.reserve(self.delta.len());
-        for (k, v) in self.delta.iter() {
-            match v {
-                Some(r) => {
-                    base.insert(*k, Arc::clone(r));
-                }
-                None => {
-                    base.remove(k);
-                }
-            }
-        }
-        base
+        let adds = self.delta.values().filter_map(|v| v.as_deref());
+        self.base.fold(self.len, |k| self.in_delta(k), adds)
+    }
+}
+
+/// Builds a map's base one record at a time, straight into its final
+/// layout (the start-up load streams millions of records into it).
+pub struct NumberMapBuilder(BaseBuilder);
+
+impl NumberMapBuilder {
+    /// Makes room for `total` records in all (a no-op once there is room).
+    pub fn reserve_total(&mut self, total: usize) {
+        self.0.reserve_total(total);
+    }
+
+    /// Adds `r` (a later record for the same number wins).
+    pub fn insert(&mut self, r: NumberRecord) {
+        self.0.insert(&r);
+    }
+
+    /// How many records were added.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no record was added.
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+
+    /// The map, every record in its base.
+    pub fn finish(self) -> NumberMap {
+        NumberMap::from_base(Arc::new(self.0.finish()))
     }
 }
 

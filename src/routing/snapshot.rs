@@ -31,8 +31,29 @@ pub struct NumberRecord {
     pub state: NumberState,
 }
 
+/// A record as a lookup hands it out: borrowed from the snapshot (its base
+/// keeps flows and the rest of a record in shared tables, see `base.rs`),
+/// so a lookup allocates nothing. `to_record` makes an owned copy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NumberRef<'a> {
+    /// The number itself.
+    pub e164: E164,
+    /// Toll-free or DID (from the record, else from the prefix).
+    pub kind: NumberKind,
+    /// The flow inbound calls are handed to (`X-Flow-Id`); `None` answers 480.
+    pub flow: Option<&'a Arc<str>>,
+    /// Carrier names, in preference order; a DID has exactly one.
+    pub carriers: &'a [Arc<str>],
+    /// Per-number concurrency cap; `None` takes the `[limits]` default.
+    pub max_concurrent: Option<u32>,
+    /// Caller name for outbound calls (at most 15 characters).
+    pub cnam: Option<&'a Arc<str>>,
+    /// Where the number is in its lifecycle.
+    pub state: NumberState,
+}
+
 /// The lifecycle state of a number (SPEC §1; seeds: claiming, releasing, porting).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum NumberState {
     /// Claimed and routable.
@@ -58,9 +79,9 @@ pub enum NumberState {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Route<'a> {
     /// Active (or port-out pending) with a flow: hand the call to the flow engine.
-    Routable(&'a NumberRecord),
+    Routable(NumberRef<'a>),
     /// Routable but without a flow: 480.
-    NoFlow(&'a NumberRecord),
+    NoFlow(NumberRef<'a>),
     /// In the deletion queue: 410.
     Released,
     /// Unknown, ported out, or port-in not yet active: 404.
@@ -106,7 +127,7 @@ impl RoutingSnapshot {
 
     /// The record of `n` in whatever state it is.
     #[inline]
-    pub fn record(&self, n: E164) -> Option<&NumberRecord> {
+    pub fn record(&self, n: E164) -> Option<NumberRef<'_>> {
         self.numbers.get(n)
     }
 

@@ -30,7 +30,8 @@ use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use super::numbers::{Base, Delta, NumberMap};
+use super::base::Base;
+use super::numbers::{Delta, NumberMap};
 use super::peers::Peers;
 use super::snapshot::{NumberRecord, RoutingSnapshot};
 use crate::sip::E164;
@@ -124,7 +125,7 @@ struct Inner {
 #[derive(Default)]
 struct Writer {
     /// `Some` while a compaction runs: the keys written since it froze its view.
-    since: Option<Vec<u64>>,
+    since: Option<Vec<E164>>,
 }
 
 impl RoutingTable {
@@ -179,9 +180,9 @@ impl RoutingTable {
         let cur = self.inner.current.load();
         let mut numbers = cur.numbers.clone();
         for (n, rec) in changes {
-            numbers.set(n.as_u64(), rec.clone().map(Arc::new));
+            numbers.set(*n, rec.clone().map(Arc::new));
             if let Some(since) = w.since.as_mut() {
-                since.push(n.as_u64());
+                since.push(*n);
             }
         }
         let due = w.since.is_none() && numbers.delta_len() >= self.inner.threshold(numbers.len());
@@ -283,18 +284,13 @@ impl Inner {
 }
 
 /// Sets in `delta` the live value of each key, relative to `base`.
-fn overlay(delta: &mut Delta, base: &Base, live: &NumberMap, keys: &[u64]) {
-    for &k in keys {
-        let now = live.get_arc(k);
-        let same = match (now, base.get(&k)) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        if same {
-            delta.remove(&k);
+fn overlay(delta: &mut Delta, base: &Base, live: &NumberMap, keys: &[E164]) {
+    for &n in keys {
+        // Compared by content: the base keeps no `Arc` per record.
+        if live.get(n) == base.get(n) {
+            delta.remove(&n.as_u64());
         } else {
-            delta.insert(k, now.cloned());
+            delta.insert(n.as_u64(), live.get_shared(n));
         }
     }
 }

@@ -61,7 +61,7 @@ fn check_all(snap: &RoutingSnapshot, model: &HashMap<u64, NumberRecord>, keys: u
     assert_eq!(snap.len(), model.len());
     for k in 0..keys {
         let n = num(12_065_550_000 + k);
-        assert_eq!(snap.record(n), model.get(&n.as_u64()), "key {k}");
+        assert_eq!(snap.record(n), model.get(&n.as_u64()).map(NumberRef::from), "key {k}");
     }
     let mut seen: Vec<u64> = snap.numbers.iter().map(|r| r.e164.as_u64()).collect();
     seen.sort_unstable();
@@ -90,7 +90,7 @@ fn random_ops(opts: TableOptions) -> RoutingTable {
         };
         t.apply(&[(n, change)]);
         let snap = t.load();
-        assert_eq!(snap.record(n), model.get(&n.as_u64()), "op {i}");
+        assert_eq!(snap.record(n), model.get(&n.as_u64()).map(NumberRef::from), "op {i}");
         assert_eq!(snap.len(), model.len(), "op {i}");
         if i % 1000 == 999 {
             check_all(&snap, &model, KEYS);
@@ -125,7 +125,7 @@ fn a_held_snapshot_keeps_its_values_across_changes_and_compaction() {
     t.apply(&[(num(18_005_550_101), Some(rec(num(18_005_550_101), "x")))]); // compacts
     t.apply(&[(n, None)]);
     assert!(t.compactions() >= 1);
-    assert_eq!(held.record(n).and_then(|r| r.flow.as_deref()), Some("old"));
+    assert_eq!(held.record(n).and_then(|r| r.flow.map(|f| &**f)), Some("old"));
     assert_eq!(held.generation, 0);
     assert_eq!(t.load().record(n), None);
     assert_eq!(t.load().generation, 3);
@@ -150,7 +150,7 @@ fn set_peers_keeps_the_numbers() {
     t.set_peers(Arc::new(Peers::default()));
     let s = t.load();
     assert!(s.peers.carriers.is_empty());
-    assert_eq!(s.record(n).unwrap().flow.as_deref(), Some("f"));
+    assert_eq!(s.record(n).unwrap().flow.map(|f| &**f), Some("f"));
     assert_eq!((s.generation, t.swaps()), (1, 1));
 }
 
@@ -308,4 +308,44 @@ fn small_tables_compact_sooner() {
     assert_eq!(table(recs(140_000), TableOptions::default()).compaction_threshold(), 8192);
     let small = TableOptions { compact_threshold: 64, background: None };
     assert_eq!(table(recs(10_000), small).compaction_threshold(), 64);
+}
+
+#[test]
+fn compact_base_grows_overwrites_folds_and_shares_profiles() {
+    // Start too small so the builder rehashes several times.
+    let mut b = NumberMap::builder(1);
+    for d in 0..5000u64 {
+        b.insert(rec(num(18_005_550_000 + d), &format!("f{}", d % 7)));
+    }
+    // A later record for the same number wins.
+    b.insert(rec(num(18_005_550_000), "last"));
+    let m = b.finish();
+    assert_eq!(m.len(), 5000);
+    assert_eq!(m.get(num(18_005_550_000)).and_then(|r| r.flow.map(|f| &**f)), Some("last"));
+    assert_eq!(m.get(num(18_005_550_003)).and_then(|r| r.flow.map(|f| &**f)), Some("f3"));
+    assert!(m.get(num(18_005_560_000)).is_none());
+    // 5000 numbers, 8 flows, one profile: the arrays are slots plus two small tables.
+    assert!(m.base_heap_bytes() < 5000 * 22 + 1024, "{} bytes", m.base_heap_bytes());
+
+    // Removing, changing and adding through the overlay, then folding.
+    let t = RoutingTable::with_options(
+        RoutingSnapshot::new(m, Arc::new(peers())),
+        TableOptions { compact_threshold: 100, background: None },
+    );
+    let mut changes = Vec::new();
+    for d in 0..300u64 {
+        let n = num(18_005_550_000 + d * 3);
+        changes.push((n, if d % 2 == 0 { None } else { Some(rec(n, "moved")) }));
+    }
+    changes.push((num(18_005_570_000), Some(rec(num(18_005_570_000), "new"))));
+    t.apply(&changes);
+    t.wait_for_compaction();
+    assert!(t.compactions() >= 1);
+    let s = t.load();
+    assert_eq!(s.numbers.len(), 5000 - 150 + 1);
+    assert!(s.record(num(18_005_550_000)).is_none());
+    assert_eq!(s.record(num(18_005_550_003)).and_then(|r| r.flow.map(|f| &**f)), Some("moved"));
+    assert_eq!(s.record(num(18_005_550_004)).and_then(|r| r.flow.map(|f| &**f)), Some("f4"));
+    assert_eq!(s.record(num(18_005_570_000)).and_then(|r| r.flow.map(|f| &**f)), Some("new"));
+    assert_eq!(s.numbers.iter().count(), s.numbers.len());
 }
