@@ -291,7 +291,7 @@ impl Core {
     }
 
     fn forwarded_invite(&self, call: &Call, to: Peer, branch: &str) -> Bytes {
-        let via = self.via(to.transport, branch);
+        let via = self.via(to, branch);
         let mf = call.invite.max_forwards().unwrap_or(70).saturating_sub(1);
         match &call.shape {
             Shape::Initial { user, headers, cnam } => {
@@ -306,12 +306,12 @@ impl Core {
                 // Double Record-Route when the two sides use different transports (RFC 5658).
                 let token = self.dialog_token(call.upstream, to);
                 let rr = if to.transport == call.upstream.transport {
-                    self.cfg.local.record_route(to.transport, &token)
+                    self.cfg.local.record_route(to.transport, to.addr.is_ipv6(), &token)
                 } else {
                     format!(
                         "{}, {}",
-                        self.cfg.local.record_route(to.transport, &token),
-                        self.cfg.local.record_route(call.upstream.transport, &token)
+                        self.cfg.local.record_route(to.transport, to.addr.is_ipv6(), &token),
+                        self.cfg.local.record_route(call.upstream.transport, call.upstream.addr.is_ipv6(), &token)
                     )
                 };
                 let add: SmallVec<[(&str, &str); 3]> = headers.iter().map(|(k, v)| (*k, &**v)).collect();
