@@ -12,7 +12,7 @@ use crate::admission::Admission;
 use crate::config::{Cidr, Config, ConfigErrors, FloodAction, UnknownSource};
 use crate::inventory::{Inventory, InventoryError};
 use crate::proxy::token::Sealer;
-use crate::proxy::{CallRate, Core, CoreConfig, CoreShared, DownSet, Local, UnknownSourcePolicy};
+use crate::proxy::{CallRate, Core, CoreConfig, CoreShared, DownSet, Local, LocalAddr, UnknownSourcePolicy};
 use crate::records::Records;
 use crate::routing::{CarrierPeers, ClaimSpec, PeerLink, Peers, RoutingTable};
 use crate::sip::{Transport, E164};
@@ -93,12 +93,14 @@ pub struct Shared {
 }
 
 /// The addresses the edge listens on (ports resolved when the config said 0).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Bound {
-    /// SIP over UDP.
+    /// SIP over UDP: the first UDP listener.
     pub udp: Option<SocketAddr>,
-    /// SIP over TCP.
+    /// SIP over TCP: the first TCP listener.
     pub tcp: Option<SocketAddr>,
+    /// Every SIP listener, in config order.
+    pub sip: Vec<(Transport, SocketAddr)>,
     /// The control plane.
     pub admin: Option<SocketAddr>,
 }
@@ -235,11 +237,26 @@ fn seed_of(cfg: &Config) -> Result<Option<Vec<(E164, ClaimSpec)>>, ConfigErrors>
     ))
 }
 
+/// What a listener bound on `bound` writes into Via and Record-Route.
+/// `[edge].advertise` replaces it; an address literal there stands for its
+/// own family only (an IPv6 listener keeps its address when the advertised
+/// one is IPv4, and the other way round), a name for every listener.
 fn advertise(cfg: &Config, bound: SocketAddr) -> String {
-    match cfg.edge.advertise.as_deref() {
-        Some(a) if a.contains(':') && !a.starts_with('[') && a.matches(':').count() == 1 => a.to_string(),
-        Some(a) => format!("{a}:{}", bound.port()),
-        None => bound.to_string(),
+    let Some(a) = cfg.edge.advertise.as_deref() else { return bound.to_string() };
+    let (literal_v6, text) = if let Ok(sa) = a.parse::<SocketAddr>() {
+        (Some(sa.is_ipv6()), a.to_string())
+    } else if let Ok(ip) = a.parse::<std::net::IpAddr>() {
+        (Some(ip.is_ipv6()), SocketAddr::new(ip, bound.port()).to_string())
+    } else if a.starts_with('[') {
+        (Some(true), format!("{a}:{}", bound.port()))
+    } else if a.matches(':').count() == 1 {
+        (None, a.to_string())
+    } else {
+        (None, format!("{a}:{}", bound.port()))
+    };
+    match literal_v6 {
+        Some(v6) if v6 != bound.is_ipv6() => bound.to_string(),
+        _ => text,
     }
 }
 
@@ -274,33 +291,48 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     let flood = Arc::new(FloodGuard::new(fs, exempt));
 
     let workers = cfg.edge.shards();
-    let udp_cfg: Vec<_> = cfg.listen.iter().filter(|l| l.transport == Transport::Udp).collect();
-    let tcp_cfg: Vec<_> = cfg.listen.iter().filter(|l| l.transport == Transport::Tcp).collect();
-    if udp_cfg.len() > 1 || tcp_cfg.len() > 1 {
-        return Err(AppError::Unsupported("at most one [[listen]] per transport is supported"));
-    }
     let mut bound = Bound::default();
-    let mut udp_socks = Vec::new();
-    if let Some(l) = udp_cfg.first() {
-        let socks = udp::bind_group(l.addr, workers).map_err(|source| AppError::Bind {
-            transport: "udp",
-            addr: l.addr,
-            source,
-        })?;
-        bound.udp = socks.first().and_then(|s| s.local_addr().ok());
-        for s in socks {
-            if let Err(e) = udp::enable_icmp_errors(&s) {
-                tracing::warn!(error = %e, "no ICMP error reporting: UDP failover waits for failover_ms");
+    // Per UDP listener, one socket per shard (an SO_REUSEPORT group); every
+    // shard reads all of its sockets and sends from the one of the peer's family.
+    let mut udp_socks: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut tcp_listeners = Vec::new();
+    let mut local = Local::default();
+    for l in &cfg.listen {
+        let actual = match l.transport {
+            Transport::Udp => {
+                let socks = udp::bind_group(l.addr, workers).map_err(|source| AppError::Bind {
+                    transport: "udp",
+                    addr: l.addr,
+                    source,
+                })?;
+                let actual = socks.first().and_then(|s| s.local_addr().ok()).unwrap_or(l.addr);
+                for (shard, s) in udp_socks.iter_mut().zip(socks) {
+                    if let Err(e) = udp::enable_icmp_errors(&s) {
+                        tracing::warn!(error = %e, "no ICMP error reporting: UDP failover waits for failover_ms");
+                    }
+                    // Registered with its shard's own runtime, on the shard's thread.
+                    shard.push(s);
+                }
+                actual
             }
-            // Registered with its shard's own runtime, on the shard's thread.
-            udp_socks.push(s);
+            Transport::Tcp => {
+                let listener =
+                    bind_tcp(l.addr).map_err(|source| AppError::Bind { transport: "tcp", addr: l.addr, source })?;
+                let actual = listener.local_addr().unwrap_or(l.addr);
+                tcp_listeners.push(listener);
+                actual
+            }
+        };
+        match l.transport {
+            Transport::Udp => bound.udp = bound.udp.or(Some(actual)),
+            Transport::Tcp => bound.tcp = bound.tcp.or(Some(actual)),
         }
-    }
-    let mut tcp_listener = None;
-    if let Some(l) = tcp_cfg.first() {
-        let listener = bind_tcp(l.addr).map_err(|source| AppError::Bind { transport: "tcp", addr: l.addr, source })?;
-        bound.tcp = listener.local_addr().ok();
-        tcp_listener = Some(listener);
+        bound.sip.push((l.transport, actual));
+        local.listeners.push(LocalAddr {
+            transport: l.transport,
+            v6: actual.is_ipv6(),
+            host_port: advertise(&cfg, actual),
+        });
     }
     let admin_listener = tokio::net::TcpListener::bind(cfg.admin.addr).await.map_err(|source| AppError::Bind {
         transport: "admin http",
@@ -309,7 +341,6 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     })?;
     bound.admin = admin_listener.local_addr().ok();
 
-    let local = Local { udp: bound.udp.map(|a| advertise(&cfg, a)), tcp: bound.tcp.map(|a| advertise(&cfg, a)) };
     let nonce = (unix_now() as u32) ^ std::process::id().rotate_left(16);
     // Tokens name the run that sealed them: one of ours whose dialog is gone
     // is a call that ended, not one a restart forgot.
@@ -374,7 +405,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     let mut udp_socks = udp_socks.into_iter();
     for (i, rx) in receivers.into_iter().enumerate() {
         let core = Core::new(i as u32, core_cfg.clone(), core_shared.clone(), now);
-        let sock = udp_socks.next();
+        let socks = udp_socks.next().unwrap_or_default();
         let (inputs, hub, flood, hasher, stop_rx, records, cluster, drain) = (
             inputs.clone(),
             hub.clone(),
@@ -391,8 +422,8 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
                 Err(e) => return tracing::error!(shard = i, error = %e, "shard runtime failed to start"),
             };
             rt.block_on(async move {
-                let udp = match sock.map(tokio::net::UdpSocket::from_std).transpose() {
-                    Ok(u) => u.map(Arc::new),
+                let udp = match socks.into_iter().map(|s| tokio::net::UdpSocket::from_std(s).map(Arc::new)).collect() {
+                    Ok(u) => u,
                     Err(e) => return tracing::error!(shard = i, error = %e, "shard socket failed"),
                 };
                 let shard = Shard {
@@ -419,7 +450,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
             Err(source) => return Err(AppError::Thread(source)),
         }
     }
-    if let Some(l) = tcp_listener {
+    for l in tcp_listeners {
         tokio::spawn(hub.clone().accept_loop(l));
     }
 
@@ -434,7 +465,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
         shards: inputs,
         prometheus,
         local,
-        bound,
+        bound: bound.clone(),
         admin_token: arc_swap::ArcSwapOption::from_pointee(admin_token),
         records: records.clone(),
         cluster: cluster.clone(),
@@ -447,11 +478,8 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     #[cfg(unix)]
     tokio::spawn(sighup(shared.clone()));
 
-    if let Some(a) = bound.udp {
-        tracing::info!("listening for UDP on {a}");
-    }
-    if let Some(a) = bound.tcp {
-        tracing::info!("listening for TCP on {a}");
+    for (t, a) in &bound.sip {
+        tracing::info!("listening for {} on {a}", t.via_name());
     }
     if let Some(a) = bound.admin {
         tracing::info!("control plane on http://{a}");
@@ -580,6 +608,10 @@ async fn wait_for_stop(drain: &crate::drain::Drain, stops: &mut mpsc::UnboundedR
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        // `[::]` is IPv6 only, so `0.0.0.0` on the same port can be another listener.
+        socket.set_only_v6(true)?;
+    }
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

@@ -65,7 +65,7 @@ pub fn new_core_with_flows(now: Instant, flows: usize) -> Core {
         draining: Default::default(),
     };
     let cfg = CoreConfig {
-        local: Local { udp: Some(EDGE.into()), tcp: None },
+        local: Local::of(&[(sipedge::sip::Transport::Udp, EDGE)]),
         probe_interval: Duration::ZERO,
         ..CoreConfig::default()
     };

@@ -286,18 +286,51 @@ fn validation_lists_every_problem_not_just_the_first() {
 }
 
 #[test]
-fn one_listener_per_transport_and_a_real_port_named_once() {
-    // Two UDP listeners passed `check` and were refused at start: check now refuses them too.
+fn any_number_of_listeners_per_transport_but_each_address_once() {
+    // Distinct addresses of one transport, IPv4 and IPv6 side by side: accepted
+    // (and the edge binds every one of them).
+    let many = r#"
+[[listen]]
+addr = "127.0.0.1:5060"
+[[listen]]
+addr = "127.0.0.1:5070"
+[[listen]]
+addr = "[::1]:5060"
+[[listen]]
+addr = "0.0.0.0:5080"
+[[listen]]
+addr = "[::]:5080"
+[[listen]]
+transport = "tcp"
+addr = "127.0.0.1:5060"
+[[listen]]
+transport = "tcp"
+addr = "[::1]:5060"
+"#;
+    let cfg = Config::from_toml_str(many).unwrap();
+    assert_eq!(cfg.listen.len(), 7);
+    // Port 0 asks the OS for a free port, so two of them never clash.
     let zero = "[[listen]]\naddr = \"127.0.0.1:0\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n";
-    let errors = errors_of(Config::from_toml_str(zero));
-    assert_eq!(errors.0[0].field, "listen[1]");
-    assert!(errors.0[0].problem.contains("at most one [[listen]] per transport"), "{}", errors.0[0].problem);
+    Config::from_toml_str(zero).unwrap();
     let tcp_and_udp =
         "[[listen]]\naddr = \"127.0.0.1:5060\"\n[[listen]]\ntransport = \"tcp\"\naddr = \"127.0.0.1:5060\"\n";
     Config::from_toml_str(tcp_and_udp).unwrap();
+    // The same transport and address twice: refused, naming both.
     let errors = errors_of(Config::from_toml_str(&zero.replace(":0", ":5060")));
     assert_eq!(errors.0[0].field, "listen[1]");
     assert!(errors.0[0].problem.contains("is already listen[0]"), "{}", errors.0[0].problem);
+    let twice6 = "[[listen]]\naddr = \"[::1]:5060\"\n[[listen]]\naddr = \"[0:0::1]:5060\"\n";
+    let errors = errors_of(Config::from_toml_str(twice6));
+    assert_eq!(errors.0[0].field, "listen[1]");
+    assert!(errors.0[0].problem.contains("is already listen[0]"), "{}", errors.0[0].problem);
+    // A wildcard and a specific address of one family on one port overlap.
+    let overlap = "[[listen]]\naddr = \"0.0.0.0:5060\"\n[[listen]]\naddr = \"127.0.0.1:5060\"\n";
+    let errors = errors_of(Config::from_toml_str(overlap));
+    assert_eq!(errors.0[0].field, "listen[1].addr");
+    assert!(errors.0[0].problem.contains("overlaps listen[0]"), "{}", errors.0[0].problem);
+    let overlap6 = "[[listen]]\naddr = \"[::1]:5060\"\n[[listen]]\naddr = \"[::]:5060\"\n";
+    let errors = errors_of(Config::from_toml_str(overlap6));
+    assert_eq!(errors.0[0].field, "listen[1].addr");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use super::{canonical, Cidr, Config, ConfigError};
+use super::{canonical, Cidr, Config, ConfigError, ListenConfig};
 
 impl Config {
     /// Every problem in the parsed config, each naming its field; empty when
@@ -63,13 +63,14 @@ impl Config {
                     format!("listen[{i}]"),
                     format!("{} {} is already listen[{j}]", l.transport, l.addr),
                 ));
-            } else if let Some(j) = earlier.clone().position(|o| o.transport == l.transport) {
-                // The edge binds one listener per transport: `check` refuses what start would.
+            } else if let Some((j, o)) = earlier.clone().enumerate().find(|(_, o)| overlaps(o, l)) {
+                // A wildcard and a specific address of one family on one port:
+                // one of the two would never see a packet (or not bind at all).
                 v.push(ConfigError::new(
-                    format!("listen[{i}]"),
+                    format!("listen[{i}].addr"),
                     format!(
-                        "a second {} listener (listen[{j}] is one): at most one [[listen]] per transport",
-                        l.transport
+                        "{} {} overlaps listen[{j}] ({} {}): a wildcard address and a specific one of the same family cannot share a port",
+                        l.transport, l.addr, o.transport, o.addr
                     ),
                 ));
             }
@@ -176,6 +177,17 @@ impl Config {
         }
         check_weights(v, "flow_engine", self.flow_engine.iter().map(|f| (f.priority, f.weight)));
     }
+}
+
+/// Two listeners of one transport on one port and family where one address is
+/// the wildcard (`0.0.0.0`, `[::]`) and the other a specific one. IPv6
+/// listeners are IPv6-only, so `0.0.0.0:5060` and `[::]:5060` do not overlap.
+fn overlaps(a: &ListenConfig, b: &ListenConfig) -> bool {
+    a.transport == b.transport
+        && a.addr.port() == b.addr.port()
+        && a.addr.port() != 0
+        && a.addr.is_ipv4() == b.addr.is_ipv4()
+        && (a.addr.ip().is_unspecified() || b.addr.ip().is_unspecified())
 }
 
 /// Highest `max_cps` accepted: the rate limiter keeps time in nanoseconds, and

@@ -165,7 +165,7 @@ pub fn core_sequence_with(data: &[u8]) -> CoreFuzzReport {
     let mut inp = Input::new(data);
     let flags = inp.u8();
     let cfg = CoreConfig {
-        local: Local { udp: Some(EDGE.into()), tcp: Some(EDGE.into()) },
+        local: Local::of(&[(Transport::Udp, EDGE), (Transport::Tcp, EDGE)]),
         probe_interval: Duration::ZERO,
         max_call_duration: Duration::from_secs(600),
         unknown_source: if flags & 1 == 1 { UnknownSourcePolicy::Drop } else { UnknownSourcePolicy::Reject },

@@ -23,32 +23,62 @@ pub enum UnknownSourcePolicy {
     Drop,
 }
 
-/// The edge's own addresses, as written into Via and Record-Route.
+/// The edge's own addresses, as written into Via and Record-Route: one per
+/// `[[listen]]`, in config order.
 #[derive(Clone, Debug, Default)]
 pub struct Local {
-    /// `host:port` of the UDP listener, if any.
-    pub udp: Option<String>,
-    /// `host:port` of the TCP listener, if any.
-    pub tcp: Option<String>,
+    /// Every listener's advertised address.
+    pub listeners: Vec<LocalAddr>,
+}
+
+/// One listener's advertised address.
+#[derive(Clone, Debug)]
+pub struct LocalAddr {
+    /// Its transport.
+    pub transport: Transport,
+    /// Whether it is an IPv6 socket (it then sends to IPv6 peers only).
+    pub v6: bool,
+    /// `host:port` (`[v6]:port`) written into Via and Record-Route.
+    pub host_port: String,
 }
 
 impl Local {
-    /// `host:port` to advertise for `transport` (falls back on the other one).
-    pub fn host_port(&self, transport: Transport) -> &str {
-        let (a, b) = match transport {
-            Transport::Udp => (&self.udp, &self.tcp),
-            Transport::Tcp => (&self.tcp, &self.udp),
-        };
-        a.as_deref().or(b.as_deref()).unwrap_or("127.0.0.1:5060")
+    /// From `(transport, host:port)` pairs; a bracketed host is an IPv6 listener.
+    pub fn of(pairs: &[(Transport, &str)]) -> Local {
+        let listeners = pairs
+            .iter()
+            .map(|(t, hp)| LocalAddr { transport: *t, v6: hp.starts_with('['), host_port: (*hp).to_owned() })
+            .collect();
+        Local { listeners }
+    }
+
+    /// `host:port` to advertise for a message sent over `transport` to an IPv6
+    /// (`v6`) or IPv4 peer: the first listener of that transport and family
+    /// (the socket it goes out of), else one of that family, else any.
+    pub fn host_port(&self, transport: Transport, v6: bool) -> &str {
+        let l = &self.listeners;
+        l.iter()
+            .find(|a| a.transport == transport && a.v6 == v6)
+            .or_else(|| l.iter().find(|a| a.v6 == v6))
+            .or_else(|| l.iter().find(|a| a.transport == transport))
+            .or_else(|| l.first())
+            .map_or("127.0.0.1:5060", |a| a.host_port.as_str())
     }
 
     /// Whether `host[:port]` (from a Route URI) is this edge.
     pub fn is_ours(&self, host: &str, port: Option<u16>) -> bool {
         let port = port.unwrap_or(5060);
-        [&self.udp, &self.tcp].into_iter().flatten().any(|hp| match hp.rsplit_once(':') {
+        let unbracket = |h: &str| h.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase();
+        let ip_of = |h: &str| unbracket(h).parse::<std::net::IpAddr>().ok();
+        let want = ip_of(host);
+        self.listeners.iter().any(|a| match a.host_port.rsplit_once(':') {
             Some((h, p)) => {
-                h.trim_matches(|c| c == '[' || c == ']') == host.trim_matches(|c| c == '[' || c == ']')
-                    && p.parse::<u16>().ok() == Some(port)
+                let same_host = match (ip_of(h), want) {
+                    // `[::1]` and `[0:0::1]` are one address.
+                    (Some(x), Some(y)) => x == y,
+                    _ => unbracket(h) == unbracket(host),
+                };
+                same_host && p.parse::<u16>().ok() == Some(port)
             }
             None => false,
         })
@@ -69,13 +99,16 @@ impl Local {
                     && p.parse::<u16>().is_ok()
             })
         };
-        let verbatim = |hp: &Option<String>, params: &str| {
-            hp.as_deref().is_some_and(|hp| {
-                uri.strip_prefix("sip:").and_then(|r| r.strip_prefix(hp)).is_some_and(|r| is_our_params(r, params))
-                    && plain(hp)
-            })
+        let verbatim = |a: &LocalAddr| {
+            let params = match a.transport {
+                Transport::Udp => ";lr",
+                Transport::Tcp => ";transport=tcp;lr",
+            };
+            let hp = a.host_port.as_str();
+            uri.strip_prefix("sip:").and_then(|r| r.strip_prefix(hp)).is_some_and(|r| is_our_params(r, params))
+                && plain(hp)
         };
-        if verbatim(&self.udp, ";lr") || verbatim(&self.tcp, ";transport=tcp;lr") {
+        if self.listeners.iter().any(verbatim) {
             return true;
         }
         crate::sip::uri::parse_uri(uri).is_some_and(|u| self.is_ours(u.host, u.port))
@@ -84,8 +117,9 @@ impl Local {
     /// Our Record-Route value for `transport`, carrying the call's token
     /// (`st=`, SPEC §9) so an edge that does not remember the dialog can
     /// still route its requests.
-    pub fn record_route(&self, transport: Transport, token: &str) -> String {
-        let host_port = self.host_port(transport);
+    /// `v6`: whether the side this Record-Route faces is an IPv6 peer.
+    pub fn record_route(&self, transport: Transport, v6: bool, token: &str) -> String {
+        let host_port = self.host_port(transport, v6);
         let mut rr = String::with_capacity(40 + host_port.len() + token.len());
         rr.push_str("<sip:");
         rr.push_str(host_port);
@@ -299,12 +333,17 @@ mod tests {
     fn our_route_fast_path_agrees_with_parsing_the_uri() {
         let slow = |l: &Local, uri: &str| crate::sip::uri::parse_uri(uri).is_some_and(|u| l.is_ours(u.host, u.port));
         let locals = [
-            Local { udp: Some("127.0.0.1:5060".into()), tcp: Some("127.0.0.1:5061".into()) },
-            Local { udp: Some("edge.example.com:5060".into()), tcp: None },
-            Local { udp: Some("[::1]:5060".into()), tcp: None },
-            Local { udp: Some("host:abc".into()), tcp: None },
-            Local { udp: Some("a b:5060".into()), tcp: None },
-            Local { udp: None, tcp: Some("10.0.0.1:5060".into()) },
+            Local::of(&[(Transport::Udp, "127.0.0.1:5060"), (Transport::Tcp, "127.0.0.1:5061")]),
+            Local::of(&[(Transport::Udp, "edge.example.com:5060")]),
+            Local::of(&[(Transport::Udp, "[::1]:5060")]),
+            Local::of(&[(Transport::Udp, "host:abc")]),
+            Local::of(&[(Transport::Udp, "a b:5060")]),
+            Local::of(&[(Transport::Tcp, "10.0.0.1:5060")]),
+            Local::of(&[
+                (Transport::Udp, "127.0.0.1:5060"),
+                (Transport::Udp, "[::1]:5062"),
+                (Transport::Udp, "127.0.0.1:5070"),
+            ]),
         ];
         let uris = [
             "sip:127.0.0.1:5060;lr",
@@ -324,6 +363,11 @@ mod tests {
             "sip:127.0.0.1:5060;lr;st=0G",
             "sip:127.0.0.1:5060;lr;st=01;x",
             "sip:10.0.0.2:5060;lr;st=00",
+            "sip:[::1]:5062;lr;st=00ff",
+            "sip:[0:0::1]:5062;lr",
+            "sip:[::1]:5060;transport=tcp;lr",
+            "sip:127.0.0.1:5070;lr;st=00ff",
+            "sip:[::2]:5062;lr",
         ];
         for l in &locals {
             for u in uris {
@@ -331,8 +375,18 @@ mod tests {
             }
         }
         assert!(locals[0].is_our_route("sip:127.0.0.1:5060;lr"));
-        let rr = locals[0].record_route(Transport::Tcp, "00ab");
+        let rr = locals[0].record_route(Transport::Tcp, false, "00ab");
         assert_eq!(rr, "<sip:127.0.0.1:5061;transport=tcp;lr;st=00ab>");
         assert!(locals[0].is_our_route(rr.trim_matches(|c| c == '<' || c == '>')));
+        // Every listener is ours; the family of the peer picks the address we advertise.
+        let dual = &locals[6];
+        assert!(dual.is_our_route("sip:127.0.0.1:5070;lr"));
+        assert!(dual.is_our_route("sip:[::1]:5062;lr;st=00ff"));
+        assert!(!dual.is_our_route("sip:[::2]:5062;lr"));
+        assert_eq!(dual.host_port(Transport::Udp, true), "[::1]:5062");
+        assert_eq!(dual.host_port(Transport::Udp, false), "127.0.0.1:5060");
+        assert_eq!(dual.record_route(Transport::Udp, true, "01"), "<sip:[::1]:5062;lr;st=01>");
+        // No listener of the family: the other family's (nothing can be sent anyway).
+        assert_eq!(locals[0].host_port(Transport::Udp, true), "127.0.0.1:5060");
     }
 }

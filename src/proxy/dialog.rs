@@ -238,7 +238,7 @@ impl Core {
             Some(b) => ack_branch(b),
             None => ack_branch(&format!("{}|{}|{}", msg.call_id(), msg.cseq().seq, msg.from_tag().unwrap_or(""))),
         };
-        let via = self.via(to.transport, &branch);
+        let via = self.via(to, &branch);
         let bytes = build::forward_request(
             msg,
             &ForwardEdits {
@@ -301,7 +301,7 @@ impl Core {
         let to_callee = build::request(
             Method::Bye,
             &d.callee_contact,
-            &self.via(d.callee.transport, &b1),
+            &self.via(d.callee, &b1),
             &d.from_hdr,
             &d.to_hdr,
             &d.call_id,
@@ -312,7 +312,7 @@ impl Core {
         let to_caller = build::request(
             Method::Bye,
             &d.caller_contact,
-            &self.via(d.caller.transport, &b2),
+            &self.via(d.caller, &b2),
             &d.to_hdr,
             &d.from_hdr,
             &d.call_id,
@@ -354,11 +354,11 @@ impl Core {
         let to_hdr = ok.header(HeaderName::To).unwrap_or("");
         let seq = ok.cseq().seq;
         let ab = self.new_branch();
-        let ack_via = self.via(to.transport, &ab);
+        let ack_via = self.via(to, &ab);
         let ack = build::request(Method::Ack, &target, &ack_via, from, to_hdr, ok.call_id(), seq, &[]);
         self.send(to, ack);
         let bb = self.new_branch();
-        let bye_via = self.via(to.transport, &bb);
+        let bye_via = self.via(to, &bb);
         let bye =
             build::request(Method::Bye, &target, &bye_via, from, to_hdr, ok.call_id(), seq.saturating_add(1), &[]);
         tracing::info!(call_id = ok.call_id(), peer = %to.addr, "late 2xx on an abandoned branch: ACK + BYE");

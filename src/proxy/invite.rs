@@ -198,7 +198,7 @@ impl Core {
     /// The INVITE for the next hop; only a call being routed has one.
     fn forwarded_invite(&self, call: &Call, to: Peer, branch: &str) -> Option<Bytes> {
         let Phase::Routing(hops) = &call.phase else { return None };
-        let via = self.via(to.transport, branch);
+        let via = self.via(to, branch);
         let mf = call.invite.max_forwards().unwrap_or(crate::sip::build::MAX_FORWARDS).saturating_sub(1);
         Some(match &hops.shape {
             Shape::Initial { user, headers, cnam } => {
@@ -210,15 +210,18 @@ impl Core {
                 if to.transport == Transport::Tcp {
                     ruri.push_str(";transport=tcp");
                 }
-                // Double Record-Route when the two sides use different transports (RFC 5658).
+                // Double Record-Route when the two sides reach different
+                // listeners: another transport or another IP family (RFC 5658).
                 let token = self.dialog_token(call.upstream, to);
-                let rr = if to.transport == call.upstream.transport {
-                    self.cfg.local.record_route(to.transport, &token)
+                let same_side =
+                    to.transport == call.upstream.transport && to.addr.is_ipv6() == call.upstream.addr.is_ipv6();
+                let rr = if same_side {
+                    self.cfg.local.record_route(to.transport, to.addr.is_ipv6(), &token)
                 } else {
                     format!(
                         "{}, {}",
-                        self.cfg.local.record_route(to.transport, &token),
-                        self.cfg.local.record_route(call.upstream.transport, &token)
+                        self.cfg.local.record_route(to.transport, to.addr.is_ipv6(), &token),
+                        self.cfg.local.record_route(call.upstream.transport, call.upstream.addr.is_ipv6(), &token)
                     )
                 };
                 let add: SmallVec<[(&str, &str); 3]> = headers.iter().map(|(k, v)| (*k, &**v)).collect();

@@ -43,7 +43,7 @@ mod token_route;
 mod trunk;
 pub(crate) mod txn;
 
-pub use context::{CallRate, ClusterAdmit, CoreConfig, DownSet, Local, UnknownSourcePolicy};
+pub use context::{CallRate, ClusterAdmit, CoreConfig, DownSet, Local, LocalAddr, UnknownSourcePolicy};
 pub use decide::Direction;
 pub use probe::PROBE_CALL_ID_PREFIX;
 pub use record::{CallRecord, EndedBy, HopAnswer, HopTry};
@@ -503,9 +503,11 @@ impl Core {
         with_key(build, |b: &str| String::from(b)).unwrap_or_default()
     }
 
-    /// Our Via for a request sent over `transport`.
-    fn via(&self, transport: Transport, branch: &str) -> String {
-        let (name, host_port) = (transport.via_name(), self.cfg.local.host_port(transport));
+    /// Our Via for a request sent to `to`: the address of the listener of
+    /// its transport and family (the socket the request goes out of).
+    fn via(&self, to: Peer, branch: &str) -> String {
+        let transport = to.transport;
+        let (name, host_port) = (transport.via_name(), self.cfg.local.host_port(transport, to.addr.is_ipv6()));
         let mut v = String::with_capacity(17 + name.len() + host_port.len() + branch.len());
         v.push_str("SIP/2.0/");
         v.push_str(name);

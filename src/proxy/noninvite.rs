@@ -79,7 +79,7 @@ impl Core {
         let Some(method) = msg.method() else { return };
         let Some(skey) = Self::server_key(&msg, method) else { return };
         let branch = self.new_branch();
-        let via = self.via(to.transport, &branch);
+        let via = self.via(to, &branch);
         let mf = msg.max_forwards().unwrap_or(crate::sip::build::MAX_FORWARDS).saturating_sub(1);
         let bytes = build::forward_request(
             &msg,

@@ -100,8 +100,8 @@ impl Core {
                 for key in p.health.due_probes(now) {
                     p.seq += 1;
                     let branch = format!("z9hG4bK-sep{:x}-{:x}", self.cfg.instance_nonce, p.seq);
-                    let via = self.via(key.transport, &branch);
-                    let local = self.cfg.local.host_port(key.transport).to_string();
+                    let via = self.via(Peer::to(key.addr, key.transport), &branch);
+                    let local = self.cfg.local.host_port(key.transport, key.addr.is_ipv6()).to_string();
                     let bytes = build::request(
                         Method::Options,
                         &format!("sip:{}", key.addr),

@@ -38,8 +38,8 @@ pub struct Shard {
     pub index: usize,
     /// The proxy core.
     pub core: Core,
-    /// This shard's UDP socket, if the edge listens on UDP.
-    pub udp: Option<Arc<UdpSocket>>,
+    /// This shard's UDP sockets, one per UDP `[[listen]]` (none without UDP).
+    pub udp: Vec<Arc<UdpSocket>>,
     /// Inputs from other shards and TCP.
     pub rx: mpsc::Receiver<ShardInput>,
     /// Every shard's input (to pass on messages of calls that are not ours).
@@ -64,8 +64,6 @@ impl Shard {
     /// Runs until shutdown; then ends every call (BYE both ways) and flushes.
     pub async fn run(mut self) {
         let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
-        // The captured destination of what we receive (and source of what we send).
-        let local = self.udp.as_ref().and_then(|s| s.local_addr().ok());
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
         // One Sleep for the shard's life, moved only when the core's next
         // deadline changes: a fresh sleep_until per wake-up registers and
@@ -74,6 +72,7 @@ impl Shard {
         tokio::pin!(sleep);
         // While draining, how many calls are left is published on this tick
         // (counting walks the call table: not once per message).
+        let mut next_sock = 0;
         let mut report = tokio::time::interval(DRAIN_REPORT);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -81,36 +80,33 @@ impl Shard {
             if sleep.deadline() != deadline {
                 sleep.as_mut().reset(deadline);
             }
-            let udp = self.udp.clone();
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => {
                     self.core.shutdown(Instant::now());
-                    self.flush(local).await;
+                    self.flush().await;
                     return;
                 }
                 input = self.rx.recv() => match input {
                     Some(i) => self.on_input(i),
                     None => return,
                 },
-                r = recv(udp.as_deref(), &mut buf) => {
-                    if r.is_err() {
-                        // ICMP errors (IP_RECVERR) surface as a failed receive.
-                        self.on_icmp_errors();
-                    }
-                    if let Ok(from) = r {
-                        self.on_datagram(from, local, &mut buf);
-                        // Drain what is already queued before going back to select.
-                        if let Some(sock) = udp.as_deref() {
-                            for _ in 1..RECV_BATCH {
-                                reserve(&mut buf);
-                                match sock.try_recv_buf_from(&mut buf) {
-                                    Ok((_, from)) => self.on_datagram(from, local, &mut buf),
-                                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                                    Err(_) => {
-                                        self.on_icmp_errors();
-                                        break;
-                                    }
+                k = readable(&self.udp, next_sock) => {
+                    // The next wake-up looks at the other sockets first: a
+                    // flood on one listener does not starve the others.
+                    next_sock = k + 1;
+                    // Read what is queued on that socket before going back to select.
+                    if let Some(sock) = self.udp.get(k).cloned() {
+                        let local = sock.local_addr().ok();
+                        for _ in 0..RECV_BATCH {
+                            reserve(&mut buf);
+                            match sock.try_recv_buf_from(&mut buf) {
+                                Ok((_, from)) => self.on_datagram(from, local, &mut buf),
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                Err(_) => {
+                                    // ICMP errors (IP_RECVERR) surface as a failed receive.
+                                    self.on_icmp_errors(&sock);
+                                    break;
                                 }
                             }
                         }
@@ -123,13 +119,12 @@ impl Shard {
                     self.drain.publish(self.index, self.core.live_calls());
                 }
             }
-            self.flush(local).await;
+            self.flush().await;
         }
     }
 
     /// Every queued "port unreachable": calls waiting on that hop fail over now.
-    fn on_icmp_errors(&mut self) {
-        let Some(sock) = self.udp.as_deref() else { return };
+    fn on_icmp_errors(&mut self, sock: &UdpSocket) {
         for addr in super::udp::drain_icmp_errors(sock) {
             tracing::debug!(hop = %addr, "ICMP unreachable");
             let peer = Peer::to(addr, Transport::Udp);
@@ -186,7 +181,7 @@ impl Shard {
         }
     }
 
-    async fn flush(&mut self, local: Option<SocketAddr>) {
+    async fn flush(&mut self) {
         // Shared admissions first: a request that cannot be queued is decided
         // now, and whatever that sends goes out below.
         while let Some(req) = self.core.poll_admit() {
@@ -201,9 +196,16 @@ impl Shard {
         while let Some(t) = self.core.poll_transmit() {
             match t.to.transport {
                 Transport::Udp => {
-                    let Some(sock) = self.udp.clone() else { continue };
+                    // The first socket of the peer's family: an IPv4 socket cannot
+                    // reach an IPv6 peer (IPv6 listeners are IPv6-only).
+                    let v6 = t.to.addr.is_ipv6();
+                    let Some(sock) = self.udp.iter().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv6() == v6)).cloned()
+                    else {
+                        tracing::debug!(to = %t.to.addr, "no UDP listener of this address family: not sent");
+                        continue;
+                    };
                     let capture = self.tcp.capture();
-                    if let (true, Some(local)) = (capture.is_on(), local) {
+                    if let (true, Ok(local)) = (capture.is_on(), sock.local_addr()) {
                         // Stamped as it is handed to the socket.
                         capture.message(local, t.to.addr, Transport::Udp, SystemTime::now(), &t.payload);
                     }
@@ -216,7 +218,7 @@ impl Shard {
                             tracing::debug!(to = %t.to.addr, error = %e, "udp send failed");
                             if e.kind() == std::io::ErrorKind::ConnectionRefused {
                                 // An earlier datagram's ICMP error, reported on this send.
-                                self.on_icmp_errors();
+                                self.on_icmp_errors(&sock);
                                 let _ = sock.try_send_to(&t.payload, t.to.addr);
                             }
                         }
@@ -235,12 +237,22 @@ fn reserve(buf: &mut BytesMut) {
     }
 }
 
-async fn recv(sock: Option<&UdpSocket>, buf: &mut BytesMut) -> std::io::Result<std::net::SocketAddr> {
-    match sock {
-        Some(s) => {
-            reserve(buf);
-            s.recv_buf_from(buf).await.map(|(_, from)| from)
-        }
-        None => std::future::pending().await,
+/// The index of the first of `socks` that has a datagram (or an error)
+/// waiting; pending forever when there is none.
+async fn readable(socks: &[Arc<UdpSocket>], start: usize) -> usize {
+    if socks.is_empty() {
+        return std::future::pending().await;
     }
+    let n = socks.len();
+    std::future::poll_fn(|cx| {
+        for k in (0..n).map(|i| (start + i) % n) {
+            let Some(s) = socks.get(k) else { continue };
+            // Ready, or an error (the ICMP queue): the read loop deals with both.
+            if s.poll_recv_ready(cx).is_ready() {
+                return std::task::Poll::Ready(k);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }

@@ -12,6 +12,10 @@ pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// datagrams across them.
 pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // `[::]` is IPv6 only, so `0.0.0.0` on the same port can be another listener.
+        socket.set_only_v6(true)?;
+    }
     socket.set_reuse_address(true)?;
     if reuse_port {
         socket.set_reuse_port(true)?;

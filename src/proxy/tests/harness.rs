@@ -101,7 +101,7 @@ pub struct Net {
 
 pub fn config() -> CoreConfig {
     CoreConfig {
-        local: Local { udp: Some(EDGE.into()), tcp: Some(EDGE.into()) },
+        local: Local::of(&[(Transport::Udp, EDGE), (Transport::Tcp, EDGE)]),
         probe_interval: Duration::ZERO,
         ..CoreConfig::default()
     }
