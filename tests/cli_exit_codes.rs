@@ -55,13 +55,15 @@ fn check_refuses_an_unreadable_token_file_like_start_does() {
 }
 
 #[test]
-fn check_refuses_a_second_listener_of_one_transport_like_start_does() {
+fn check_accepts_a_second_listener_of_one_transport_but_not_the_same_address_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg =
-        write(dir.path(), "edge.toml", &format!("{BASE}[[listen]]\ntransport = \"udp\"\naddr = \"127.0.0.1:0\"\n"));
-    let check = sipedge(&["check", "--config", &cfg], dir.path());
+    let two = format!("{BASE}[[listen]]\ntransport = \"udp\"\naddr = \"[::1]:5999\"\n");
+    let check = sipedge(&["check", "--config", &write(dir.path(), "two.toml", &two)], dir.path());
+    assert_eq!(code(&check), 0, "IPv4 and IPv6 UDP listeners side by side: {}", stderr(&check));
+    let twice = format!("{two}[[listen]]\ntransport = \"udp\"\naddr = \"[0:0::1]:5999\"\n");
+    let check = sipedge(&["check", "--config", &write(dir.path(), "twice.toml", &twice)], dir.path());
     assert_eq!(code(&check), 1, "{}", stderr(&check));
-    assert!(stderr(&check).contains("listen[1]"), "{}", stderr(&check));
+    assert!(stderr(&check).contains("listen[2]"), "{}", stderr(&check));
 }
 
 #[test]

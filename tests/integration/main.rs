@@ -21,6 +21,7 @@ mod early_dialog;
 mod failover;
 mod flood;
 mod hostile;
+mod ipv6;
 mod records;
 mod redis_cluster;
 mod reload;

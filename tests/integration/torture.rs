@@ -9,6 +9,7 @@
 //! nothing, never 1xx/2xx, and never reaches the flow engine.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::hostile::{in_loopback_netns, out_no_routes};
@@ -148,14 +149,42 @@ fn torture_messages_over_udp() {
     if !in_loopback_netns("torture::torture_messages_over_udp", &[]) {
         return;
     }
+    torture_from(false);
+}
+
+/// The same messages from a carrier on ::1 to an IPv6 listener (SPEC §12):
+/// RFC 5118's bracketed hosts arrive the way they would in production.
+#[test]
+fn torture_messages_over_an_ipv6_listener() {
+    if !in_loopback_netns("torture::torture_messages_over_an_ipv6_listener", &[]) {
+        return;
+    }
+    torture_from(true);
+}
+
+/// Sends every torture message from carrier-a (on ::1 when `ipv6`) and checks each answer.
+fn torture_from(ipv6: bool) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sip/torture");
     let on_disk =
         ["rfc4475", "rfc5118"].iter().map(|d| std::fs::read_dir(root.join(d)).unwrap().count()).sum::<usize>();
     assert_eq!(on_disk, TABLE.len(), "every torture file has a row");
     let before = out_no_routes();
     let b = Block::new();
-    let edge = Edge::start(b, standard(b, "udp"));
-    let mut carrier = Peer::udp(b.addr(2, 5060), edge.sip);
+    let (edge, mut carrier, to) = if ipv6 {
+        // A namespace of our own: these ports on ::1 are free.
+        let (carrier_at, edge_v6): (SocketAddr, SocketAddr) =
+            ("[::1]:5062".parse().unwrap(), "[::1]:5061".parse().unwrap());
+        let mut spec = standard(b, "udp");
+        spec.toml =
+            spec.toml.replacen(&format!("addr = \"{}\"", b.addr(2, 5060)), &format!("addr = \"{carrier_at}\""), 1)
+                + &format!("[[listen]]\ntransport = \"udp\"\naddr = \"{edge_v6}\"\n");
+        let edge = Edge::start(b, spec);
+        (edge, Peer::udp(carrier_at, edge_v6), edge_v6)
+    } else {
+        let edge = Edge::start(b, standard(b, "udp"));
+        let sip = edge.sip;
+        (edge, Peer::udp(b.addr(2, 5060), sip), sip)
+    };
     let mut flow = Peer::udp(b.addr(10, 5060), edge.sip);
     let mut failures = Vec::new();
     let mut summary: BTreeMap<String, usize> = BTreeMap::new();
@@ -196,10 +225,10 @@ fn torture_messages_over_udp() {
     assert!(std::path::Path::new(&format!("/proc/{}", edge.pid())).exists(), "the edge died");
     carrier.send(&format!(
         "OPTIONS sip:{} SIP/2.0\nVia: SIP/2.0/UDP {};branch=z9hG4bKalive\nFrom: <sip:c@{}>;tag=a\nTo: <sip:{}>\nCall-ID: alive\nCSeq: 1 OPTIONS\nMax-Forwards: 70\n\n",
-        edge.sip,
+        to,
         carrier.local(),
         carrier.local(),
-        edge.sip
+        to
     ));
     carrier.expect_status(200, Duration::from_secs(5));
     assert_eq!(out_no_routes() - before, 0, "the edge tried to send off this machine (a Via or URI host?)");
