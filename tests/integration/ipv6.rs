@@ -90,8 +90,9 @@ fn a_carrier_on_ipv6_reaches_an_ipv4_flow_engine_and_either_side_hangs_up() {
     let b = Block::new();
     let v6: SocketAddr = format!("[::1]:{}", free_v6_port()).parse().unwrap();
     let mut carrier = Peer::udp("[::1]:0".parse().unwrap(), v6);
+    // Bound before the edge starts: its first OPTIONS probe must not meet a closed port.
+    let mut fe = Peer::udp(b.addr(10, 5060), b.addr(1, 5060));
     let edge = dual_stack_edge(b, v6, carrier.local());
-    let mut fe = Peer::udp(b.addr(10, 5060), edge.sip);
 
     // The carrier hangs up: its BYE goes in over IPv6 and out over IPv4.
     let (_, ok) = answered_call(&mut carrier, &mut fe, &edge, v6, "v6-caller-bye");
