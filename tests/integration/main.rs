@@ -21,6 +21,7 @@ mod early_dialog;
 mod failover;
 mod flood;
 mod hostile;
+mod numbers;
 mod records;
 mod redis_cluster;
 mod reload;
