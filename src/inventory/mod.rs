@@ -185,7 +185,7 @@ impl Inventory {
         let mut map = NumberMap::builder(0);
         let mut released = BTreeSet::new();
         let mut unknown = 0usize;
-        let mut add = |total: usize, r: NumberRecord| {
+        let mut add = |total: usize, r: &NumberRecord, flow: Option<&str>| {
             map.reserve_total(total);
             if r.carriers.iter().any(|c| peers.carrier(c).is_none()) {
                 unknown += 1;
@@ -193,9 +193,13 @@ impl Inventory {
             if let NumberState::Released { released_at_unix_s } = r.state {
                 released.insert((released_at_unix_s, r.e164));
             }
-            map.insert(r);
+            map.insert_with_flow(r, flow);
         };
-        let loaded = store.load(|total, r| add(total, r.into_record(&peers, &mut names)))?;
+        // Flows go to the map as the stored strings: it interns them once.
+        let loaded = store.load(|total, s| {
+            let (r, flow) = s.into_parts(&peers, &mut names);
+            add(total, &r, flow.as_deref());
+        })?;
         drop(names);
 
         if let Some(seed) = seed {
@@ -205,7 +209,7 @@ impl Inventory {
                 tracing::info!(numbers = batch.numbers.len(), "imported the number seed");
                 let total = batch.numbers.len();
                 for r in batch.numbers.into_iter().filter_map(|(_, r)| r) {
-                    add(total, r);
+                    add(total, &r, r.flow.as_deref());
                 }
             }
         }

@@ -264,12 +264,16 @@ impl BaseBuilder {
         ix
     }
 
-    fn intern_flow(&mut self, f: &Arc<str>) -> u32 {
-        if let Some(ix) = self.flow_ix.get(&**f) {
+    /// The index of flow `f`; the `Arc` is made only for a flow not seen
+    /// before (the load hands flows over as plain strings, so each is
+    /// hashed once here and nowhere else).
+    fn intern_flow(&mut self, f: &str) -> u32 {
+        if let Some(ix) = self.flow_ix.get(f) {
             return *ix;
         }
-        let ix = self.push_flow(Arc::clone(f));
-        self.flow_ix.insert(Arc::clone(f), ix);
+        let a: Arc<str> = Arc::from(f);
+        let ix = self.push_flow(Arc::clone(&a));
+        self.flow_ix.insert(a, ix);
         ix
     }
 
@@ -285,7 +289,14 @@ impl BaseBuilder {
 
     /// Adds `r` (a later record for the same number wins).
     pub(crate) fn insert(&mut self, r: &NumberRecord) {
-        let flow = r.flow.as_ref().map_or(NO_FLOW, |f| self.intern_flow(f));
+        self.insert_with_flow(r, r.flow.as_deref());
+    }
+
+    /// Adds `r` with flow `flow` in place of `r.flow` (the start-up load:
+    /// the stored flow string is interned here only, not first into an
+    /// `Arc` of the record).
+    pub(crate) fn insert_with_flow(&mut self, r: &NumberRecord, flow: Option<&str>) {
+        let flow = flow.map_or(NO_FLOW, |f| self.intern_flow(f));
         let last = self.last_profile.filter(|&ix| self.profiles.get(ix as usize).is_some_and(|p| p.matches(r)));
         let profile = match last {
             Some(ix) => ix,

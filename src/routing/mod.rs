@@ -31,12 +31,15 @@
 //!   readers never touch.
 //!
 //! Measured (`cargo bench --bench routing`, 2 cores shared with other
-//! jobs, so noisy; medians): one event 1.6–2.8 µs from 10 k to 10 M numbers
-//! between compactions; back-to-back events racing a 10 M-number compaction
-//! on the other core 5–18 µs depending on machine load; copying the whole map
-//! instead costs 0.15 ms / 30 ms / 1.6–5 s at 10 k / 1 M / 10 M. Lookups take
-//! 0.55–0.7× the time of a frozen std `HashMap` (SipHash) of the same size.
-//! About 190 bytes per number at 10 M (records + base map).
+//! jobs, so noisy; medians): one event 1.61 µs at 1 M and 1.78 µs at 10 M
+//! numbers between compactions; back-to-back events racing a 10 M-number
+//! compaction on the other core 5–18 µs depending on machine load (before
+//! the compact base); rebuilding the whole map instead costs 0.70 s per
+//! event at 10 M. Lookups take 0.30× the time of a frozen std `HashMap`
+//! (SipHash) of the same size at 1 M and at 10 M (167 vs 560 ns). The base
+//! map is 21 bytes per number (slots only, the bench's flows are few); the
+//! whole edge holds 111 B of RSS a number at 1 M and 141 B at 10 M with one
+//! distinct flow per number (`tools/numbers-start`, docs/PERFORMANCE.md).
 //!
 //! # Layout
 //!

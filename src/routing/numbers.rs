@@ -214,6 +214,12 @@ impl NumberMapBuilder {
         self.0.insert(&r);
     }
 
+    /// Adds `r` with flow `flow` in place of `r.flow`: the flow id is
+    /// interned by the map only (start-up load, issue 17).
+    pub fn insert_with_flow(&mut self, r: &NumberRecord, flow: Option<&str>) {
+        self.0.insert_with_flow(r, flow);
+    }
+
     /// How many records were added.
     pub fn len(&self) -> usize {
         self.0.len()

@@ -22,6 +22,7 @@ mod failover;
 mod flood;
 mod hostile;
 mod ipv6;
+mod numbers;
 mod records;
 mod redis_cluster;
 mod reload;

@@ -21,11 +21,24 @@ pub struct EdgeSpec {
     pub tcp: bool,
     /// `[edge]` keys beyond data_dir.
     pub edge_extra: String,
+    /// A numbers.csv already written (header included) to seed from instead
+    /// of `numbers`: millions of rows are streamed to disk, not held in memory.
+    pub seed_file: Option<PathBuf>,
+    /// How long a start may take to log "sipedge ready" (20 s if `None`).
+    pub ready_timeout: Option<Duration>,
 }
 
 impl Default for EdgeSpec {
     fn default() -> Self {
-        EdgeSpec { toml: String::new(), numbers: Vec::new(), udp: true, tcp: true, edge_extra: String::new() }
+        EdgeSpec {
+            toml: String::new(),
+            numbers: Vec::new(),
+            udp: true,
+            tcp: true,
+            edge_extra: String::new(),
+            seed_file: None,
+            ready_timeout: None,
+        }
     }
 }
 
@@ -44,6 +57,7 @@ pub struct Edge {
     pub dir: Arc<tempfile::TempDir>,
     log: Arc<Mutex<Vec<String>>>,
     block: Block,
+    ready_timeout: Duration,
 }
 
 /// The binary under test.
@@ -63,13 +77,19 @@ impl Edge {
         let sip = block.addr(1, 5060);
         let admin = block.addr(1, 9060);
         let data_dir = dir.path().join("data");
-        let seed = dir.path().join("numbers.csv");
-        let mut csv = String::from("e164,kind,flow,carriers,max_concurrent,cnam\n");
-        for r in &spec.numbers {
-            csv.push_str(r);
-            csv.push('\n');
-        }
-        std::fs::write(&seed, csv).unwrap();
+        let seed = match &spec.seed_file {
+            Some(f) => f.clone(),
+            None => {
+                let seed = dir.path().join("numbers.csv");
+                let mut csv = String::from("e164,kind,flow,carriers,max_concurrent,cnam\n");
+                for r in &spec.numbers {
+                    csv.push_str(r);
+                    csv.push('\n');
+                }
+                std::fs::write(&seed, csv).unwrap();
+                seed
+            }
+        };
         let mut toml = format!("[edge]\ndata_dir = {:?}\n{}\n", data_dir.display().to_string(), spec.edge_extra);
         if spec.udp {
             toml.push_str(&format!("[[listen]]\ntransport = \"udp\"\naddr = \"{sip}\"\n"));
@@ -82,7 +102,9 @@ impl Edge {
         toml.push_str(&spec.toml);
         let config_path = dir.path().join("sipedge.toml");
         std::fs::write(&config_path, &toml).unwrap();
-        let mut e = Edge { child: None, sip, admin, config_path, data_dir, dir, log: Default::default(), block };
+        let ready_timeout = spec.ready_timeout.unwrap_or(Duration::from_secs(20));
+        let mut e =
+            Edge { child: None, sip, admin, config_path, data_dir, dir, log: Default::default(), block, ready_timeout };
         e.spawn();
         e
     }
@@ -111,7 +133,7 @@ impl Edge {
                 log.lock().unwrap().push(line);
             }
         });
-        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        if rx.recv_timeout(self.ready_timeout).is_err() {
             let _ = child.kill();
             panic!("edge did not start:\n{}", self.log.lock().unwrap().join("\n"));
         }
