@@ -695,8 +695,8 @@ impl Shared {
         }
         let core_cfg = Arc::new(core_cfg);
         for s in &self.shards {
-            // A full queue must not lose a reload: wait for room.
-            let _ = s.blocking_send_or_try(ShardInput::Config(core_cfg.clone()));
+            // A full queue must not lose a reload: the send waits for room on a task.
+            let _ = s.send_now_or_later(ShardInput::Config(core_cfg.clone()));
         }
         if let Some(addr) = self.bound.admin {
             crate::admin::warn_if_exposed(addr, token.is_some());
@@ -708,12 +708,14 @@ impl Shared {
     }
 }
 
-trait SendOrTry {
-    fn blocking_send_or_try(&self, v: ShardInput) -> Result<(), ()>;
+/// Queues at once if there is room, else on a task that waits for it: the
+/// caller never blocks (it may be on a runtime thread) and nothing is lost.
+trait SendNowOrLater {
+    fn send_now_or_later(&self, v: ShardInput) -> Result<(), ()>;
 }
 
-impl SendOrTry for mpsc::Sender<ShardInput> {
-    fn blocking_send_or_try(&self, v: ShardInput) -> Result<(), ()> {
+impl SendNowOrLater for mpsc::Sender<ShardInput> {
+    fn send_now_or_later(&self, v: ShardInput) -> Result<(), ()> {
         match self.try_send(v) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(v)) => {
