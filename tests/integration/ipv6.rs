@@ -6,6 +6,7 @@
 use std::net::{SocketAddr, UdpSocket};
 
 use crate::failover::{invite_as, wait_metric, T};
+use crate::support::peer::in_dialog;
 use crate::support::{Block, Edge, EdgeSpec, Peer};
 use sipedge::sip::{build, HeaderName, Method, Msg};
 
@@ -29,21 +30,6 @@ fn dual_stack_edge(b: Block, v6: SocketAddr, carrier: SocketAddr) -> Edge {
     );
     let numbers = vec![format!("{TOLL_FREE},toll-free,flow-tf,carrier-a,,")];
     Edge::start(b, EdgeSpec { toml, numbers, tcp: false, ..EdgeSpec::default() })
-}
-
-/// A request of the caller's in the dialog of `ok`: the route set is the
-/// 2xx's Record-Route reversed (RFC 3261 §12.1.2).
-fn caller_request(method: &str, ok: &Msg, from: SocketAddr, cseq: u32, branch: &str) -> String {
-    let mut routes: Vec<String> = ok.record_routes().map(|r| format!("Route: <{r}>\n")).collect();
-    routes.reverse();
-    format!(
-        "{method} {} SIP/2.0\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{branch}\n{}From: {}\nTo: {}\nCall-ID: {}\nCSeq: {cseq} {method}\nMax-Forwards: 70\n\n",
-        ok.contact_uri().unwrap(),
-        routes.concat(),
-        ok.header(HeaderName::From).unwrap(),
-        ok.header(HeaderName::To).unwrap(),
-        ok.call_id()
-    )
 }
 
 /// The callee's BYE for the INVITE it received: the route set is that
@@ -79,7 +65,7 @@ fn answered_call(carrier: &mut Peer, fe: &mut Peer, edge: &Edge, v6: SocketAddr,
     let ok = carrier.expect_status(200, T);
     assert_eq!(ok.record_routes().count(), 2, "the 2xx keeps both entries");
     let local = carrier.local();
-    carrier.send(&caller_request("ACK", &ok, local, 1, &format!("a{call_id}")));
+    carrier.send(&in_dialog("ACK", &ok, local, "UDP", 1, &format!("a{call_id}")));
     let (ack, _) = fe.expect_request("ACK", T);
     assert_eq!(ack.call_id(), call_id);
     (inv, ok)
@@ -97,7 +83,7 @@ fn a_carrier_on_ipv6_reaches_an_ipv4_flow_engine_and_either_side_hangs_up() {
     // The carrier hangs up: its BYE goes in over IPv6 and out over IPv4.
     let (_, ok) = answered_call(&mut carrier, &mut fe, &edge, v6, "v6-caller-bye");
     let local = carrier.local();
-    carrier.send(&caller_request("BYE", &ok, local, 2, "bye1"));
+    carrier.send(&in_dialog("BYE", &ok, local, "UDP", 2, "bye1"));
     let (bye, from) = fe.expect_request("BYE", T);
     fe.answer(&bye, 200, from);
     let done = carrier.expect_status(200, T);

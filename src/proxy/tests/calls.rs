@@ -137,8 +137,7 @@ fn cancel_after_ringing_is_relayed_and_487_comes_back() {
     let fwd = only_to(&net.sent(), FLOW_AZ1).clone();
     net.deliver_bytes(FLOW_AZ1, answer(&fwd, 180, FLOW_AZ1));
     net.sent();
-    let cancel = inv.replacen("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
-    let cancel = cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\n\n";
+    let cancel = cancel_of(&inv);
     net.deliver(CARRIER_A1, &cancel);
     let sent = net.sent();
     assert_eq!(statuses(&sent, CARRIER_A1), vec![200], "200 to the CANCEL");
@@ -158,8 +157,7 @@ fn cancel_before_any_answer_then_late_200_is_hung_up() {
     let (inv, _) = net.invite(CARRIER_A1, TOLL_FREE);
     net.deliver(CARRIER_A1, &inv);
     let fwd = only_to(&net.sent(), FLOW_AZ1).clone();
-    let cancel = inv.replacen("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
-    let cancel = cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\n\n";
+    let cancel = cancel_of(&inv);
     net.deliver(CARRIER_A1, &cancel);
     let sent = net.sent();
     assert_eq!(statuses(&sent, CARRIER_A1), vec![200, 487]);
@@ -182,8 +180,7 @@ fn a_200_that_wins_the_race_with_a_cancel_makes_the_call_and_its_retransmission_
     let fwd = only_to(&net.sent(), FLOW_AZ1).clone();
     net.deliver_bytes(FLOW_AZ1, answer(&fwd, 180, FLOW_AZ1));
     net.sent();
-    let cancel = inv.replacen("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
-    let cancel = cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\n\n";
+    let cancel = cancel_of(&inv);
     net.deliver(CARRIER_A1, &cancel);
     net.sent();
     // The callee answered before it saw our CANCEL: the caller gets the 200 (RFC 3261 §16.7).

@@ -75,8 +75,7 @@ fn a_verdict_after_the_call_was_cancelled_sends_nothing() {
     net.deliver(CARRIER_A1, &inv);
     net.sent();
     let req = net.core.poll_admit().unwrap();
-    let cancel = inv.replacen("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
-    let cancel = cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\n\n";
+    let cancel = cancel_of(&inv);
     net.deliver(CARRIER_A1, &cancel);
     assert_eq!(statuses(&net.sent(), CARRIER_A1), vec![200, 487]);
     net.core.handle_admit(net.now, req.call, Verdict::Admitted);

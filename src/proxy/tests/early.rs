@@ -49,11 +49,6 @@ fn ok(req: &Msg) -> Bytes {
     build::response(req, 200, "OK", None, &[])
 }
 
-fn cancel_of(inv: &str) -> String {
-    let c = inv.replacen("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
-    c.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\n\n"
-}
-
 /// INVITE to the toll-free number, 183 with 100rel from the first flow engine:
 /// (the INVITE text, the forwarded INVITE, the 183 as the caller got it).
 fn early_call(net: &mut Net) -> (String, Msg, Msg) {

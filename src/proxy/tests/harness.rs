@@ -270,3 +270,9 @@ pub fn statuses(sent: &[(SocketAddr, Msg)], to: &str) -> Vec<u16> {
 pub fn e164(s: &str) -> E164 {
     E164::parse_dialed(s).unwrap()
 }
+
+/// The caller's CANCEL for an INVITE built by `Net::invite`/`Net::outbound`.
+pub fn cancel_of(inv: &str) -> String {
+    let c = inv.replacen("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    c.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\n\n"
+}

@@ -110,8 +110,7 @@ fn the_carrier_slot_is_released_exactly_once_however_the_call_ends() {
             net.deliver(CARRIER_A1, &inv);
             let fwd = only_to(&net.sent(), FLOW_AZ1).clone();
             net.deliver_bytes(FLOW_AZ1, answer(&fwd, 180, FLOW_AZ1));
-            let cancel = inv.replacen("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
-            let cancel = cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\n\n";
+            let cancel = cancel_of(&inv);
             net.deliver(CARRIER_A1, &cancel);
             net.deliver_bytes(FLOW_AZ1, answer(&fwd, 487, FLOW_AZ1));
         }),

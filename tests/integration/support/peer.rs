@@ -249,9 +249,11 @@ pub fn invite(from: SocketAddr, t: &str, edge: SocketAddr, number: &str, call_id
     )
 }
 
-/// An in-dialog request from the caller that follows the 2xx's Record-Route.
+/// An in-dialog request from the caller that follows the 2xx's Record-Route,
+/// reversed as the caller's route set is (RFC 3261 §12.1.2).
 pub fn in_dialog(method: &str, ok: &Msg, from: SocketAddr, t: &str, cseq: u32, branch: &str) -> String {
-    let routes: Vec<String> = ok.record_routes().map(|r| format!("Route: <{r}>\n")).collect();
+    let mut routes: Vec<String> = ok.record_routes().map(|r| format!("Route: <{r}>\n")).collect();
+    routes.reverse();
     format!(
         "{method} {} SIP/2.0\nVia: SIP/2.0/{t} {from};branch=z9hG4bK{branch}\n{}From: {}\nTo: {}\nCall-ID: {}\nCSeq: {cseq} {method}\nMax-Forwards: 70\n\n",
         ok.contact_uri().unwrap(),
