@@ -20,6 +20,12 @@ impl Core {
         // only taken from the peer (carrier or platform) the INVITE came from.
         let peers = &self.routing.load().peers;
         let same_peer = |c: &Call| peers.classify(c.upstream.addr.ip()) == peers.classify(from.addr.ip());
+        if let Some(id) = id
+            .filter(|&id| self.refusal_cancel(id, |up| peers.classify(up.addr.ip()) == peers.classify(from.addr.ip())))
+        {
+            let ok = self.response(msg, 200, "OK", Some(&self.to_tag_for(id)), &[]);
+            return self.send(from, ok);
+        }
         let Some(id) = id.filter(|id| self.calls.get(id).is_some_and(|c| same_peer(c))) else {
             return self.reject(from, msg, Reject::NoDialog, None);
         };
@@ -78,6 +84,9 @@ impl Core {
     /// A non-2xx ACK, matched to its INVITE server transaction, or an ACK for a 2xx.
     pub(super) fn on_ack(&mut self, now: Instant, from: Peer, msg: Msg) {
         let id = Self::server_key_lookup(&msg, Method::Ack, |k| self.invite_keys.get(k).copied()).flatten();
+        if id.is_some_and(|id| self.refusal_ack(now, id)) {
+            return;
+        }
         if let Some(call) = id.and_then(|id| self.calls.get_mut(&id)) {
             let mut out = Actions::new();
             if call.server.on_ack(&self.cfg.timers, &mut out) {

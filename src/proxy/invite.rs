@@ -26,7 +26,7 @@ impl Core {
         else {
             return false;
         };
-        let Some(call) = self.calls.get_mut(&id) else { return false };
+        let Some(call) = self.calls.get_mut(&id) else { return self.refusal_retransmission(id, from) };
         let mut out = Actions::new();
         call.server.on_retransmission(&mut out);
         for a in out {
@@ -70,7 +70,10 @@ impl Core {
             call.record = Some(rec);
         }
         match refusal {
-            Some(why) => self.final_response(now, id, why),
+            Some(why) => {
+                self.final_response(now, id, why);
+                self.retire_refused(id);
+            }
             None => {
                 m::call_started(direction.as_str());
                 match (shared_cap, number) {
@@ -79,6 +82,15 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// The To tag of our answers to call `id`: unique per instance run and call.
+    pub(super) fn to_tag_for(&self, id: u64) -> String {
+        let mut to_tag = String::with_capacity(2 + 8 + 16);
+        to_tag.push_str("se");
+        super::text::push_hex(&mut to_tag, u64::from(self.cfg.instance_nonce));
+        super::text::push_hex(&mut to_tag, id);
+        to_tag
     }
 
     fn decide(&self, msg: &Msg, source: Source, snap: &crate::routing::RoutingSnapshot) -> Result<Decision, Reject> {
@@ -116,10 +128,7 @@ impl Core {
         let trying = self.response(&msg, 100, "Trying", None, &[]);
         server.respond(100, trying, &self.cfg.timers, &mut out);
         self.run(now, from, Owner::Call(id), Slot::Server, out);
-        let mut to_tag = String::with_capacity(2 + 8 + 16);
-        to_tag.push_str("se");
-        super::text::push_hex(&mut to_tag, u64::from(self.cfg.instance_nonce));
-        super::text::push_hex(&mut to_tag, id);
+        let to_tag = self.to_tag_for(id);
         self.invite_keys.insert(key.clone(), id);
         self.calls.insert(
             id,
@@ -484,7 +493,10 @@ impl Core {
             return self.admit_timer(now, id);
         }
         let tv = self.cfg.timers;
-        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            self.refusal_timer(now, id, f);
+            return;
+        };
         let mut out = Actions::new();
         let idx = match f.slot {
             Slot::Branch(i) => i as usize,

@@ -33,6 +33,7 @@ mod invite;
 mod noninvite;
 mod probe;
 mod record;
+mod refused;
 pub mod respond;
 #[cfg(test)]
 mod tests;
@@ -146,6 +147,8 @@ pub struct Core {
     /// slots, so inline entries cost ~3 KB per call in the 32 s after its 2xx.
     calls: FastMap<u64, Box<call::Call>>,
     invite_keys: FastMap<Box<str>, u64>,
+    /// Calls refused on arrival, reduced to their server transaction.
+    refusals: refused::Refusals,
     branches: FastMap<Box<str>, (u64, u32)>,
     nits: noninvite::NonInvites,
     dialogs: dialog::Dialogs,
@@ -176,6 +179,7 @@ impl Core {
             next_id: 1,
             calls: FastMap::default(),
             invite_keys: FastMap::default(),
+            refusals: refused::Refusals::default(),
             branches: FastMap::default(),
             nits: noninvite::NonInvites::default(),
             dialogs: dialog::Dialogs::default(),
@@ -321,6 +325,7 @@ impl Core {
         vec![
             ("calls", self.calls.len()),
             ("invite_keys", self.invite_keys.len()),
+            ("refusals", self.refusals.len()),
             ("branches", self.branches.len()),
             ("nits", nits),
             ("nit_server_keys", nit_server),

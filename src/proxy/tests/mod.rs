@@ -7,6 +7,7 @@ mod failover;
 mod harness;
 mod lifecycle;
 mod records;
+mod refused;
 mod timers;
 mod token;
 mod trunk;
