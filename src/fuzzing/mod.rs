@@ -70,6 +70,7 @@ fn exercise(m: &Msg) {
             add: &[("X-Flow-Id", "f")],
             remove: &["X-Flow-Id"],
             from_display: Some("ACME"),
+            upstream_via: None,
         };
         if let Some(f) = reparse("forwarded request", &build::forward_request(m, &edits), m) {
             assert_eq!(f.via_count(), m.via_count() + 1, "forwarding adds exactly one Via");

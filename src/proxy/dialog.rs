@@ -250,6 +250,7 @@ impl Core {
                 add: &[],
                 remove: &[],
                 from_display: None,
+                upstream_via: None,
             },
         );
         self.send(to, bytes);

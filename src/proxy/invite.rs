@@ -17,7 +17,7 @@ use crate::failover::{classify, Outcome, Step};
 use crate::metrics as m;
 use crate::routing::Source;
 use crate::sip::build::ForwardEdits;
-use crate::sip::{build, Method, Msg, Transport, E164};
+use crate::sip::{build, via, Method, Msg, Transport, E164};
 
 impl Core {
     /// A retransmitted INVITE is absorbed by its server transaction.
@@ -209,6 +209,7 @@ impl Core {
         let Phase::Routing(hops) = &call.phase else { return None };
         let via = self.via(to, branch);
         let mf = call.invite.max_forwards().unwrap_or(crate::sip::build::MAX_FORWARDS).saturating_sub(1);
+        let upstream_via = call.invite.top_via().and_then(|v| via::stamped(&v, call.upstream.addr));
         Some(match &hops.shape {
             Shape::Initial { user, headers, cnam } => {
                 let mut ruri = String::with_capacity(64 + user.len());
@@ -246,6 +247,7 @@ impl Core {
                         add: &add,
                         remove: &["X-Flow-Id", "X-Number-Kind", "X-Carrier"],
                         from_display: cnam.as_deref(),
+                        upstream_via: upstream_via.as_deref(),
                     },
                 )
             }
@@ -260,6 +262,7 @@ impl Core {
                     add: &[],
                     remove: &[],
                     from_display: None,
+                    upstream_via: upstream_via.as_deref(),
                 },
             ),
         })

@@ -92,6 +92,7 @@ impl Core {
                 add: &[],
                 remove: &[],
                 from_display: None,
+                upstream_via: msg.top_via().and_then(|v| crate::sip::via::stamped(&v, from.addr)).as_deref(),
             },
         );
         let server = ServerNonInvite::new(from.transport == Transport::Tcp);

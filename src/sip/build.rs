@@ -178,6 +178,9 @@ pub struct ForwardEdits<'a> {
     /// bare (`ACME`) it is quoted and escaped; given already quoted
     /// (`"ACME"`) it is used as is.
     pub from_display: Option<&'a str>,
+    /// Replaces the sender's top via-parm: [`super::via::stamped`], its
+    /// `received` and `rport` filled in from the packet's source.
+    pub upstream_via: Option<&'a str>,
 }
 
 /// Appends `display` as a quoted-string.
@@ -253,6 +256,7 @@ pub fn forward_request(req: &Msg, edits: &ForwardEdits<'_>) -> Bytes {
         + edits.record_route.map_or(0, str::len)
         + edits.from_display.map_or(0, |d| 2 * d.len() + 8)
         + edits.add.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>()
+        + edits.upstream_via.map_or(0, str::len)
         + 96;
     let mut out = BytesMut::with_capacity(cap);
     out.put_slice(req.method_str().as_bytes());
@@ -279,6 +283,7 @@ pub fn forward_request(req: &Msg, edits: &ForwardEdits<'_>) -> Bytes {
         put_mf(&mut out);
     }
     let mut to_pop = edits.pop_routes;
+    let mut via_pending = edits.upstream_via;
     // A name we recognise can only match a line of that same header; any
     // other name (X-Flow-Id, ...) only lines we do not recognise either.
     let remove: smallvec::SmallVec<[(HeaderName, &str); 4]> =
@@ -302,6 +307,17 @@ pub fn forward_request(req: &Msg, edits: &ForwardEdits<'_>) -> Bytes {
             continue;
         }
         match (h.name, edits.from_display) {
+            (HeaderName::Via, _) if via_pending.is_some() => {
+                let mut it = ListIter::new(req.value_of(h));
+                it.next();
+                out.put_slice(b"Via: ");
+                put_clean(&mut out, via_pending.take().unwrap_or_default());
+                if let Some(rest) = it.rest() {
+                    out.put_slice(b", ");
+                    out.put_slice(rest.as_bytes());
+                }
+                out.put_slice(b"\r\n");
+            }
             (HeaderName::Route, _) if to_pop > 0 => put_route_popped(&mut out, req, h, &mut to_pop),
             (HeaderName::From | HeaderName::PAssertedIdentity, Some(d)) => {
                 put_with_display(&mut out, h.name, req.value_of(h), d);

@@ -47,6 +47,47 @@ impl<'a> Via<'a> {
     }
 }
 
+/// The via-parm as the next hop must see it, when the packet came from
+/// `source` (RFC 3261 §18.2.1, RFC 3581 §4): a `received` with the source IP
+/// when the sent-by is a name or another address, and a valueless `rport`
+/// given the source port (which then always takes a `received` too). `None`
+/// when nothing is to be added, the usual case of a peer that says where it is.
+pub fn stamped(via: &Via<'_>, source: std::net::SocketAddr) -> Option<String> {
+    let ip = source.ip().to_canonical();
+    let bare_rport = via.rport && via.param("rport").is_some_and(str::is_empty);
+    let same_host = via.host_ip().map(|h| h.to_canonical()) == Some(ip);
+    if same_host && !bare_rport {
+        return None;
+    }
+    let (head, params) = match memchr::memchr(b';', via.raw.as_bytes()) {
+        Some(i) => (via.raw.get(..i).unwrap_or(via.raw), via.raw.get(i..).unwrap_or("")),
+        None => (via.raw, ""),
+    };
+    let mut out = String::with_capacity(via.raw.len() + 48);
+    out.push_str(head.trim_end());
+    // Every parameter kept as written, except an old `received` (ours
+    // replaces it) and a valueless `rport` (it gets the port).
+    walk_params(params, |n, v| {
+        if n.eq_ignore_ascii_case("received") {
+            return true;
+        }
+        out.push(';');
+        out.push_str(n);
+        if n.eq_ignore_ascii_case("rport") && v.map_or(true, str::is_empty) {
+            out.push('=');
+            out.push_str(&source.port().to_string());
+        } else if let Some(v) = v {
+            out.push('=');
+            out.push_str(v);
+        }
+        true
+    });
+    // RFC 3261's grammar writes an IPv6 `received` without brackets.
+    out.push_str(";received=");
+    out.push_str(&ip.to_string());
+    Some(out)
+}
+
 /// A tiny cursor over one via-parm.
 struct Cur<'a> {
     s: &'a str,
@@ -191,5 +232,51 @@ mod tests {
         ] {
             assert!(parse_via_parm(bad).is_none(), "{bad:?}");
         }
+    }
+
+    fn stamp(via: &str, source: &str) -> Option<String> {
+        stamped(&parse_via_parm(via).unwrap(), source.parse().unwrap())
+    }
+
+    #[test]
+    fn a_peer_that_says_where_it_is_gets_nothing_added() {
+        assert_eq!(stamp("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1", "10.0.0.1:5060"), None);
+        // The port is not compared: only rport asks for it.
+        assert_eq!(stamp("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1", "10.0.0.1:4000"), None);
+        assert_eq!(stamp("SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1", "[2001:db8::1]:5060"), None);
+        // A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d.
+        assert_eq!(stamp("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1", "[::ffff:10.0.0.1]:5060"), None);
+        // rport with a value already set is left alone.
+        assert_eq!(stamp("SIP/2.0/UDP 10.0.0.1;rport=5060;branch=z9hG4bK1", "10.0.0.1:5060"), None);
+    }
+
+    #[test]
+    fn another_address_or_a_name_gets_received() {
+        assert_eq!(
+            stamp("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1", "10.0.0.1:5060").as_deref(),
+            Some("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1;received=10.0.0.1")
+        );
+        assert_eq!(
+            stamp("SIP/2.0/TCP pbx.example.com;branch=z9hG4bK1", "10.0.0.1:5060").as_deref(),
+            Some("SIP/2.0/TCP pbx.example.com;branch=z9hG4bK1;received=10.0.0.1")
+        );
+        // IPv6: the value is written without brackets (RFC 3261 grammar,
+        // RFC 5118 §4.5), and an old received is replaced, not repeated.
+        assert_eq!(
+            stamp("SIP/2.0/UDP [2001:db8::9:1]:6050;received=2001:db8::9:255;branch=z9hG4bKas3", "[::1]:6050")
+                .as_deref(),
+            Some("SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bKas3;received=::1")
+        );
+    }
+
+    #[test]
+    fn a_bare_rport_gets_the_source_port_and_always_a_received() {
+        assert_eq!(
+            stamp("SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bK1", "10.0.0.1:40123").as_deref(),
+            Some("SIP/2.0/UDP 10.0.0.1:5060;rport=40123;branch=z9hG4bK1;received=10.0.0.1")
+        );
+        let out = stamp("SIP/2.0/UDP 192.168.1.2:5060 ; branch=z9hG4bK1 ; rport", "203.0.113.9:61000").unwrap();
+        let v = parse_via_parm(&out).expect("the stamped via-parm parses");
+        assert_eq!((v.param("rport"), v.received, v.branch), (Some("61000"), Some("203.0.113.9"), Some("z9hG4bK1")));
     }
 }

@@ -113,3 +113,46 @@ fn an_ipv6_carrier_outside_the_configured_sources_is_refused() {
     let refused = stranger.expect(T, "a final answer", |m| m.status().is_some_and(|s| s >= 200));
     assert_eq!(refused.0.status(), Some(403), "{}", edge.log());
 }
+
+/// An edge whose carrier-a has no IPv6 link but names `::1` by a `sources` CIDR.
+fn edge_with_v6_sources(b: Block, v6: SocketAddr) -> Edge {
+    let toml = format!(
+        "[[listen]]\ntransport = \"udp\"\naddr = \"{v6}\"\n\
+         [health]\noptions_interval_ms = 60000\n\
+         [[carrier]]\nname = \"carrier-a\"\nsources = [\"::/120\"]\n\
+         [[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\n\
+         [[flow_engine]]\naz = \"az1\"\naddr = \"{}\"\n",
+        b.addr(2, 5060),
+        b.addr(10, 5060)
+    );
+    let numbers = vec![format!("{TOLL_FREE},toll-free,flow-tf,carrier-a,,")];
+    Edge::start(b, EdgeSpec { toml, numbers, tcp: false, ..EdgeSpec::default() })
+}
+
+#[test]
+fn an_ipv6_source_cidr_admits_the_carrier_and_its_via_gets_received_and_rport() {
+    let b = Block::new();
+    let v6: SocketAddr = format!("[::1]:{}", free_v6_port()).parse().unwrap();
+    let mut fe = Peer::udp(b.addr(10, 5060), b.addr(1, 5060));
+    let edge = edge_with_v6_sources(b, v6);
+    let mut carrier = Peer::udp("[::1]:0".parse().unwrap(), v6);
+    // The carrier's Via names an address it does not send from (as behind a
+    // NAT) and asks for rport (RFC 3581).
+    let claimed = b.addr(3, 5070);
+    let inv = invite_as(carrier.local(), v6, TOLL_FREE, "+13125550199", "v6-sources").replacen(
+        &format!("SIP/2.0/UDP {};", carrier.local()),
+        &format!("SIP/2.0/UDP {claimed};rport;"),
+        1,
+    );
+    carrier.send(&inv);
+    let (got, from) = fe.expect_request("INVITE", T);
+    assert_eq!(got.header_by_name("X-Carrier"), Some("carrier-a"), "{}", edge.log());
+    let vias: Vec<&str> = got.headers(HeaderName::Via).collect();
+    let theirs =
+        format!("SIP/2.0/UDP {claimed};rport={};branch=z9hG4bKv6-sources;received=::1", carrier.local().port());
+    assert_eq!(vias.get(1).copied(), Some(theirs.as_str()), "the carrier's Via as forwarded: {vias:?}");
+    // The answer still goes back to where the INVITE came from, not to the Via.
+    fe.answer(&got, 486, from);
+    let busy = carrier.expect_status(486, T);
+    assert_eq!(busy.top_via().unwrap().received, Some("::1"), "the caller sees its Via as the edge stamped it");
+}

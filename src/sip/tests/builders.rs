@@ -71,6 +71,7 @@ fn forward_request_applies_every_edit_and_keeps_the_rest() {
         add: &[("X-Flow-Id", "flow-7"), ("X-Number-Kind", "toll-free")],
         remove: &["x-flow-id"],
         from_display: Some("ACME \"Inc\""),
+        upstream_via: None,
     };
     let out = build::forward_request(&req, &edits);
     let f = reparse(out.clone());
@@ -225,4 +226,31 @@ fn forward_request_keeps_our_headers_whatever_remove_says() {
     assert_eq!(f.max_forwards(), Some(12));
     assert_eq!(f.header(HeaderName::ContentLength), Some("4"));
     assert_eq!(f.contact_uri(), None, "compact m: removed by its letter");
+}
+
+#[test]
+fn forward_request_replaces_only_the_senders_via_parm() {
+    let req = parse_text(
+        "BYE sip:a@b SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKx, SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKy\n\
+         Via: SIP/2.0/UDP 10.8.8.8;branch=z9hG4bKz\nFrom: <sip:a@b>;tag=1\nTo: <sip:a@b>;tag=2\nCall-ID: x\nCSeq: 2 BYE\n\n",
+    )
+    .unwrap();
+    let stamped = crate::sip::via::stamped(&req.top_via().unwrap(), "10.0.0.1:5060".parse().unwrap()).unwrap();
+    let edits = ForwardEdits {
+        via: "SIP/2.0/UDP me;branch=z9hG4bK2",
+        max_forwards: 70,
+        upstream_via: Some(&stamped),
+        ..ForwardEdits::default()
+    };
+    let f = reparse(build::forward_request(&req, &edits));
+    let vias: Vec<&str> = f.headers(HeaderName::Via).collect();
+    assert_eq!(
+        vias,
+        [
+            "SIP/2.0/UDP me;branch=z9hG4bK2",
+            "SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKx;received=10.0.0.1, SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKy",
+            "SIP/2.0/UDP 10.8.8.8;branch=z9hG4bKz"
+        ]
+    );
+    assert_eq!(f.via_count(), 4);
 }
