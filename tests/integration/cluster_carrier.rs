@@ -84,3 +84,51 @@ fn two_edges_together_hold_a_carriers_max_concurrent() {
     assert_eq!(e2.metric("sipedge_active_calls"), Some(0.0));
     held(&a, &mut ca, &mut flow, "t6").expect("new calls pass again");
 }
+
+#[test]
+fn two_edges_together_hold_a_carriers_max_cps() {
+    if !redis::available() {
+        return;
+    }
+    let (b, b2) = (Block::new(), Block::new());
+    let redis = Redis::start(b.addr(60, 6379));
+    let a = edge(b, b, &redis.url(), "edge-a", "max_cps = 5\n");
+    let e2 = edge(b2, b, &redis.url(), "edge-b", "max_cps = 5\n");
+    let mut flow = Peer::udp(b.addr(10, 5060), a.sip);
+    let mut ca = Peer::udp(b.addr(2, 5060), a.sip);
+    let mut cb = Peer::udp(b.addr(3, 5060), e2.sip);
+    // 10 INVITEs through each edge in one burst: each edge alone would let 5 through.
+    for i in 0..10 {
+        ca.send(&invite(ca.local(), "UDP", a.sip, TOLL_FREE, &format!("ra{i}"), &format!("b-ra{i}")));
+        cb.send(&invite(cb.local(), "UDP", e2.sip, TOLL_FREE, &format!("rb{i}"), &format!("b-rb{i}")));
+    }
+    let (mut forwarded, mut refused) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    let end = Instant::now() + T;
+    let step = Duration::from_millis(10);
+    while forwarded.len() + refused.len() < 20 && Instant::now() < end {
+        while let Some((m, from)) = flow.recv(step) {
+            if m.method_str() == "INVITE" {
+                flow.answer(&m, 486, from);
+                forwarded.insert(m.call_id().to_string());
+            }
+        }
+        for c in [&mut ca, &mut cb] {
+            while let Some((m, _)) = c.recv(step) {
+                if m.status() == Some(503) {
+                    refused.insert(m.call_id().to_string());
+                }
+            }
+        }
+    }
+    assert_eq!(forwarded.len() + refused.len(), 20, "every INVITE answered");
+    // One second's burst (5) for both edges together, plus what the rate refills while the burst is sent.
+    assert!((5..=7).contains(&forwarded.len()), "{} admitted, {} refused", forwarded.len(), refused.len());
+    let labels = [("carrier", "carrier-a"), ("reason", "max_cps")];
+    let refusals: f64 = [&a, &e2]
+        .iter()
+        .map(|e| crate::failover::metric(e, "sipedge_carrier_refused_total", &labels).unwrap_or(0.0))
+        .sum();
+    assert_eq!(refusals as usize, refused.len());
+    assert_eq!(redis.cmd(&["EXISTS", "sipedge:{carrier:carrier-a}:tat"]), "1", "the shared arrival time");
+    assert_eq!(redis.cmd(&["ZCARD", CARRIER_LEASES]), "0", "a rate-only carrier holds no lease");
+}
