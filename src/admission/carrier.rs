@@ -21,10 +21,12 @@
 //! that changes the limits keeps the calls already counted; a carrier a reload
 //! removes keeps living in the permits of its calls until they end.
 //!
-//! Cluster mode would slot in behind [`TrunkPermit`]: like a number's lease, a
-//! carrier lease in Redis (`{carrier:<name>}` sorted set) would be attached to
-//! the permit and released with it, and `try_admit` would stay the local
-//! pre-check (the shared verdict arriving like `proxy::admit`'s).
+//! Cluster mode (SPEC §8) sits behind [`TrunkPermit`]: `try_admit` stays the
+//! local pre-check at the full limits, then a capped carrier's call asks Redis
+//! (`proxy::admit`); the carrier lease (`sipedge:{carrier:NAME}:calls`) is
+//! attached to the permit and released with it, so a failover to another
+//! carrier releases it too. While Redis is down, `local_share` also holds the
+//! call to ceil(limit / instances alive) here: [`Trunks::take_share`].
 
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -104,6 +106,8 @@ struct Trunk {
     interval_ns: AtomicU64,
     /// GCRA theoretical arrival time, ns since [`Trunks::base`].
     tat: AtomicU64,
+    /// The same for this instance's share of the rate while Redis is down.
+    share_tat: AtomicU64,
     /// `sipedge_carrier_active_calls{carrier}`, resolved once.
     gauge: metrics::Gauge,
     /// `sipedge_carrier_refused_total{carrier,reason}`, in [`TrunkReject::ALL`] order.
@@ -128,6 +132,7 @@ impl Trunk {
             max_cps: AtomicU32::new(0),
             interval_ns: AtomicU64::new(0),
             tat: AtomicU64::new(0),
+            share_tat: AtomicU64::new(0),
             gauge,
             refused,
         }
@@ -265,14 +270,34 @@ impl Trunks {
         if super::try_take(&trunk.active, cap).is_none() {
             return Err(trunk.refuse(TrunkReject::MaxConcurrent));
         }
-        let base = *self.base.get_or_init(|| now);
-        let now_ns = u64::try_from(now.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX);
-        if !take_rate(&trunk.tat, trunk.interval_ns.load(Ordering::Relaxed), now_ns) {
+        if !take_rate(&trunk.tat, trunk.interval_ns.load(Ordering::Relaxed), self.now_ns(now)) {
             trunk.active.fetch_sub(1, Ordering::Release);
             return Err(trunk.refuse(TrunkReject::MaxCps));
         }
         trunk.gauge.increment(1.0);
-        Ok(Some(TrunkPermit { trunk: Arc::clone(trunk) }))
+        Ok(Some(TrunkPermit { trunk: Arc::clone(trunk), lease: None, cleared: false }))
+    }
+
+    fn now_ns(&self, now: Instant) -> u64 {
+        let base = *self.base.get_or_init(|| now);
+        u64::try_from(now.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Cluster mode with Redis down, `local_share`: whether `permit`'s call
+    /// fits this instance's share of its carrier's limits, ceil(limit /
+    /// `alive`) of each (its own slot is counted). Counts the refusal.
+    pub fn take_share(&self, permit: &TrunkPermit, now: Instant, alive: u32) -> Result<(), TrunkReject> {
+        let t = &permit.trunk;
+        let cap = t.max_concurrent.load(Ordering::Relaxed);
+        if cap > 0 && t.active.load(Ordering::Relaxed) > crate::cluster::local_share(cap, alive) {
+            return Err(t.refuse(TrunkReject::MaxConcurrent));
+        }
+        let cps = crate::cluster::local_share(t.max_cps.load(Ordering::Relaxed), alive);
+        let interval = if cps == 0 { 0 } else { SECOND_NS / u64::from(cps) };
+        if !take_rate(&t.share_tat, interval, self.now_ns(now)) {
+            return Err(t.refuse(TrunkReject::MaxCps));
+        }
+        Ok(())
     }
 
     /// Calls up with carrier `name` now (0 for a carrier not configured).
@@ -299,12 +324,46 @@ impl Trunks {
 /// One call's slot with one carrier. Not `Clone`: `Drop` gives the slot back once.
 pub struct TrunkPermit {
     trunk: Arc<Trunk>,
+    /// Cluster mode: the call's lease in the carrier's Redis set, released with the permit.
+    lease: Option<Arc<crate::cluster::Lease>>,
+    /// Cluster mode: the shared admission (or the backend-down policy) said yes.
+    cleared: bool,
 }
 
 impl TrunkPermit {
     /// The carrier this slot belongs to.
     pub fn carrier(&self) -> &str {
         &self.trunk.name
+    }
+
+    /// The carrier's `max_concurrent` and `max_cps` now (0 = unlimited).
+    pub fn limits(&self) -> (u32, u32) {
+        (self.trunk.max_concurrent.load(Ordering::Relaxed), self.trunk.max_cps.load(Ordering::Relaxed))
+    }
+
+    /// Whether the carrier has a limit, so cluster mode must ask Redis.
+    pub fn capped(&self) -> bool {
+        self.limits() != (0, 0)
+    }
+
+    /// Makes the call's carrier lease part of this permit.
+    pub fn attach_lease(&mut self, lease: Arc<crate::cluster::Lease>) {
+        self.lease = Some(lease);
+    }
+
+    /// Whether the shared admission cleared this slot.
+    pub fn cleared(&self) -> bool {
+        self.cleared
+    }
+
+    /// Marks the slot cleared by the shared admission.
+    pub fn clear(&mut self) {
+        self.cleared = true;
+    }
+
+    /// Counts a refusal the shared admission gave this carrier.
+    pub fn count_refused(&self, why: TrunkReject) {
+        self.trunk.refuse(why);
     }
 }
 

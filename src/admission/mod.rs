@@ -298,6 +298,21 @@ impl Permit {
         self.trunk.as_ref().map(TrunkPermit::carrier)
     }
 
+    /// The call's carrier slot, if any.
+    pub fn trunk_ref(&self) -> Option<&TrunkPermit> {
+        self.trunk.as_ref()
+    }
+
+    /// The call's carrier slot, if any (cluster mode attaches its lease).
+    pub fn trunk_mut(&mut self) -> Option<&mut TrunkPermit> {
+        self.trunk.as_mut()
+    }
+
+    /// Gives the carrier slot back (the shared admission refused it).
+    pub fn drop_trunk(&mut self) {
+        self.trunk = None;
+    }
+
     /// Makes the call's shared (Redis) slot part of this permit: it is
     /// released when the permit is dropped, like the local slots.
     pub fn attach_lease(&mut self, lease: Arc<crate::cluster::Lease>) {

@@ -13,6 +13,7 @@ use super::backend::Backend;
 
 use super::scripts::{self, INSTANCES_KEY};
 use super::{ClusterView, Lease, Op, Queues, Verdict};
+use crate::admission::TrunkReject;
 use crate::metrics as m;
 use crate::transport::ShardInput;
 
@@ -41,13 +42,15 @@ pub struct Settings {
     pub admit_timeout: Duration,
 }
 
-/// The leases this instance holds, by member: what renewal renews, and what
-/// it releases once their call is gone (even if the release itself was lost).
-type Registry = Arc<Mutex<HashMap<Box<str>, (Weak<Lease>, Box<str>)>>>;
+/// The leases this instance holds, by (set, member): what renewal renews, and
+/// what it releases once their call is gone (even if the release itself was
+/// lost). A call's number and carrier leases share the member, not the set.
+type Registry = Arc<Mutex<HashMap<(Box<str>, Box<str>), Weak<Lease>>>>;
 
 /// The loaded scripts' hashes.
 struct Scripts {
     admit: redis::Script,
+    carrier: redis::Script,
     renew: redis::Script,
     release: redis::Script,
     heartbeat: redis::Script,
@@ -57,6 +60,7 @@ impl Scripts {
     fn new() -> Scripts {
         Scripts {
             admit: redis::Script::new(scripts::ADMIT),
+            carrier: redis::Script::new(scripts::CARRIER_ADMIT),
             renew: redis::Script::new(scripts::RENEW),
             release: redis::Script::new(scripts::RELEASE),
             heartbeat: redis::Script::new(scripts::HEARTBEAT),
@@ -65,10 +69,43 @@ impl Scripts {
 }
 
 /// Every script's source: loaded again when Redis answers NOSCRIPT.
-const SOURCES: [&str; 4] = [scripts::ADMIT, scripts::RENEW, scripts::RELEASE, scripts::HEARTBEAT];
+const SOURCES: [&str; 5] =
+    [scripts::ADMIT, scripts::CARRIER_ADMIT, scripts::RENEW, scripts::RELEASE, scripts::HEARTBEAT];
 
 fn evalsha<'a>(p: &'a mut redis::Pipeline, s: &redis::Script, key: &str) -> &'a mut redis::Pipeline {
     p.cmd("EVALSHA").arg(s.get_hash()).arg(1).arg(key)
+}
+
+/// What one admit reply answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// A release (its reply is not read).
+    Release,
+    /// The number of the `n`th admit request.
+    Number(usize),
+    /// The carrier of the `n`th admit request.
+    Carrier(usize),
+}
+
+/// Registers `ask`'s lease for renewal (a carrier with a rate only has none)
+/// and returns it, or none if its call has ended.
+fn register(reg: &mut HashMap<(Box<str>, Box<str>), Weak<Lease>>, ask: &super::Ask) -> Option<Arc<Lease>> {
+    let lease = ask.lease.upgrade()?;
+    if ask.cap > 0 {
+        reg.insert((lease.key.clone(), lease.member.clone()), ask.lease.clone());
+    }
+    Some(lease)
+}
+
+/// The verdict of one request from its replies: the number's (if asked)
+/// and the carrier's (if asked); a part whose call ended counts as admitted.
+fn verdict(number: Option<i64>, carrier: Option<i64>) -> Verdict {
+    match (number, carrier) {
+        (Some(0), _) => Verdict::Refused,
+        (_, Some(0)) => Verdict::TrunkRefused(TrunkReject::MaxConcurrent),
+        (_, Some(r)) if r < 0 => Verdict::TrunkRefused(TrunkReject::MaxCps),
+        _ => Verdict::Admitted,
+    }
 }
 
 /// Starts the admit and renewal tasks on the current runtime. The URL is
@@ -133,27 +170,46 @@ async fn admit_loop(
                 Err(_) => break,
             }
         }
-        // (shard, call) of the admits, in pipeline order.
+        // (shard, call) of the admits, in request order.
         let mut asks: Vec<(usize, u64)> = Vec::new();
-        // Per pipeline command: whether it is an admit (releases are mixed in).
-        let mut is_admit: Vec<bool> = Vec::new();
+        // Per pipeline command: what its reply answers (releases are mixed in).
+        let mut parts: Vec<Part> = Vec::new();
         let mut p = redis::pipe();
         {
             let mut reg = registry.lock().unwrap_or_else(|e| e.into_inner());
             for op in batch.drain(..) {
                 match op {
                     Op::Admit(req) => {
+                        let n = asks.len();
+                        let before = parts.len();
                         // A call that ended before we got here needs no slot.
-                        let Some(lease) = req.lease.upgrade() else { continue };
-                        reg.insert(lease.member.clone(), (req.lease.clone(), lease.key.clone()));
-                        evalsha(&mut p, &scripts.admit, &lease.key).arg(&*lease.member).arg(req.cap).arg(ttl);
-                        asks.push((req.shard, req.call));
-                        is_admit.push(true);
+                        if let Some(lease) = req.number.as_ref().and_then(|a| register(&mut reg, a)) {
+                            let cap = req.number.as_ref().map_or(0, |a| a.cap);
+                            evalsha(&mut p, &scripts.admit, &lease.key).arg(&*lease.member).arg(cap).arg(ttl);
+                            parts.push(Part::Number(n));
+                        }
+                        if let Some((ask, lease)) = req.carrier.as_ref().and_then(|a| Some((a, register(&mut reg, a)?)))
+                        {
+                            let interval = if ask.cps == 0 { 0 } else { 1_000_000 / u64::from(ask.cps) };
+                            p.cmd("EVALSHA")
+                                .arg(scripts.carrier.get_hash())
+                                .arg(2)
+                                .arg(&*lease.key)
+                                .arg(scripts::tat_key(&lease.key))
+                                .arg(&*lease.member)
+                                .arg(ask.cap)
+                                .arg(ttl)
+                                .arg(interval);
+                            parts.push(Part::Carrier(n));
+                        }
+                        if parts.len() > before {
+                            asks.push((req.shard, req.call));
+                        }
                     }
                     Op::Release { key, member } => {
                         // Stays registered: the sweep releases it again if this fails.
                         evalsha(&mut p, &scripts.release, &key).arg(&*member);
-                        is_admit.push(false);
+                        parts.push(Part::Release);
                     }
                 }
             }
@@ -166,7 +222,7 @@ async fn admit_loop(
                 }
             }
         };
-        if is_admit.is_empty() {
+        if parts.is_empty() {
             continue;
         }
         if open_until.is_some_and(|t| Instant::now() < t) {
@@ -183,11 +239,16 @@ async fn admit_loop(
                 }
                 view.set_up(true);
                 metrics::histogram!(m::CLUSTER_ADMIT_SECONDS).record(started.elapsed().as_secs_f64());
-                // Pick the admits' replies out of the pipeline's, in order.
-                let mut adm = results.into_iter().zip(&is_admit).filter(|(_, a)| **a).map(|(r, _)| r);
-                answer(&mut std::iter::from_fn(|| {
-                    adm.next().map(|r| if r == 1 { Verdict::Admitted } else { Verdict::Refused })
-                }));
+                // Each request's replies, picked out of the pipeline's.
+                let mut replies = vec![(None, None); asks.len()];
+                for (r, part) in results.into_iter().zip(&parts) {
+                    match *part {
+                        Part::Number(n) => replies.get_mut(n).into_iter().for_each(|x| x.0 = Some(r)),
+                        Part::Carrier(n) => replies.get_mut(n).into_iter().for_each(|x| x.1 = Some(r)),
+                        Part::Release => {}
+                    }
+                }
+                answer(&mut replies.into_iter().map(|(n, c)| verdict(n, c)));
             }
             Ok(Err(e)) => {
                 trip(&view, &mut open_until, &e.to_string());
@@ -242,7 +303,7 @@ async fn renew_loop(
             let reg = registry.lock().unwrap_or_else(|e| e.into_inner());
             metrics::gauge!(m::CLUSTER_LEASES).set(reg.len() as f64);
             reg.iter()
-                .map(|(member, (weak, key))| (member.clone(), key.clone(), weak.strong_count() > 0))
+                .map(|((key, member), weak)| (member.clone(), key.clone(), weak.strong_count() > 0))
                 .partition(|(_, _, alive)| *alive)
         };
         let mut released = Vec::new();
@@ -262,7 +323,7 @@ async fn renew_loop(
                 evalsha(&mut p, &scripts.release, key).arg(&**member);
             }
             match con.run(&p, &SOURCES).await {
-                Ok(_) => released.extend(chunk.iter().map(|(m, _, _)| m.clone())),
+                Ok(_) => released.extend(chunk.iter().map(|(m, k, _)| (k.clone(), m.clone()))),
                 Err(e) => {
                     fail_renew(&view, &e.to_string());
                     break;
@@ -270,10 +331,10 @@ async fn renew_loop(
             }
         }
         let mut reg = registry.lock().unwrap_or_else(|e| e.into_inner());
-        for m in released {
+        for k in released {
             // Only if still dead: a member is never reused, but be exact.
-            if reg.get(&m).is_some_and(|(w, _)| w.strong_count() == 0) {
-                reg.remove(&m);
+            if reg.get(&k).is_some_and(|w| w.strong_count() == 0) {
+                reg.remove(&k);
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Cluster mode (SPEC §8): several edges share per-number caps through Redis.
+//! Cluster mode (SPEC §8): several edges share per-number caps and carrier
+//! trunk limits (SPEC §10) through Redis.
 //!
 //! Every call to a capped number holds a *lease* in Redis: a member of the
 //! number's sorted set (`instance/boot/call`) scored with its expiry in
@@ -7,6 +8,13 @@
 //! of its live calls in pipelined batches every third of `lease_ttl_ms`, so a
 //! killed instance's slots come back within the TTL plus one renewal period,
 //! and a Redis that lost its data gets the live leases back at the next one.
+//!
+//! A capped carrier works the same way: its sorted set
+//! (`sipedge:{carrier:NAME}:calls`) holds one lease per call with the same
+//! member as the number's, and its rate is a GCRA kept as one "theoretical
+//! arrival time" (`sipedge:{carrier:NAME}:tat`); one script checks both on
+//! server time. A call needing both asks in one [`AdmitRequest`], so the two
+//! scripts go out in the same pipeline: one round trip.
 //!
 //! The SIP core stays sans-IO: it creates a [`Lease`] (held by the call's
 //! permit, so the release happens exactly once, whichever way the call ends),
@@ -43,6 +51,8 @@ pub enum Verdict {
     Admitted,
     /// The number is at its cap across the cluster.
     Refused,
+    /// The carrier is at a limit across the cluster (the number, if asked, was admitted).
+    TrunkRefused(crate::admission::TrunkReject),
     /// Redis could not answer (down, slow, queue full): the backend-down policy decides.
     Unknown,
 }
@@ -77,17 +87,29 @@ impl Drop for Lease {
     }
 }
 
-/// The core asks: may call `call` of shard `shard` take a slot of its number?
+/// One limit to check in Redis for a call.
+#[derive(Debug)]
+pub struct Ask {
+    /// The call's lease (weak: a call that ends first releases it).
+    pub lease: Weak<Lease>,
+    /// The concurrency cap as this instance knows it (0 = none: a carrier with a rate only).
+    pub cap: u32,
+    /// Carriers: `max_cps` (0 = none). Always 0 for a number.
+    pub cps: u32,
+}
+
+/// The core asks: may call `call` of shard `shard` take a slot of its
+/// number, of its carrier, or both (one round trip)?
 #[derive(Debug)]
 pub struct AdmitRequest {
     /// The shard whose core asked (the verdict goes back there).
     pub shard: usize,
     /// The call's id in that core.
     pub call: u64,
-    /// The call's lease (weak: a call that ends first releases it).
-    pub lease: Weak<Lease>,
-    /// The number's cap as this instance knows it.
-    pub cap: u32,
+    /// The capped number's slot.
+    pub number: Option<Ask>,
+    /// The capped carrier's slot and rate.
+    pub carrier: Option<Ask>,
 }
 
 /// What the Redis task is asked to do.
@@ -192,6 +214,17 @@ impl ClusterLink {
         member.push('/');
         member.push_str(call_key);
         Lease::new(scripts::lease_key(number).into_boxed_str(), member.into_boxed_str(), Some(self))
+    }
+
+    /// A lease for call `call_key` on carrier `name`'s set. `counted` is
+    /// false for a carrier with a rate only: nothing to release then.
+    pub fn carrier_lease(&self, name: &str, call_key: &str, counted: bool) -> Lease {
+        let mut member = String::with_capacity(self.prefix.len() + 1 + call_key.len());
+        member.push_str(&self.prefix);
+        member.push('/');
+        member.push_str(call_key);
+        let key = scripts::carrier_key(name).into_boxed_str();
+        Lease::new(key, member.into_boxed_str(), counted.then_some(self))
     }
 }
 

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 use std::time::Instant;
 
+use super::admit::HopTrunk;
 use super::call::{Branch, Call, CancelState, End, Failure, Heard, Hops, Phase, Plan, Shape};
 use super::decide::{self, Decision, Direction};
 use super::record::{EndedBy, HopAnswer};
@@ -76,8 +77,8 @@ impl Core {
             }
             None => {
                 m::call_started(direction.as_str());
-                match (shared_cap, number) {
-                    (Some(cap), Some(n)) => self.ask_admit(now, id, n, cap),
+                match number {
+                    Some(n) if self.cfg.cluster.is_some() => self.ask_admit(now, id, n, shared_cap),
                     _ => self.try_next_hop(now, id),
                 }
             }
@@ -172,6 +173,12 @@ impl Core {
             if let Some(k) = &hop {
                 if !self.down.is_up(k) || !self.outbound_trunk(now, id, k) {
                     continue;
+                }
+                match self.ask_trunk(now, id) {
+                    HopTrunk::Go => {}
+                    HopTrunk::Skip => continue,
+                    // `handle_admit` comes back to this hop.
+                    HopTrunk::Wait => return,
                 }
             }
             let branch = self.new_branch();

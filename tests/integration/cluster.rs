@@ -18,7 +18,20 @@ const LEASES: &str = "sipedge:{+12065550100}:calls";
 
 /// An edge on `block` with `peers`' standard topology, in cluster mode on `url`.
 pub fn cluster_edge(block: Block, peers: Block, url: &str, instance: &str, extra: &str) -> Edge {
+    cluster_edge_with(block, peers, url, instance, extra, |t| t)
+}
+
+/// [`cluster_edge`] with the standard TOML edited by `edit` first.
+pub fn cluster_edge_with(
+    block: Block,
+    peers: Block,
+    url: &str,
+    instance: &str,
+    extra: &str,
+    edit: impl FnOnce(String) -> String,
+) -> Edge {
     let mut spec = standard(peers, "udp");
+    spec.toml = edit(spec.toml);
     spec.toml.push_str(&format!("[cluster]\nredis_url = \"{url}\"\ninstance = \"{instance}\"\n{extra}\n"));
     Edge::start(block, spec)
 }

@@ -12,6 +12,7 @@ mod carrier;
 mod chaos;
 mod churn;
 mod cluster;
+mod cluster_carrier;
 mod cluster_events;
 mod control_plane;
 mod deploy;

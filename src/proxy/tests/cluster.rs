@@ -18,8 +18,10 @@ fn offer(net: &mut Net) -> u64 {
     net.deliver(CARRIER_A1, &inv);
     assert_eq!(statuses(&net.sent(), CARRIER_A1), vec![100], "100 at once, nothing forwarded yet");
     let req = net.core.poll_admit().expect("an admit request");
-    assert_eq!(req.cap, 2);
-    assert!(req.lease.upgrade().is_some_and(|l| l.key.contains("{+12065550100}")));
+    let ask = req.number.as_ref().expect("the number is asked");
+    assert_eq!(ask.cap, 2);
+    assert!(ask.lease.upgrade().is_some_and(|l| l.key.contains("{+12065550100}")));
+    assert!(req.carrier.is_none(), "carrier-a has no limits here");
     req.call
 }
 
@@ -80,7 +82,7 @@ fn a_verdict_after_the_call_was_cancelled_sends_nothing() {
     assert_eq!(statuses(&net.sent(), CARRIER_A1), vec![200, 487]);
     net.core.handle_admit(net.now, req.call, Verdict::Admitted);
     assert!(net.sent().iter().all(|(to, _)| *to != addr(FLOW_AZ1)), "no INVITE after the CANCEL");
-    assert!(req.lease.upgrade().is_none(), "the lease went with the call");
+    assert!(req.number.as_ref().unwrap().lease.upgrade().is_none(), "the lease went with the call");
     net.advance(Duration::from_secs(40));
     assert_eq!(net.core.counts(), (0, 0));
     assert_eq!(net.core.admitting.len(), 0);
@@ -92,5 +94,45 @@ fn uncapped_numbers_never_ask() {
     let (inv, _) = net.invite(CARRIER_A1, TOLL_FREE);
     net.deliver(CARRIER_A1, &inv);
     assert!(net.core.poll_admit().is_none());
+    only_to(&net.sent(), FLOW_AZ1);
+}
+
+fn capped_carrier_a(net: &Net) {
+    let l = crate::admission::TrunkLimits { name: "carrier-a".into(), max_concurrent: 3, max_cps: 0 };
+    net.admission.trunks().configure(&[l]);
+}
+
+#[test]
+fn a_capped_carrier_is_asked_with_the_number_in_one_request() {
+    let mut net = net(BackendDown::LocalShare);
+    capped_carrier_a(&net);
+    let (inv, _) = net.invite(CARRIER_A1, DID);
+    net.deliver(CARRIER_A1, &inv);
+    net.sent();
+    let req = net.core.poll_admit().expect("an admit request");
+    assert!(req.number.is_some());
+    let carrier = req.carrier.as_ref().expect("the carrier in the same request");
+    assert_eq!((carrier.cap, carrier.cps), (3, 0));
+    let lease = carrier.lease.upgrade().unwrap();
+    assert_eq!(&*lease.key, "sipedge:{carrier:carrier-a}:calls");
+    drop(lease);
+    assert!(net.core.poll_admit().is_none(), "one request only");
+    net.core.handle_admit(net.now, req.call, Verdict::TrunkRefused(crate::admission::TrunkReject::MaxConcurrent));
+    let sent = net.sent();
+    assert_eq!(statuses(&sent, CARRIER_A1), vec![503]);
+    assert!(only_to(&sent, CARRIER_A1).header_by_name("Retry-After").is_some());
+    assert_eq!(net.admission.trunks().active("carrier-a"), 0, "the local carrier slot is freed");
+    assert!(carrier.lease.upgrade().is_none(), "and the carrier lease released");
+}
+
+#[test]
+fn an_uncapped_number_with_a_capped_carrier_asks_the_carrier_only() {
+    let mut net = net(BackendDown::LocalShare);
+    capped_carrier_a(&net);
+    let (inv, _) = net.invite(CARRIER_A1, TOLL_FREE);
+    net.deliver(CARRIER_A1, &inv);
+    let req = net.core.poll_admit().expect("an admit request");
+    assert!(req.number.is_none() && req.carrier.is_some());
+    net.core.handle_admit(net.now, req.call, Verdict::Admitted);
     only_to(&net.sent(), FLOW_AZ1);
 }
