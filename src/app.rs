@@ -1,28 +1,46 @@
-//! Wiring: config → shared state → shards, TCP, control plane; reload and shutdown.
+//! Wiring: config → shared state → shards, TCP, control plane; shutdown.
+//! `run` is bind → spawn shards → serve → shut down; the state they share is
+//! in `state`, what a config becomes (at start and on reload) in `reload`.
 
 use arc_swap::ArcSwap;
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::admission::Admission;
-use crate::config::{Cidr, Config, ConfigErrors, FloodAction, UnknownSource};
+use crate::config::{Config, ConfigErrors};
 use crate::inventory::{Inventory, InventoryError};
 use crate::proxy::token::Sealer;
-use crate::proxy::{CallRate, Core, CoreConfig, CoreShared, DownSet, Local, LocalAddr, UnknownSourcePolicy};
+use crate::proxy::{CallRate, Core, CoreShared, DownSet, Local, LocalAddr};
 use crate::records::Records;
-use crate::routing::{CarrierPeers, ClaimSpec, PeerLink, Peers, RoutingTable};
+use crate::reload::{core_config, flood_settings, peers_from_config};
+use crate::routing::ClaimSpec;
 use crate::sip::{Transport, E164};
-use crate::transport::flood::{Exempt, FloodGuard, FloodSettings};
+use crate::state::{instance_nonce, unix_now, Bound, Shared};
+use crate::transport::flood::FloodGuard;
 use crate::transport::shard::{Shard, SHARD_QUEUE};
 use crate::transport::tcp::{TcpHub, TcpLimits};
 use crate::transport::{udp, ShardInput};
 
 /// How long shutdown waits for the last call records to reach the file.
 const RECORDS_SETTLE: Duration = Duration::from_secs(2);
+/// How long a shard's runtime, and at the end the process, stays up after
+/// the final BYEs are queued, so the TCP writers get them onto the wire.
+const BYE_FLUSH: Duration = Duration::from_millis(50);
+/// How long shutdown waits for the shard threads to end their calls.
+const SHARD_JOIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// The kernel's queue of TCP connections not yet accepted, per listener.
+const TCP_ACCEPT_BACKLOG: i32 = 1024;
+/// The shortest TCP connect timeout, whatever `timers.failover_ms` says.
+const TCP_CONNECT_TIMEOUT_MIN: Duration = Duration::from_millis(100);
+/// How often housekeeping sweeps the flood table.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
+/// Every this many housekeeping rounds (a minute), released numbers past
+/// their 7-day window are removed.
+const EXPIRE_EVERY_ROUNDS: u64 = 6;
+/// How often a drain checks whether the last call has ended.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,62 +72,6 @@ pub enum AppError {
     Cluster(redis::RedisError),
 }
 
-/// State shared by the shards and the control plane.
-pub struct Shared {
-    /// The config in force (replaced on reload).
-    pub config: ArcSwap<Config>,
-    /// Where the config was loaded from (reload re-reads it).
-    pub config_path: Option<PathBuf>,
-    /// Durable numbers; publishes into `routing`.
-    pub inventory: Arc<Inventory>,
-    /// The routing table.
-    pub routing: Arc<RoutingTable>,
-    /// Concurrency caps.
-    pub admission: Arc<Admission>,
-    /// Next hops marked down by the health checks.
-    pub down: Arc<DownSet>,
-    /// Flood control.
-    pub flood: Arc<FloodGuard>,
-    /// Each shard's input queue.
-    pub shards: Vec<mpsc::Sender<ShardInput>>,
-    /// Prometheus text renderer.
-    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
-    /// Our SIP addresses.
-    pub local: Local,
-    /// The addresses actually bound.
-    pub bound: Bound,
-    /// The control plane's bearer token (`[admin].token_file`), re-read on reload.
-    pub admin_token: arc_swap::ArcSwapOption<crate::admin::Token>,
-    /// The call-records writer (off without `[records] path`; SIGHUP reopens its file).
-    pub records: Records,
-    /// Cluster mode: the link to the Redis task (none when standalone).
-    pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
-    /// Drain state (SIGTERM, `POST /v1/drain`).
-    pub drain: Arc<crate::drain::Drain>,
-    /// The Record-Route token key and boot id, set at start and kept across reloads.
-    pub sealer: Arc<Sealer>,
-    /// Serializes reloads.
-    reload_lock: std::sync::Mutex<()>,
-}
-
-/// The addresses the edge listens on (ports resolved when the config said 0).
-#[derive(Clone, Debug, Default)]
-pub struct Bound {
-    /// SIP over UDP: the first UDP listener.
-    pub udp: Option<SocketAddr>,
-    /// SIP over TCP: the first TCP listener.
-    pub tcp: Option<SocketAddr>,
-    /// Every SIP listener, in config order.
-    pub sip: Vec<(Transport, SocketAddr)>,
-    /// The control plane.
-    pub admin: Option<SocketAddr>,
-}
-
-/// Unix time in seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -134,88 +96,6 @@ fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
             handle
         })
         .clone()
-}
-
-/// The peers (carriers, flow engine) a config describes.
-pub fn peers_from_config(cfg: &Config) -> Peers {
-    // Check refused negative or oversized ranks; clamp anyway rather than wrap.
-    let rank = |r: i64| u32::try_from(r.clamp(0, crate::config::MAX_RANK)).unwrap_or(1);
-    let link = |az: &str, addr: SocketAddr, transport: Transport, drain: bool, priority: i64, weight: i64| PeerLink {
-        drain,
-        priority: rank(priority),
-        weight: rank(weight),
-        ..PeerLink::new(az, addr, transport)
-    };
-    let carriers = cfg
-        .carrier
-        .iter()
-        .map(|c| CarrierPeers {
-            name: Arc::from(c.name.as_str()),
-            links: c.link.iter().map(|l| link(&l.az, l.addr, l.transport, l.drain, l.priority, l.weight)).collect(),
-            sources: c.sources.iter().filter_map(|s| Cidr::parse(s).ok()).map(|c| (c.addr, c.prefix)).collect(),
-        })
-        .collect();
-    let flow =
-        cfg.flow_engine.iter().map(|f| link(&f.az, f.addr, f.transport, f.drain, f.priority, f.weight)).collect();
-    Peers::new(carriers, flow)
-}
-
-/// The core's settings from a config and our bound addresses.
-pub fn core_config(cfg: &Config, local: &Local, nonce: u32, sealer: Arc<Sealer>) -> CoreConfig {
-    let t = &cfg.timers;
-    CoreConfig {
-        timers: crate::proxy::TimerValues {
-            t1: Duration::from_millis(t.t1_ms),
-            t2: Duration::from_millis(t.t2_ms),
-            t4: Duration::from_millis(t.t4_ms),
-            failover: Duration::from_millis(t.failover_ms),
-            timer_c: Duration::from_millis(t.timer_c_ms),
-        },
-        own_az: Arc::from(cfg.edge.az.as_str()),
-        max_call_duration: Duration::from_secs(cfg.limits.max_call_duration_s),
-        unknown_source: match cfg.edge.unknown_source {
-            UnknownSource::Reject => UnknownSourcePolicy::Reject,
-            UnknownSource::Drop => UnknownSourcePolicy::Drop,
-        },
-        server_header: cfg.edge.server_header.as_deref().map(Arc::from),
-        retry_after_s: cfg.limits.retry_after_s,
-        did_max_concurrent: cfg.limits.did_max_concurrent,
-        toll_free_max_concurrent: cfg.limits.toll_free_max_concurrent,
-        local: local.clone(),
-        instance_nonce: nonce,
-        probe_interval: Duration::from_millis(cfg.health.options_interval_ms),
-        down_after: cfg.health.down_after,
-        up_after: cfg.health.up_after,
-        new_calls_per_second: cfg.limits.new_calls_per_second,
-        records: cfg.records.path.is_some(),
-        cluster: cfg.cluster.redis_url.as_ref().map(|_| crate::proxy::ClusterAdmit {
-            admit_timeout: Duration::from_millis(cfg.cluster.admit_timeout_ms),
-            policy: cfg.cluster.on_backend_down,
-        }),
-        sealer,
-    }
-}
-
-fn flood_settings(cfg: &Config) -> (FloodSettings, Exempt) {
-    let f = &cfg.flood;
-    let s = FloodSettings {
-        enabled: f.enabled,
-        window: Duration::from_millis(f.window_ms),
-        max_requests: f.max_requests,
-        ban: Duration::from_secs(f.ban_s),
-        reject: f.action == FloodAction::Reject,
-    };
-    let mut ips = HashSet::new();
-    let mut nets = Vec::new();
-    if f.exempt_peers {
-        for c in &cfg.carrier {
-            ips.extend(c.link.iter().map(|l| l.addr.ip()));
-            // A carrier's extra source networks are the carrier too.
-            nets.extend(c.sources.iter().filter_map(|s| Cidr::parse(s).ok()));
-        }
-        ips.extend(cfg.flow_engine.iter().map(|f| f.addr.ip()));
-    }
-    (s, Exempt::from(ips).with_nets(nets))
 }
 
 fn seed_of(cfg: &Config) -> Result<Option<Vec<(E164, ClaimSpec)>>, ConfigErrors> {
@@ -270,8 +150,34 @@ pub enum Stop {
     Now,
 }
 
-/// Runs the edge until told to stop: binds every listener, starts one shard
-/// per worker, the TCP acceptor, the control plane and the housekeeping.
+/// Every listener, bound before anything starts: a port in use fails the
+/// start, and port 0 resolves to the address Via and Record-Route name.
+struct Listeners {
+    /// Per shard, its socket of each UDP listener (one SO_REUSEPORT group per
+    /// listener); every shard reads all of its sockets and sends from the one
+    /// of the peer's family.
+    udp: Vec<Vec<std::net::UdpSocket>>,
+    tcp: Vec<tokio::net::TcpListener>,
+    admin: tokio::net::TcpListener,
+    bound: Bound,
+    local: Local,
+}
+
+/// What every shard thread holds a handle to.
+#[derive(Clone)]
+struct ShardLinks {
+    inputs: Vec<mpsc::Sender<ShardInput>>,
+    hub: Arc<TcpHub>,
+    flood: Arc<FloodGuard>,
+    hasher: ahash::RandomState,
+    shutdown: watch::Receiver<bool>,
+    records: Records,
+    cluster: Option<Arc<crate::cluster::ClusterLink>>,
+    drain: Arc<crate::drain::Drain>,
+}
+
+/// Runs the edge until told to stop: bind every listener, spawn one shard
+/// per worker, serve (TCP accept, control plane, housekeeping), shut down.
 /// A closed `stops` channel stops the edge at once.
 pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Result<(), AppError> {
     let prometheus = prometheus();
@@ -291,88 +197,16 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     let flood = Arc::new(FloodGuard::new(fs, exempt));
 
     let workers = cfg.edge.shards();
-    let mut bound = Bound::default();
-    // Per UDP listener, one socket per shard (an SO_REUSEPORT group); every
-    // shard reads all of its sockets and sends from the one of the peer's family.
-    let mut udp_socks: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
-    let mut tcp_listeners = Vec::new();
-    let mut local = Local::default();
-    for l in &cfg.listen {
-        let actual = match l.transport {
-            Transport::Udp => {
-                let socks = udp::bind_group(l.addr, workers).map_err(|source| AppError::Bind {
-                    transport: "udp",
-                    addr: l.addr,
-                    source,
-                })?;
-                let actual = socks.first().and_then(|s| s.local_addr().ok()).unwrap_or(l.addr);
-                for (shard, s) in udp_socks.iter_mut().zip(socks) {
-                    if let Err(e) = udp::enable_icmp_errors(&s) {
-                        tracing::warn!(error = %e, "no ICMP error reporting: UDP failover waits for failover_ms");
-                    }
-                    // Registered with its shard's own runtime, on the shard's thread.
-                    shard.push(s);
-                }
-                actual
-            }
-            Transport::Tcp => {
-                let listener =
-                    bind_tcp(l.addr).map_err(|source| AppError::Bind { transport: "tcp", addr: l.addr, source })?;
-                let actual = listener.local_addr().unwrap_or(l.addr);
-                tcp_listeners.push(listener);
-                actual
-            }
-        };
-        match l.transport {
-            Transport::Udp => bound.udp = bound.udp.or(Some(actual)),
-            Transport::Tcp => bound.tcp = bound.tcp.or(Some(actual)),
-        }
-        bound.sip.push((l.transport, actual));
-        local.listeners.push(LocalAddr {
-            transport: l.transport,
-            v6: actual.is_ipv6(),
-            host_port: advertise(&cfg, actual),
-        });
-    }
-    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.addr).await.map_err(|source| AppError::Bind {
-        transport: "admin http",
-        addr: cfg.admin.addr,
-        source,
-    })?;
-    bound.admin = admin_listener.local_addr().ok();
+    let listeners = bind(&cfg, workers).await?;
 
-    let nonce = (unix_now() as u32) ^ std::process::id().rotate_left(16);
-    // Tokens name the run that sealed them: one of ours whose dialog is gone
-    // is a call that ended, not one a restart forgot.
-    let mut boot = nonce.to_be_bytes();
-    // Random, not time ^ pid: a container restarts as pid 1 within a second.
-    let _ = getrandom::getrandom(&mut boot);
-    let sealer = Arc::new(Sealer { key, boot: u32::from_be_bytes(boot) });
-    let core_cfg = Arc::new(core_config(&cfg, &local, nonce, sealer.clone()));
+    let nonce = instance_nonce();
+    let sealer = Arc::new(Sealer { key, boot: boot_id(nonce) });
+    let core_cfg = Arc::new(core_config(&cfg, &listeners.local, nonce, sealer.clone()));
     let hasher = ahash::RandomState::with_seeds(0x5eed, 0xed6e, 0x51b, 0xca11);
-    let tcp_cfg = &cfg.tcp;
-    let hub = TcpHub::new(
-        TcpLimits {
-            max_connections: tcp_cfg.max_connections,
-            max_per_ip: tcp_cfg.max_per_ip,
-            max_message_bytes: tcp_cfg.max_message_bytes,
-            max_header_bytes: tcp_cfg.max_header_bytes,
-            idle_timeout: Duration::from_secs(tcp_cfg.idle_timeout_s),
-            message_deadline: Duration::from_millis(tcp_cfg.message_deadline_ms),
-            connect_timeout: Duration::from_millis(cfg.timers.failover_ms.max(100)),
-        },
-        hasher.clone(),
-        flood.clone(),
-    );
+    let hub = TcpHub::new(tcp_limits(&cfg), hasher.clone(), flood.clone());
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut inputs = Vec::new();
-    let mut receivers = Vec::new();
-    for _ in 0..workers {
-        let (tx, rx) = mpsc::channel(SHARD_QUEUE);
-        inputs.push(tx);
-        receivers.push(rx);
-    }
+    let (stop_tx, shutdown) = watch::channel(false);
+    let (inputs, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(SHARD_QUEUE)).unzip();
     hub.set_shards(inputs.clone());
     if let Some(addr) = cfg.capture.hep_addr {
         match crate::capture::Capture::start(addr, cfg.capture.hep_id, cfg.capture.hep_transport) {
@@ -398,24 +232,131 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
         cluster: cluster.clone(),
         draining: drain.flag(),
     };
-    // Each shard runs on its own OS thread with a current-thread runtime: a
-    // call's messages never hop between threads and no work-stealing wake-ups
-    // are paid per message (measured: tools/load, docs/PERFORMANCE.md).
-    let mut shard_threads = Vec::new();
+    let links = ShardLinks { inputs, hub, flood, hasher, shutdown, records, cluster, drain };
+    let Listeners { udp, tcp, admin, bound, local } = listeners;
+    let shard_threads =
+        spawn_shards(&links, udp, receivers, |i| Core::new(i as u32, core_cfg.clone(), core_shared.clone(), now))?;
+    for l in tcp {
+        tokio::spawn(links.hub.clone().accept_loop(l));
+    }
+
+    let shared = Arc::new(Shared {
+        config: ArcSwap::from_pointee(cfg.clone()),
+        config_path: cfg.source_path.clone(),
+        inventory,
+        routing,
+        admission,
+        down,
+        flood: links.flood.clone(),
+        shards: links.inputs.clone(),
+        prometheus,
+        local,
+        bound,
+        admin_token: arc_swap::ArcSwapOption::from_pointee(admin_token),
+        records: links.records.clone(),
+        cluster: links.cluster.clone(),
+        drain: links.drain.clone(),
+        sealer,
+        reload_lock: std::sync::Mutex::new(()),
+    });
+    serve(admin, &shared, workers);
+
+    wait_for_stop(&links.drain, &mut stops, Duration::from_secs(cfg.edge.drain_timeout_s)).await;
+    shut_down(stop_tx, shard_threads, links.records).await;
+    Ok(())
+}
+
+/// Binds every `[[listen]]` (one UDP socket per shard each) and the control plane.
+async fn bind(cfg: &Config, workers: usize) -> Result<Listeners, AppError> {
+    let mut bound = Bound::default();
+    let mut udp_socks: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut tcp = Vec::new();
+    let mut local = Local::default();
+    for l in &cfg.listen {
+        let actual = match l.transport {
+            Transport::Udp => {
+                let socks = udp::bind_group(l.addr, workers).map_err(|source| AppError::Bind {
+                    transport: "udp",
+                    addr: l.addr,
+                    source,
+                })?;
+                let actual = socks.first().and_then(|s| s.local_addr().ok()).unwrap_or(l.addr);
+                for (shard, s) in udp_socks.iter_mut().zip(socks) {
+                    if let Err(e) = udp::enable_icmp_errors(&s) {
+                        tracing::warn!(error = %e, "no ICMP error reporting: UDP failover waits for failover_ms");
+                    }
+                    // Registered with its shard's own runtime, on the shard's thread.
+                    shard.push(s);
+                }
+                actual
+            }
+            Transport::Tcp => {
+                let listener =
+                    bind_tcp(l.addr).map_err(|source| AppError::Bind { transport: "tcp", addr: l.addr, source })?;
+                let actual = listener.local_addr().unwrap_or(l.addr);
+                tcp.push(listener);
+                actual
+            }
+        };
+        match l.transport {
+            Transport::Udp => bound.udp = bound.udp.or(Some(actual)),
+            Transport::Tcp => bound.tcp = bound.tcp.or(Some(actual)),
+        }
+        bound.sip.push((l.transport, actual));
+        local.listeners.push(LocalAddr {
+            transport: l.transport,
+            v6: actual.is_ipv6(),
+            host_port: advertise(cfg, actual),
+        });
+    }
+    let admin = tokio::net::TcpListener::bind(cfg.admin.addr).await.map_err(|source| AppError::Bind {
+        transport: "admin http",
+        addr: cfg.admin.addr,
+        source,
+    })?;
+    bound.admin = admin.local_addr().ok();
+    Ok(Listeners { udp: udp_socks, tcp, admin, bound, local })
+}
+
+/// The boot id sealed into our Record-Route tokens: one of ours whose dialog
+/// is gone is a call that ended, not one a restart forgot. Random, not
+/// time ^ pid (a container restarts as pid 1 within a second); the nonce
+/// only if the OS has no randomness.
+fn boot_id(nonce: u32) -> u32 {
+    let mut boot = nonce.to_be_bytes();
+    let _ = getrandom::getrandom(&mut boot);
+    u32::from_be_bytes(boot)
+}
+
+fn tcp_limits(cfg: &Config) -> TcpLimits {
+    let t = &cfg.tcp;
+    TcpLimits {
+        max_connections: t.max_connections,
+        max_per_ip: t.max_per_ip,
+        max_message_bytes: t.max_message_bytes,
+        max_header_bytes: t.max_header_bytes,
+        idle_timeout: Duration::from_secs(t.idle_timeout_s),
+        message_deadline: Duration::from_millis(t.message_deadline_ms),
+        connect_timeout: Duration::from_millis(cfg.timers.failover_ms).max(TCP_CONNECT_TIMEOUT_MIN),
+    }
+}
+
+/// Starts one thread per shard, each with its UDP sockets and its queue.
+/// Each shard runs on its own OS thread with a current-thread runtime: a
+/// call's messages never hop between threads and no work-stealing wake-ups
+/// are paid per message (measured: tools/load, docs/PERFORMANCE.md).
+fn spawn_shards(
+    links: &ShardLinks,
+    udp_socks: Vec<Vec<std::net::UdpSocket>>,
+    receivers: Vec<mpsc::Receiver<ShardInput>>,
+    core: impl Fn(usize) -> Core,
+) -> Result<Vec<std::thread::JoinHandle<()>>, AppError> {
+    let mut threads = Vec::new();
     let mut udp_socks = udp_socks.into_iter();
     for (i, rx) in receivers.into_iter().enumerate() {
-        let core = Core::new(i as u32, core_cfg.clone(), core_shared.clone(), now);
+        let core = core(i);
         let socks = udp_socks.next().unwrap_or_default();
-        let (inputs, hub, flood, hasher, stop_rx, records, cluster, drain) = (
-            inputs.clone(),
-            hub.clone(),
-            flood.clone(),
-            hasher.clone(),
-            stop_rx.clone(),
-            records.clone(),
-            cluster.clone(),
-            drain.clone(),
-        );
+        let ShardLinks { inputs, hub, flood, hasher, shutdown, records, cluster, drain } = links.clone();
         let thread = std::thread::Builder::new().name(format!("sipedge-shard-{i}")).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -435,71 +376,57 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
                     tcp: hub,
                     flood,
                     hasher,
-                    shutdown: stop_rx,
+                    shutdown,
                     records,
                     cluster,
                     drain,
                 };
                 shard.run().await;
-                // Let TCP writers spawned on this runtime drain the final BYEs.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // TCP writers spawned on this runtime get the final BYEs out.
+                tokio::time::sleep(BYE_FLUSH).await;
             });
         });
         match thread {
-            Ok(t) => shard_threads.push(t),
+            Ok(t) => threads.push(t),
             Err(source) => return Err(AppError::Thread(source)),
         }
     }
-    for l in tcp_listeners {
-        tokio::spawn(hub.clone().accept_loop(l));
-    }
+    Ok(threads)
+}
 
-    let shared = Arc::new(Shared {
-        config: ArcSwap::from_pointee(cfg.clone()),
-        config_path: cfg.source_path.clone(),
-        inventory,
-        routing,
-        admission,
-        down,
-        flood: flood.clone(),
-        shards: inputs,
-        prometheus,
-        local,
-        bound: bound.clone(),
-        admin_token: arc_swap::ArcSwapOption::from_pointee(admin_token),
-        records: records.clone(),
-        cluster: cluster.clone(),
-        drain: drain.clone(),
-        sealer,
-        reload_lock: std::sync::Mutex::new(()),
-    });
-    tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
+/// Starts the control plane, housekeeping and the SIGHUP handler, and says
+/// where the edge listens.
+fn serve(admin: tokio::net::TcpListener, shared: &Arc<Shared>, workers: usize) {
+    tokio::spawn(crate::admin::serve(admin, shared.clone()));
     tokio::spawn(housekeeping(shared.clone()));
     #[cfg(unix)]
     tokio::spawn(sighup(shared.clone()));
 
-    for (t, a) in &bound.sip {
+    for (t, a) in &shared.bound.sip {
         tracing::info!("listening for {} on {a}", t.via_name());
     }
-    if let Some(a) = bound.admin {
+    if let Some(a) = shared.bound.admin {
         tracing::info!("control plane on http://{a}");
     }
+    let cfg = shared.config.load();
     tracing::info!(edge = %cfg.edge.name, az = %cfg.edge.az, workers, numbers = shared.routing.load().len(), "sipedge ready");
+}
 
-    wait_for_stop(&drain, &mut stops, Duration::from_secs(cfg.edge.drain_timeout_s)).await;
+/// Tells every shard to end its calls (BYE both ways), waits for them a
+/// bounded time, then for the call records and the last TCP writes.
+async fn shut_down(stop: watch::Sender<bool>, shard_threads: Vec<std::thread::JoinHandle<()>>, records: Records) {
     tracing::info!("shutting down: ending calls");
-    let _ = stop_tx.send(true);
+    let _ = stop.send(true);
     let joined = tokio::task::spawn_blocking(move || {
         for t in shard_threads {
             let _ = t.join();
         }
     });
-    let _ = tokio::time::timeout(Duration::from_secs(3), joined).await;
+    let _ = tokio::time::timeout(SHARD_JOIN_TIMEOUT, joined).await;
     // The records of the calls just ended reach the file before we exit.
     let _ = tokio::task::spawn_blocking(move || records.settle(RECORDS_SETTLE)).await;
-    // Let TCP writers drain the final BYEs.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    Ok(())
+    // TCP writers get the final BYEs out.
+    tokio::time::sleep(BYE_FLUSH).await;
 }
 
 /// Cluster mode: the link the shards use and the Redis task behind it
@@ -577,7 +504,7 @@ async fn wait_for_stop(drain: &crate::drain::Drain, stops: &mut mpsc::UnboundedR
     }
     let started = tokio::time::Instant::now();
     let deadline = started + timeout;
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(DRAIN_POLL);
     let mut closed = false;
     loop {
         tokio::select! {
@@ -615,129 +542,18 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    socket.listen(TCP_ACCEPT_BACKLOG)?;
     tokio::net::TcpListener::from_std(socket.into())
 }
 
-/// What a successful reload changed.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct ReloadReport {
-    /// Settings that changed but need a restart to take effect.
-    pub needs_restart: Vec<String>,
-    /// Carriers in the new config.
-    pub carriers: usize,
-    /// Flow-engine endpoints in the new config.
-    pub flow_engines: usize,
-}
-
-impl Shared {
-    /// Re-reads the config file. A bad file is refused with every problem
-    /// listed and nothing changes; a good one takes effect for new calls.
-    pub fn reload(&self) -> Result<ReloadReport, ConfigErrors> {
-        let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(path) = self.config_path.as_ref() else {
-            return Err(ConfigErrors(vec![crate::config::ConfigError::new(
-                "config",
-                "the edge was not started from a file",
-            )]));
-        };
-        let new = Config::load(path)?;
-        // An unreadable token file refuses the whole reload, like any config error.
-        let token = crate::admin::load_token(&new).map_err(ConfigErrors::from)?;
-        let old = self.config.load_full();
-        let mut report = ReloadReport::default();
-        if format!("{:?}", new.listen) != format!("{:?}", old.listen) {
-            report.needs_restart.push("listen".into());
-        }
-        if new.admin.addr != old.admin.addr {
-            report.needs_restart.push("admin.addr".into());
-        }
-        if new.admin.max_body_bytes != old.admin.max_body_bytes {
-            report.needs_restart.push("admin.max_body_bytes".into());
-        }
-        if new.edge.data_dir != old.edge.data_dir {
-            report.needs_restart.push("edge.data_dir".into());
-        }
-        if new.edge.workers != old.edge.workers {
-            report.needs_restart.push("edge.workers".into());
-        }
-        if new.records.path != old.records.path {
-            report.needs_restart.push("records.path".into());
-        }
-        if new.capture.hep_addr != old.capture.hep_addr
-            || new.capture.hep_id != old.capture.hep_id
-            || new.capture.hep_transport != old.capture.hep_transport
-        {
-            report.needs_restart.push("capture".into());
-        }
-        let peers = Arc::new(peers_from_config(&new));
-        report.carriers = peers.carriers.len();
-        report.flow_engines = peers.flow_engine.len();
-        self.inventory.set_peers(peers);
-        self.admission.set_instance_cap(new.limits.max_concurrent_calls);
-        // Carrier limits change in place: calls up keep their slots.
-        self.admission.trunks().configure(&crate::admission::TrunkLimits::from_config(&new));
-        crate::metrics::instance_cap(new.limits.max_concurrent_calls);
-        let (fs, exempt) = flood_settings(&new);
-        self.flood.update(fs, exempt);
-        let nonce = (unix_now() as u32) ^ std::process::id().rotate_left(16);
-        // The dialog key is read once: the tokens of calls up now were sealed under it.
-        if new.edge.dialog_key_file != old.edge.dialog_key_file {
-            report.needs_restart.push("edge.dialog_key_file".into());
-        }
-        let mut core_cfg = core_config(&new, &self.local, nonce, self.sealer.clone());
-        // Records stay as the writer started: on with a path, off without.
-        core_cfg.records = self.records.is_on();
-        // Cluster mode stays as it started; its timeout and policy follow the file.
-        if new.cluster.redis_url != old.cluster.redis_url {
-            report.needs_restart.push("cluster.redis_url".into());
-            core_cfg.cluster = core_config(&old, &self.local, nonce, self.sealer.clone()).cluster;
-        }
-        let core_cfg = Arc::new(core_cfg);
-        for s in &self.shards {
-            // A full queue must not lose a reload: the send waits for room on a task.
-            let _ = s.send_now_or_later(ShardInput::Config(core_cfg.clone()));
-        }
-        if let Some(addr) = self.bound.admin {
-            crate::admin::warn_if_exposed(addr, token.is_some());
-        }
-        self.admin_token.store(token.map(Arc::new));
-        self.config.store(Arc::new(new));
-        tracing::info!(carriers = report.carriers, flow_engines = report.flow_engines, "config reloaded");
-        Ok(report)
-    }
-}
-
-/// Queues at once if there is room, else on a task that waits for it: the
-/// caller never blocks (it may be on a runtime thread) and nothing is lost.
-trait SendNowOrLater {
-    fn send_now_or_later(&self, v: ShardInput) -> Result<(), ()>;
-}
-
-impl SendNowOrLater for mpsc::Sender<ShardInput> {
-    fn send_now_or_later(&self, v: ShardInput) -> Result<(), ()> {
-        match self.try_send(v) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(v)) => {
-                let tx = self.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send(v).await;
-                });
-                Ok(())
-            }
-            Err(_) => Err(()),
-        }
-    }
-}
-
 async fn housekeeping(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
     let mut n: u64 = 0;
     loop {
         tick.tick().await;
         shared.flood.sweep();
         n += 1;
-        if n % 6 == 0 {
+        if n % EXPIRE_EVERY_ROUNDS == 0 {
             let inv = shared.inventory.clone();
             let res = tokio::task::spawn_blocking(move || inv.expire(unix_now())).await;
             if let Ok(Ok(k)) = res {

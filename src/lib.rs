@@ -11,7 +11,8 @@
 //! - `config/`: the TOML config, its validation, the numbers seed file.
 //! - `transport/`: the only socket code: UDP/TCP drivers, sharding, flood control.
 //! - `admin/`, `ctl`: the HTTP control plane and its command-line client.
-//! - `app`: wiring, reload, shutdown. `drain`: drain state (SPEC §9). `cli`: the command line.
+//! - `app`: wiring (bind, spawn shards, serve, shut down). `state`: what the shards and the control plane share.
+//!   `reload`: config → running settings, at start and on reload. `drain`: drain state (SPEC §9). `cli`: the command line.
 //! - `metrics`: metric names and hot-path counters.
 //! - `capture`: HEP3 capture of every SIP message to a collector. `records`: the call-records file. `logging`: log set-up.
 //! - `fuzzing`: fuzz harnesses shared by `tools/fuzz` and `tests/fuzz_replay.rs` (feature `fuzzing`, doc-hidden).
@@ -36,6 +37,8 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod records;
+pub mod reload;
 pub mod routing;
 pub mod sip;
+pub mod state;
 pub mod transport;

@@ -20,8 +20,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::app::Shared;
 use crate::config::{Config, ConfigError};
+use crate::state::Shared;
 
 /// A bearer token the control plane requires.
 pub struct Token(String);

@@ -45,8 +45,8 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use std::sync::Arc;
 
-use crate::app::Shared;
 use crate::inventory::{Inventory, InventoryError};
+use crate::state::Shared;
 
 pub use auth::{load_token, warn_if_exposed, Token};
 pub use error::ApiError;

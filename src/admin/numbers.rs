@@ -10,10 +10,10 @@ use axum::Json;
 use super::body::{JsonBody, NoBody};
 use super::error::ApiError;
 use super::Ctx;
-use crate::app::unix_now;
 use crate::inventory::RELEASE_WINDOW_S;
 use crate::routing::{parse_number, ClaimSpec, NumberRecord, NumberState, RoutingError};
 use crate::sip::{NumberKind, E164};
+use crate::state::unix_now;
 
 /// Most numbers one `GET /v1/numbers` page returns.
 pub const MAX_PAGE: usize = 1000;

@@ -8,9 +8,9 @@ use axum::Json;
 use super::body::{JsonBody, NoBody};
 use super::error::ApiError;
 use super::Ctx;
-use crate::app::unix_now;
 use crate::inventory::{PortOrder, PortRequest};
 use crate::routing::RoutingError;
+use crate::state::unix_now;
 
 /// The `{id}` path segment: a port order id (400 `bad_port_id` otherwise).
 pub struct PortId(pub u64);

@@ -6,7 +6,7 @@ use axum::Json;
 use super::body::NoBody;
 use super::error::ApiError;
 use super::Ctx;
-use crate::app::ReloadReport;
+use crate::reload::ReloadReport;
 
 /// A successful reload.
 #[derive(Debug, serde::Serialize)]
