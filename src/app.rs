@@ -78,6 +78,8 @@ pub struct Shared {
     pub local: Local,
     /// The addresses actually bound.
     pub bound: Bound,
+    /// TCP and TLS connections (reload swaps the TLS certificates in it).
+    pub tcp: Arc<TcpHub>,
     /// The control plane's bearer token (`[admin].token_file`), re-read on reload.
     pub admin_token: arc_swap::ArcSwapOption<crate::admin::Token>,
     /// The call-records writer (off without `[records] path`; SIGHUP reopens its file).
@@ -297,7 +299,8 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     let mut udp_socks: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
     let mut tcp_listeners = Vec::new();
     let mut local = Local::default();
-    for l in &cfg.listen {
+    let tls = crate::transport::tls::TlsSettings::load(&cfg)?;
+    for (index, l) in cfg.listen.iter().enumerate() {
         let actual = match l.transport {
             Transport::Udp => {
                 let socks = udp::bind_group(l.addr, workers).map_err(|source| AppError::Bind {
@@ -315,17 +318,21 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
                 }
                 actual
             }
-            Transport::Tcp => {
-                let listener =
-                    bind_tcp(l.addr).map_err(|source| AppError::Bind { transport: "tcp", addr: l.addr, source })?;
+            Transport::Tcp | Transport::Tls => {
+                let listener = bind_tcp(l.addr).map_err(|source| AppError::Bind {
+                    transport: l.transport.as_str(),
+                    addr: l.addr,
+                    source,
+                })?;
                 let actual = listener.local_addr().unwrap_or(l.addr);
-                tcp_listeners.push(listener);
+                tcp_listeners.push((listener, (l.transport == Transport::Tls).then_some(index)));
                 actual
             }
         };
         match l.transport {
             Transport::Udp => bound.udp = bound.udp.or(Some(actual)),
             Transport::Tcp => bound.tcp = bound.tcp.or(Some(actual)),
+            Transport::Tls => {}
         }
         bound.sip.push((l.transport, actual));
         local.listeners.push(LocalAddr {
@@ -360,10 +367,12 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
             idle_timeout: Duration::from_secs(tcp_cfg.idle_timeout_s),
             message_deadline: Duration::from_millis(tcp_cfg.message_deadline_ms),
             connect_timeout: Duration::from_millis(cfg.timers.failover_ms.max(100)),
+            tls_handshake_timeout: Duration::from_millis(tcp_cfg.tls_handshake_timeout_ms),
         },
         hasher.clone(),
         flood.clone(),
     );
+    hub.tls().store(tls);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut inputs = Vec::new();
@@ -450,8 +459,8 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
             Err(source) => return Err(AppError::Thread(source)),
         }
     }
-    for l in tcp_listeners {
-        tokio::spawn(hub.clone().accept_loop(l));
+    for (l, tls_index) in tcp_listeners {
+        tokio::spawn(hub.clone().accept_loop(l, tls_index));
     }
 
     let shared = Arc::new(Shared {
@@ -466,6 +475,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
         prometheus,
         local,
         bound: bound.clone(),
+        tcp: hub.clone(),
         admin_token: arc_swap::ArcSwapOption::from_pointee(admin_token),
         records: records.clone(),
         cluster: cluster.clone(),
@@ -644,9 +654,13 @@ impl Shared {
         let new = Config::load(path)?;
         // An unreadable token file refuses the whole reload, like any config error.
         let token = crate::admin::load_token(&new).map_err(ConfigErrors::from)?;
+        // Certificates are re-read; a bad one refuses the reload and keeps the old.
+        let tls = crate::transport::tls::TlsSettings::load(&new)?;
         let old = self.config.load_full();
         let mut report = ReloadReport::default();
-        if format!("{:?}", new.listen) != format!("{:?}", old.listen) {
+        // Certificate paths change on reload; sockets need a restart.
+        let sockets = |c: &Config| c.listen.iter().map(|l| (l.transport, l.addr)).collect::<Vec<_>>();
+        if sockets(&new) != sockets(&old) {
             report.needs_restart.push("listen".into());
         }
         if new.admin.addr != old.admin.addr {
@@ -702,6 +716,7 @@ impl Shared {
             crate::admin::warn_if_exposed(addr, token.is_some());
         }
         self.admin_token.store(token.map(Arc::new));
+        self.tcp.tls().store(tls);
         self.config.store(Arc::new(new));
         tracing::info!(carriers = report.carriers, flow_engines = report.flow_engines, "config reloaded");
         Ok(report)
