@@ -157,7 +157,8 @@ struct Listeners {
     /// listener); every shard reads all of its sockets and sends from the one
     /// of the peer's family.
     udp: Vec<Vec<std::net::UdpSocket>>,
-    tcp: Vec<tokio::net::TcpListener>,
+    /// Stream listeners, each with its `[[listen]]` index when it speaks TLS.
+    tcp: Vec<(tokio::net::TcpListener, Option<usize>)>,
     admin: tokio::net::TcpListener,
     bound: Bound,
     local: Local,
@@ -204,6 +205,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     let core_cfg = Arc::new(core_config(&cfg, &listeners.local, nonce, sealer.clone()));
     let hasher = ahash::RandomState::with_seeds(0x5eed, 0xed6e, 0x51b, 0xca11);
     let hub = TcpHub::new(tcp_limits(&cfg), hasher.clone(), flood.clone());
+    hub.tls().store(crate::transport::tls::TlsSettings::load(&cfg)?);
 
     let (stop_tx, shutdown) = watch::channel(false);
     let (inputs, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(SHARD_QUEUE)).unzip();
@@ -236,8 +238,8 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     let Listeners { udp, tcp, admin, bound, local } = listeners;
     let shard_threads =
         spawn_shards(&links, udp, receivers, |i| Core::new(i as u32, core_cfg.clone(), core_shared.clone(), now))?;
-    for l in tcp {
-        tokio::spawn(links.hub.clone().accept_loop(l));
+    for (l, tls_index) in tcp {
+        tokio::spawn(links.hub.clone().accept_loop(l, tls_index));
     }
 
     let shared = Arc::new(Shared {
@@ -252,6 +254,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
         prometheus,
         local,
         bound,
+        tcp: links.hub.clone(),
         admin_token: arc_swap::ArcSwapOption::from_pointee(admin_token),
         records: links.records.clone(),
         cluster: links.cluster.clone(),
@@ -272,7 +275,7 @@ async fn bind(cfg: &Config, workers: usize) -> Result<Listeners, AppError> {
     let mut udp_socks: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
     let mut tcp = Vec::new();
     let mut local = Local::default();
-    for l in &cfg.listen {
+    for (index, l) in cfg.listen.iter().enumerate() {
         let actual = match l.transport {
             Transport::Udp => {
                 let socks = udp::bind_group(l.addr, workers).map_err(|source| AppError::Bind {
@@ -290,17 +293,22 @@ async fn bind(cfg: &Config, workers: usize) -> Result<Listeners, AppError> {
                 }
                 actual
             }
-            Transport::Tcp => {
-                let listener =
-                    bind_tcp(l.addr).map_err(|source| AppError::Bind { transport: "tcp", addr: l.addr, source })?;
+            Transport::Tcp | Transport::Tls => {
+                let listener = bind_tcp(l.addr).map_err(|source| AppError::Bind {
+                    transport: l.transport.as_str(),
+                    addr: l.addr,
+                    source,
+                })?;
                 let actual = listener.local_addr().unwrap_or(l.addr);
-                tcp.push(listener);
+                // A TLS listener's accept loop finds its certificate by listener index.
+                tcp.push((listener, (l.transport == Transport::Tls).then_some(index)));
                 actual
             }
         };
         match l.transport {
             Transport::Udp => bound.udp = bound.udp.or(Some(actual)),
             Transport::Tcp => bound.tcp = bound.tcp.or(Some(actual)),
+            Transport::Tls => {}
         }
         bound.sip.push((l.transport, actual));
         local.listeners.push(LocalAddr {
@@ -338,6 +346,7 @@ fn tcp_limits(cfg: &Config) -> TcpLimits {
         idle_timeout: Duration::from_secs(t.idle_timeout_s),
         message_deadline: Duration::from_millis(t.message_deadline_ms),
         connect_timeout: Duration::from_millis(cfg.timers.failover_ms).max(TCP_CONNECT_TIMEOUT_MIN),
+        tls_handshake_timeout: Duration::from_millis(t.tls_handshake_timeout_ms),
     }
 }
 

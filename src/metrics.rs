@@ -44,6 +44,11 @@ pub const FLOOD_BANS_TOTAL: &str = "sipedge_flood_bans_total";
 pub const TCP_LIMIT_CLOSES_TOTAL: &str = "sipedge_tcp_limit_closes_total";
 /// Open TCP connections.
 pub const TCP_CONNECTIONS: &str = "sipedge_tcp_connections";
+/// Gauge: open TLS connections (counted in the `[tcp]` limits with TCP's).
+pub const TLS_CONNECTIONS: &str = "sipedge_tls_connections";
+/// Counter: TLS handshakes that failed or timed out, by `side` (`server`: a
+/// client of ours, `client`: a next hop we connected to).
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "sipedge_tls_handshake_failures_total";
 /// Messages dropped because a shard's queue was full.
 pub const QUEUE_DROPS_TOTAL: &str = "sipedge_queue_dropped_total";
 /// HEP capture copies dropped (queue full, too large, send failed).
@@ -89,6 +94,8 @@ struct Handles {
     udp_out: Counter,
     tcp_in: Counter,
     tcp_out: Counter,
+    tls_in: Counter,
+    tls_out: Counter,
     parse_errors: Counter,
     dialogs: Gauge,
 }
@@ -101,6 +108,8 @@ fn handles() -> &'static Handles {
         udp_out: counter!(SIP_MESSAGES_TOTAL, "transport" => "udp", "kind" => "sent"),
         tcp_in: counter!(SIP_MESSAGES_TOTAL, "transport" => "tcp", "kind" => "received"),
         tcp_out: counter!(SIP_MESSAGES_TOTAL, "transport" => "tcp", "kind" => "sent"),
+        tls_in: counter!(SIP_MESSAGES_TOTAL, "transport" => "tls", "kind" => "received"),
+        tls_out: counter!(SIP_MESSAGES_TOTAL, "transport" => "tls", "kind" => "sent"),
         parse_errors: counter!(PARSE_ERRORS_TOTAL),
         dialogs: gauge!(ACTIVE_DIALOGS),
     })
@@ -123,6 +132,8 @@ pub fn describe() {
     describe_counter!(FLOOD_BANS_TOTAL, "Sources banned by flood control");
     describe_counter!(TCP_LIMIT_CLOSES_TOTAL, "TCP connections closed at a limit");
     describe_gauge!(TCP_CONNECTIONS, "Open TCP connections");
+    describe_gauge!(TLS_CONNECTIONS, "Open TLS connections");
+    describe_counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "TLS handshakes failed or timed out");
     describe_counter!(QUEUE_DROPS_TOTAL, "Messages dropped at a full shard queue");
     describe_counter!(HEP_DROPS_TOTAL, "HEP capture copies dropped");
     describe_histogram!(SETUP_SECONDS, Unit::Seconds, "INVITE received to its final answer sent");
@@ -172,6 +183,7 @@ pub fn message_in(t: Transport) {
     match t {
         Transport::Udp => handles().udp_in.increment(1),
         Transport::Tcp => handles().tcp_in.increment(1),
+        Transport::Tls => handles().tls_in.increment(1),
     }
 }
 
@@ -180,6 +192,7 @@ pub fn message_out(t: Transport) {
     match t {
         Transport::Udp => handles().udp_out.increment(1),
         Transport::Tcp => handles().tcp_out.increment(1),
+        Transport::Tls => handles().tls_out.increment(1),
     }
 }
 

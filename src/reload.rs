@@ -124,9 +124,13 @@ impl Shared {
         let new = Config::load(path)?;
         // An unreadable token file refuses the whole reload, like any config error.
         let token = crate::admin::load_token(&new).map_err(ConfigErrors::from)?;
+        // Certificates are re-read; a bad one refuses the reload and keeps the old.
+        let tls = crate::transport::tls::TlsSettings::load(&new)?;
         let old = self.config.load_full();
         let mut report = ReloadReport::default();
-        if format!("{:?}", new.listen) != format!("{:?}", old.listen) {
+        // Certificate paths may change on reload; sockets need a restart.
+        let sockets = |c: &Config| c.listen.iter().map(|l| (l.transport, l.addr)).collect::<Vec<_>>();
+        if sockets(&new) != sockets(&old) {
             report.needs_restart.push("listen".into());
         }
         if new.admin.addr != old.admin.addr {
@@ -182,6 +186,7 @@ impl Shared {
             crate::admin::warn_if_exposed(addr, token.is_some());
         }
         self.admin_token.store(token.map(Arc::new));
+        self.tcp.tls().store(tls);
         self.config.store(Arc::new(new));
         tracing::info!(carriers = report.carriers, flow_engines = report.flow_engines, "config reloaded");
         Ok(report)

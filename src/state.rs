@@ -44,6 +44,8 @@ pub struct Shared {
     pub local: Local,
     /// The addresses actually bound.
     pub bound: Bound,
+    /// TCP and TLS connections (reload swaps the TLS certificates in it).
+    pub tcp: Arc<crate::transport::tcp::TcpHub>,
     /// The control plane's bearer token (`[admin].token_file`), re-read on reload.
     pub admin_token: ArcSwapOption<crate::admin::Token>,
     /// The call-records writer (off without `[records] path`; SIGHUP reopens its file).

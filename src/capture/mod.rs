@@ -140,7 +140,8 @@ fn encode(item: &Item, capture_id: u32, buf: &mut Vec<u8>) -> bool {
         dst: item.dst,
         ip_proto: match item.transport {
             Transport::Udp => hep::PROTO_UDP,
-            Transport::Tcp => hep::PROTO_TCP,
+            // HEP names the IP protocol; TLS is captured decrypted, as TCP.
+            Transport::Tcp | Transport::Tls => hep::PROTO_TCP,
         },
         ts_sec: since.as_secs() as u32,
         ts_usec: since.subsec_micros(),

@@ -163,16 +163,32 @@ pub enum UnknownSource {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
-    /// `udp` (default) or `tcp`.
+    /// `udp` (default), `tcp` or `tls`.
     #[serde(default)]
     pub transport: Transport,
     /// Address to bind; port 0 picks a free port (tests use it).
     pub addr: SocketAddr,
+    /// TLS: our certificate chain (PEM), leaf first. Required for `tls`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// TLS: the private key of `cert_file` (PEM: PKCS#8, PKCS#1 or SEC1). Required for `tls`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// TLS: CA certificates (PEM); set, every client must present a
+    /// certificate signed by one of them (mutual TLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        ListenConfig { transport: Transport::Udp, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 5060)) }
+        ListenConfig {
+            transport: Transport::Udp,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 5060)),
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+        }
     }
 }
 
@@ -293,9 +309,16 @@ pub struct LinkConfig {
     pub az: String,
     /// We send to it; requests from its IP are this carrier.
     pub addr: SocketAddr,
-    /// `udp` (default) or `tcp`.
+    /// `udp` (default), `tcp` or `tls`.
     #[serde(default)]
     pub transport: Transport,
+    /// `tls`: the name its certificate must carry; default the address's IP.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// `tls`: CA certificates (PEM) its certificate must chain to; default
+    /// the Mozilla roots (webpki-roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// `true`: no new calls to this link; calls already on it go on.
     #[serde(default)]
     pub drain: bool,
@@ -320,9 +343,16 @@ pub struct FlowEngineConfig {
     pub az: String,
     /// Where inbound calls are sent; requests from its IP are the platform.
     pub addr: SocketAddr,
-    /// `udp` (default) or `tcp`.
+    /// `udp` (default), `tcp` or `tls`.
     #[serde(default)]
     pub transport: Transport,
+    /// `tls`: the name its certificate must carry; default the address's IP.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// `tls`: CA certificates (PEM) its certificate must chain to; default
+    /// the Mozilla roots (webpki-roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// `true`: no new calls to this endpoint; calls already on it go on.
     #[serde(default)]
     pub drain: bool,
@@ -401,6 +431,8 @@ pub struct TcpConfig {
     pub idle_timeout_s: u64,
     /// A started message must complete within this, against slowloris (default 5000).
     pub message_deadline_ms: u64,
+    /// A TLS connection must finish its handshake within this (default 5000).
+    pub tls_handshake_timeout_ms: u64,
 }
 
 impl Default for TcpConfig {
@@ -412,6 +444,7 @@ impl Default for TcpConfig {
             max_header_bytes: 16384,
             idle_timeout_s: 300,
             message_deadline_ms: 5000,
+            tls_handshake_timeout_ms: 5000,
         }
     }
 }
@@ -463,5 +496,6 @@ pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
     let cfg = Config::load(path)?;
     crate::admin::load_token(&cfg)?;
     crate::dialog_key::check(&cfg)?;
+    crate::transport::tls::TlsSettings::load(&cfg)?;
     Ok(cfg)
 }

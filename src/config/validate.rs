@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::{canonical, Cidr, Config, ConfigError, ListenConfig};
+use crate::sip::Transport;
 
 impl Config {
     /// Every problem in the parsed config, each naming its field; empty when
@@ -56,8 +57,9 @@ impl Config {
         for (i, l) in self.listen.iter().enumerate() {
             let earlier = self.listen.iter().take(i);
             // Port 0 asks the OS for a free port, so two of them never clash.
-            let same =
-                earlier.clone().position(|o| o.transport == l.transport && o.addr == l.addr && l.addr.port() != 0);
+            let same = earlier.clone().position(|o| {
+                socket_kind(o.transport) == socket_kind(l.transport) && o.addr == l.addr && l.addr.port() != 0
+            });
             if let Some(j) = same {
                 v.push(ConfigError::new(
                     format!("listen[{i}]"),
@@ -74,12 +76,13 @@ impl Config {
                     ),
                 ));
             }
+            check_listen_tls(v, i, l);
         }
     }
 
     /// Numeric settings whose zero (or inversion) would stop the edge working.
     fn check_knobs(&self, v: &mut Vec<ConfigError>) {
-        let positive: [(&str, u64); 17] = [
+        let positive: [(&str, u64); 18] = [
             ("admin.max_body_bytes", self.admin.max_body_bytes as u64),
             ("limits.max_concurrent_calls", u64::from(self.limits.max_concurrent_calls)),
             ("limits.max_call_duration_s", self.limits.max_call_duration_s),
@@ -97,6 +100,7 @@ impl Config {
             ("tcp.max_header_bytes", self.tcp.max_header_bytes as u64),
             ("tcp.idle_timeout_s", self.tcp.idle_timeout_s),
             ("tcp.message_deadline_ms", self.tcp.message_deadline_ms),
+            ("tcp.tls_handshake_timeout_ms", self.tcp.tls_handshake_timeout_ms),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -163,6 +167,7 @@ impl Config {
             for (j, l) in c.link.iter().enumerate() {
                 let at = format!("{at}.link[{j}]");
                 check_hop(v, &at, &l.az, l.addr);
+                check_client_tls(v, &at, l.transport, l.server_name.as_deref(), l.ca_file.is_some());
                 let dup = c.link.iter().take(j).position(|o| o.addr == l.addr && o.transport == l.transport);
                 if let Some(d) = dup {
                     v.push(ConfigError::new(
@@ -173,7 +178,9 @@ impl Config {
             }
         }
         for (i, f) in self.flow_engine.iter().enumerate() {
-            check_hop(v, &format!("flow_engine[{i}]"), &f.az, f.addr);
+            let at = format!("flow_engine[{i}]");
+            check_hop(v, &at, &f.az, f.addr);
+            check_client_tls(v, &at, f.transport, f.server_name.as_deref(), f.ca_file.is_some());
         }
         check_weights(v, "flow_engine", self.flow_engine.iter().map(|f| (f.priority, f.weight)));
     }
@@ -183,11 +190,57 @@ impl Config {
 /// the wildcard (`0.0.0.0`, `[::]`) and the other a specific one. IPv6
 /// listeners are IPv6-only, so `0.0.0.0:5060` and `[::]:5060` do not overlap.
 fn overlaps(a: &ListenConfig, b: &ListenConfig) -> bool {
-    a.transport == b.transport
+    socket_kind(a.transport) == socket_kind(b.transport)
         && a.addr.port() == b.addr.port()
         && a.addr.port() != 0
         && a.addr.is_ipv4() == b.addr.is_ipv4()
         && (a.addr.ip().is_unspecified() || b.addr.ip().is_unspecified())
+}
+
+/// TCP and TLS listeners are both TCP sockets: they cannot share a port.
+fn socket_kind(t: Transport) -> u8 {
+    u8::from(t.is_stream())
+}
+
+/// A `tls` listener names its certificate and key; another transport names
+/// none (a key there would be a listener the operator thinks is encrypted).
+/// Whether the files load is `sipedge check`'s I/O step (`transport::tls`).
+fn check_listen_tls(v: &mut Vec<ConfigError>, i: usize, l: &ListenConfig) {
+    let at = format!("listen[{i}]");
+    if l.transport == Transport::Tls {
+        for (key, set) in [("cert_file", l.cert_file.is_some()), ("key_file", l.key_file.is_some())] {
+            if !set {
+                v.push(ConfigError::new(format!("{at}.{key}"), "required for transport = \"tls\""));
+            }
+        }
+    } else {
+        let keys = [("cert_file", l.cert_file.is_some()), ("key_file", l.key_file.is_some())];
+        for (key, set) in keys.into_iter().chain([("client_ca_file", l.client_ca_file.is_some())]) {
+            if set {
+                v.push(ConfigError::new(
+                    format!("{at}.{key}"),
+                    format!("only for transport = \"tls\" (this is {})", l.transport),
+                ));
+            }
+        }
+    }
+}
+
+/// `server_name` / `ca_file` only on a `tls` hop, and a server name that is a DNS name or IP.
+fn check_client_tls(v: &mut Vec<ConfigError>, at: &str, t: Transport, server_name: Option<&str>, ca_file: bool) {
+    if t != Transport::Tls {
+        for (key, set) in [("server_name", server_name.is_some()), ("ca_file", ca_file)] {
+            if set {
+                v.push(ConfigError::new(format!("{at}.{key}"), format!("only for transport = \"tls\" (this is {t})")));
+            }
+        }
+        return;
+    }
+    if let Some(n) = server_name {
+        if rustls_pki_types::ServerName::try_from(n).is_err() {
+            v.push(ConfigError::new(format!("{at}.server_name"), format!("'{n}' is not a DNS name or IP address")));
+        }
+    }
 }
 
 /// Highest `max_cps` accepted: the rate limiter keeps time in nanoseconds, and

@@ -103,6 +103,7 @@ impl Local {
             let params = match a.transport {
                 Transport::Udp => ";lr",
                 Transport::Tcp => ";transport=tcp;lr",
+                Transport::Tls => ";transport=tls;lr",
             };
             let hp = a.host_port.as_str();
             uri.strip_prefix("sip:").and_then(|r| r.strip_prefix(hp)).is_some_and(|r| is_our_params(r, params))
@@ -118,13 +119,23 @@ impl Local {
     /// (`st=`, SPEC §9) so an edge that does not remember the dialog can
     /// still route its requests.
     /// `v6`: whether the side this Record-Route faces is an IPv6 peer.
+    ///
+    /// TLS gets `sip:...;transport=tls`, not `sips:`. RFC 3261 §26.2 and
+    /// RFC 5630 §3 make `sips:` a promise that every hop to the far end is TLS;
+    /// the edge hands TLS calls to UDP flow engines (and takes UDP calls to TLS
+    /// carriers), so it cannot make that promise, and a `sips:` Record-Route
+    /// would oblige the peer to reach us over TLS even on a UDP side. The
+    /// double Record-Route (RFC 5658) gives the TLS side its own `transport=tls`
+    /// entry, so its in-dialog requests still come back to our TLS listener.
     pub fn record_route(&self, transport: Transport, v6: bool, token: &str) -> String {
         let host_port = self.host_port(transport, v6);
         let mut rr = String::with_capacity(40 + host_port.len() + token.len());
         rr.push_str("<sip:");
         rr.push_str(host_port);
-        if transport == Transport::Tcp {
-            rr.push_str(";transport=tcp");
+        match transport {
+            Transport::Udp => {}
+            Transport::Tcp => rr.push_str(";transport=tcp"),
+            Transport::Tls => rr.push_str(";transport=tls"),
         }
         rr.push_str(";lr;");
         rr.push_str(TOKEN_PARAM);

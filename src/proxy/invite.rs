@@ -124,7 +124,7 @@ impl Core {
         // Kept for the call's life: must not pin the receive chunk it came in.
         msg.detach();
         let key = Self::server_key(&msg, Method::Invite).unwrap_or_else(|| Box::from(""));
-        let mut server = ServerInvite::new(from.transport == Transport::Tcp);
+        let mut server = ServerInvite::new(from.transport.is_stream());
         let mut out = Actions::new();
         let trying = self.response(&msg, 100, "Trying", None, &[]);
         server.respond(100, trying, &self.cfg.timers, &mut out);
@@ -187,7 +187,7 @@ impl Core {
                 None => return,
             };
             let mut out = Actions::new();
-            let txn = ClientInvite::start(bytes, to.transport == Transport::Tcp, &self.cfg.timers, &mut out);
+            let txn = ClientInvite::start(bytes, to.transport.is_stream(), &self.cfg.timers, &mut out);
             let Some(call) = self.calls.get_mut(&id) else { return };
             let idx = call.branches.len();
             call.branches.push(Branch {
@@ -224,8 +224,11 @@ impl Core {
                 ruri.push_str(user);
                 ruri.push('@');
                 super::text::push_addr(&mut ruri, to.addr);
-                if to.transport == Transport::Tcp {
-                    ruri.push_str(";transport=tcp");
+                match to.transport {
+                    Transport::Udp => {}
+                    Transport::Tcp => ruri.push_str(";transport=tcp"),
+                    // A sip: URI with transport=tls, not sips: (see Local::record_route).
+                    Transport::Tls => ruri.push_str(";transport=tls"),
                 }
                 // Double Record-Route when the two sides reach different
                 // listeners: another transport or another IP family (RFC 5658).

@@ -9,7 +9,7 @@ use super::timer::{Fired, Owner, Slot};
 use super::txn::{Action, Actions, ClientNonInvite, Delivery, ServerNonInvite, TimerOutcome};
 use super::{Core, Peer, Reject};
 use crate::sip::build::ForwardEdits;
-use crate::sip::{build, Msg, Transport};
+use crate::sip::{build, Msg};
 
 /// One non-INVITE transaction through the edge.
 /// The upstream side of a relayed transaction: the sender, our server
@@ -95,7 +95,7 @@ impl Core {
                 upstream_via: msg.top_via().and_then(|v| crate::sip::via::stamped(&v, from.addr)).as_deref(),
             },
         );
-        let server = ServerNonInvite::new(from.transport == Transport::Tcp);
+        let server = ServerNonInvite::new(from.transport.is_stream());
         let ckey = client_key(&branch, msg.method_str());
         // Kept until the server transaction ends: must not pin its receive chunk.
         let mut msg = msg;
@@ -114,7 +114,7 @@ impl Core {
     fn start_nit(&mut self, now: Instant, upstream: Option<Upstream>, to: Peer, bytes: Bytes, ckey: Box<str>) {
         let id = self.new_id();
         let mut out = Actions::new();
-        let client = ClientNonInvite::start(bytes, to.transport == Transport::Tcp, &self.cfg.timers, &mut out);
+        let client = ClientNonInvite::start(bytes, to.transport.is_stream(), &self.cfg.timers, &mut out);
         if let Some((_, _, skey, _)) = &upstream {
             self.nits.by_server_key.insert(skey.clone(), id);
         }

@@ -104,6 +104,7 @@ fn push_peer(raw: &mut [u8; MAX_RAW], n: &mut usize, p: &TokenPeer) {
     put(&[match p.transport {
         Transport::Udp => 0,
         Transport::Tcp => 1,
+        Transport::Tls => 2,
     }]);
     match p.addr.ip() {
         IpAddr::V4(ip) => {
@@ -164,6 +165,7 @@ fn read_peer(raw: &[u8], at: &mut usize) -> Option<TokenPeer> {
     let transport = match take(1)?.first()? {
         0 => Transport::Udp,
         1 => Transport::Tcp,
+        2 => Transport::Tls,
         _ => return None,
     };
     let ip = match take(1)?.first()? {

@@ -32,17 +32,17 @@ impl Core {
     }
 
     /// How the token names the caller: where it sent from, except over TCP,
-    /// where that is an ephemeral port nobody listens on once the connection
-    /// is gone: then the configured address of the peer at that IP.
+    /// or TLS, where that is an ephemeral port nobody listens on once the
+    /// connection is gone: then the configured address of the peer at that IP.
     fn token_peer(&self, p: Peer) -> TokenPeer {
         let addr = match p.transport {
             Transport::Udp => p.addr,
-            Transport::Tcp => self.listening_addr(p.addr).unwrap_or(p.addr),
+            Transport::Tcp | Transport::Tls => self.listening_addr(p.addr, p.transport).unwrap_or(p.addr),
         };
         TokenPeer { addr, transport: p.transport }
     }
 
-    fn listening_addr(&self, from: SocketAddr) -> Option<SocketAddr> {
+    fn listening_addr(&self, from: SocketAddr, transport: Transport) -> Option<SocketAddr> {
         let routing = self.routing.load();
         let peers = &routing.peers;
         let ip = from.ip().to_canonical();
@@ -51,7 +51,7 @@ impl Core {
             .iter()
             .flat_map(|c| &c.links)
             .chain(&peers.flow_engine)
-            .find(|l| l.transport == Transport::Tcp && l.addr.ip().to_canonical() == ip)
+            .find(|l| l.transport == transport && l.addr.ip().to_canonical() == ip)
             .map(|l| l.addr)
     }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// UDP or TCP (TLS and WebSocket are not offered on the carrier side).
+/// UDP, TCP or TLS (WebSocket is not offered on the carrier side).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
@@ -11,6 +11,8 @@ pub enum Transport {
     Udp,
     /// Streams framed by Content-Length; no retransmissions.
     Tcp,
+    /// TCP with TLS on top (RFC 3261 §26.3.1): framed and timed like TCP.
+    Tls,
 }
 
 impl Transport {
@@ -19,6 +21,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         }
     }
     /// Upper-case name, as in a Via header (`SIP/2.0/UDP`).
@@ -26,11 +29,17 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
     /// Whether messages may be lost and must be retransmitted (RFC 3261 §17).
     pub fn is_unreliable(self) -> bool {
         self == Transport::Udp
+    }
+    /// Whether it is a connection (TCP or TLS): framed by Content-Length,
+    /// answers go back on the connection the request came in on.
+    pub fn is_stream(self) -> bool {
+        self != Transport::Udp
     }
 }
 

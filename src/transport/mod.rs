@@ -1,4 +1,4 @@
-//! The only socket code: UDP and TCP listeners, the per-shard driver loops
+//! The only socket code: UDP, TCP and TLS listeners, the per-shard driver loops
 //! that feed `proxy::Core`, and the TCP connection registry.
 //!
 //! Every message of one call goes to the same shard (by a hash of its
@@ -7,6 +7,7 @@
 pub mod flood;
 pub mod shard;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use bytes::Bytes;

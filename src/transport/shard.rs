@@ -224,7 +224,7 @@ impl Shard {
                         }
                     }
                 }
-                Transport::Tcp => self.tcp.send(t.to, t.payload),
+                Transport::Tcp | Transport::Tls => self.tcp.send(t.to, t.payload),
             }
         }
     }

@@ -1,6 +1,8 @@
-//! SIP over TCP: accepting, framing by Content-Length, connection limits,
-//! and a registry so answers go back on the connection a request came in on
-//! and requests to a TCP next hop reuse one connection.
+//! SIP over TCP and TLS: accepting, framing by Content-Length, connection
+//! limits, and a registry so answers go back on the connection a request came
+//! in on and requests to a TCP or TLS next hop reuse one connection. The
+//! connection code is generic over the stream; `tls.rs` supplies the configs
+//! and this file runs the handshakes (with their deadline) in front of it.
 
 use bytes::{Buf, Bytes, BytesMut};
 use dashmap::DashMap;
@@ -8,11 +10,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::flood::{FloodGuard, Verdict};
+use super::tls::Tls;
 use super::{shard_of, ShardInput};
 use crate::capture::Capture;
 use crate::metrics as m;
@@ -20,7 +23,7 @@ use crate::proxy::Peer;
 use crate::sip::framing::{next_frame, Frame};
 use crate::sip::Transport;
 
-/// TCP limits (`[tcp]`).
+/// TCP limits (`[tcp]`), TLS connections included.
 #[derive(Clone, Copy, Debug)]
 pub struct TcpLimits {
     /// Open connections in total.
@@ -37,17 +40,22 @@ pub struct TcpLimits {
     pub message_deadline: Duration,
     /// Connecting to a next hop may take this long.
     pub connect_timeout: Duration,
+    /// A TLS handshake, either way, may take this long.
+    pub tls_handshake_timeout: Duration,
 }
 
 struct Conn {
     tx: mpsc::Sender<Bytes>,
     peer: SocketAddr,
+    transport: Transport,
 }
 
-/// Every TCP connection of the edge.
+/// Every TCP and TLS connection of the edge. TLS is TCP with a handshake in
+/// front: one registry, one set of limits (a TLS connection counts against
+/// `max_connections` and `max_per_ip` from accept, before its handshake).
 pub struct TcpHub {
     conns: DashMap<u64, Conn>,
-    by_peer: DashMap<SocketAddr, u64>,
+    by_peer: DashMap<(SocketAddr, Transport), u64>,
     per_ip: DashMap<IpAddr, usize>,
     total: AtomicUsize,
     next_id: AtomicU64,
@@ -56,10 +64,22 @@ pub struct TcpHub {
     hasher: ahash::RandomState,
     flood: Arc<FloodGuard>,
     capture: OnceLock<Capture>,
+    tls: Tls,
+    /// TLS next hops whose last connect failed: no new attempt before the instant.
+    backoff: DashMap<SocketAddr, (tokio::time::Instant, Duration)>,
 }
 
 /// Messages queued for one connection before new ones are dropped.
 const CONN_QUEUE: usize = 1024;
+
+/// First wait after a failed TLS connect; doubled per failure up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// Longest wait between TLS connect attempts to one hop.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A stream a SIP connection runs over (plain TCP or TLS on TCP).
+pub trait SipStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> SipStream for T {}
 
 impl TcpHub {
     /// A hub with these limits, sharing the shards' hasher and the flood guard.
@@ -75,6 +95,8 @@ impl TcpHub {
             hasher,
             flood,
             capture: OnceLock::new(),
+            tls: Tls::default(),
+            backoff: DashMap::new(),
         })
     }
 
@@ -87,6 +109,11 @@ impl TcpHub {
     pub fn capture(&self) -> &Capture {
         static OFF: OnceLock<Capture> = OnceLock::new();
         self.capture.get().unwrap_or_else(|| OFF.get_or_init(Capture::off))
+    }
+
+    /// The TLS certificates and trust in force (replaced on reload).
+    pub fn tls(&self) -> &Tls {
+        &self.tls
     }
 
     /// Connects the hub to the shards' inputs (once, at start).
@@ -103,7 +130,10 @@ impl TcpHub {
     /// new one. When connecting fails, each message queued on the attempt goes back as
     /// SendError to the shard owning its call (any shard may have queued one).
     pub fn send(self: &Arc<Self>, to: Peer, payload: Bytes) {
-        let id = to.conn.filter(|id| self.conns.contains_key(id)).or_else(|| self.by_peer.get(&to.addr).map(|e| *e));
+        let id = to
+            .conn
+            .filter(|id| self.conns.contains_key(id))
+            .or_else(|| self.by_peer.get(&(to.addr, to.transport)).map(|e| *e));
         if let Some(id) = id {
             if let Some(c) = self.conns.get(&id) {
                 if c.tx.try_send(payload).is_err() {
@@ -112,47 +142,116 @@ impl TcpHub {
                 return;
             }
         }
-        self.connect(to.addr, payload);
+        if to.transport == Transport::Tls {
+            if let Some(until) = self.backoff.get(&to.addr).map(|b| b.0) {
+                if tokio::time::Instant::now() < until {
+                    // Failing at once lets the call fail over now, not after a handshake.
+                    self.bounce(to.addr, to.transport, payload);
+                    return;
+                }
+            }
+        }
+        self.connect(to.addr, to.transport, payload);
     }
 
-    fn connect(self: &Arc<Self>, addr: SocketAddr, first: Bytes) {
+    /// Hands an undeliverable message back to the shard owning its call.
+    fn bounce(&self, addr: SocketAddr, transport: Transport, lost: Bytes) {
+        let Some(shards) = self.shards.get() else { return };
+        let shard = shard_of(&lost, shards.len(), &self.hasher);
+        if let Some(s) = shards.get(shard) {
+            let _ = s.try_send(ShardInput::SendError(Peer::to(addr, transport), lost));
+        }
+    }
+
+    fn connect(self: &Arc<Self>, addr: SocketAddr, transport: Transport, first: Bytes) {
         let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
         let _ = tx.try_send(first);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.conns.insert(id, Conn { tx, peer: addr });
-        self.by_peer.insert(addr, id);
+        self.conns.insert(id, Conn { tx, peer: addr, transport });
+        self.by_peer.insert((addr, transport), id);
         let hub = self.clone();
         tokio::spawn(async move {
             let res = tokio::time::timeout(hub.limits.connect_timeout, TcpStream::connect(addr)).await;
-            match res {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    hub.total.fetch_add(1, Ordering::Relaxed);
-                    *hub.per_ip.entry(addr.ip()).or_insert(0) += 1;
-                    hub.clone().run_conn(stream, addr, id, rx).await;
+            if let Ok(Ok(stream)) = res {
+                let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().unwrap_or(addr);
+                hub.total.fetch_add(1, Ordering::Relaxed);
+                *hub.per_ip.entry(addr.ip()).or_insert(0) += 1;
+                if transport != Transport::Tls {
+                    return hub.clone().run_conn(stream, addr, local, transport, id, rx).await;
                 }
-                _ => {
-                    tracing::info!(peer = %addr, "tcp connect to next hop failed");
-                    hub.forget(id, addr);
-                    let Some(shards) = hub.shards.get() else { return };
-                    while let Ok(lost) = rx.try_recv() {
-                        let shard = shard_of(&lost, shards.len(), &hub.hasher);
-                        if let Some(s) = shards.get(shard) {
-                            let _ = s.try_send(ShardInput::SendError(Peer::to(addr, Transport::Tcp), lost));
-                        }
+                match hub.tls_connect(stream, addr).await {
+                    Ok(tls) => {
+                        hub.backoff.remove(&addr);
+                        return hub.clone().run_conn(tls, addr, local, transport, id, rx).await;
+                    }
+                    Err(why) => {
+                        // A wrong certificate is a failed hop, like a refused connect.
+                        tracing::warn!(peer = %addr, why, "tls connect to next hop failed");
+                        hub.release(id, addr);
                     }
                 }
+            } else {
+                tracing::info!(peer = %addr, %transport, "connect to next hop failed");
+            }
+            if transport == Transport::Tls {
+                hub.back_off(addr);
+            }
+            hub.forget(id, addr, transport);
+            while let Ok(lost) = rx.try_recv() {
+                hub.bounce(addr, transport, lost);
             }
         });
     }
 
-    fn forget(&self, id: u64, addr: SocketAddr) {
-        self.conns.remove(&id);
-        self.by_peer.remove_if(&addr, |_, v| *v == id);
+    /// The client handshake with the hop at `addr`, its certificate checked
+    /// against its `server_name` (or IP) and CAs.
+    async fn tls_connect(&self, stream: TcpStream, addr: SocketAddr) -> Result<impl SipStream, String> {
+        let settings = self.tls.current();
+        let Some(client) = settings.client(addr) else { return Err("no [tls] settings for this hop".into()) };
+        let connector = tokio_rustls::TlsConnector::from(client.config.clone());
+        let name = client.name.clone();
+        match tokio::time::timeout(self.limits.tls_handshake_timeout, connector.connect(name, stream)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => {
+                metrics::counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "side" => "client").increment(1);
+                Err(e.to_string())
+            }
+            Err(_) => {
+                metrics::counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "side" => "client").increment(1);
+                Err("handshake timed out".into())
+            }
+        }
     }
 
-    /// Accepts connections until `shutdown` resolves.
-    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+    fn back_off(&self, addr: SocketAddr) {
+        let now = tokio::time::Instant::now();
+        let mut e = self.backoff.entry(addr).or_insert((now, Duration::ZERO));
+        let wait = (e.1 * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+        *e = (now + wait, wait);
+    }
+
+    fn forget(&self, id: u64, addr: SocketAddr, transport: Transport) {
+        self.conns.remove(&id);
+        self.by_peer.remove_if(&(addr, transport), |_, v| *v == id);
+    }
+
+    /// Gives back a connection's slots (total and per IP).
+    fn release(&self, id: u64, peer: SocketAddr) {
+        if let Some((_, c)) = self.conns.remove(&id) {
+            self.by_peer.remove_if(&(peer, c.transport), |_, v| *v == id);
+        }
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(mut n) = self.per_ip.get_mut(&peer.ip()) {
+            *n = n.saturating_sub(1);
+        }
+        self.per_ip.remove_if(&peer.ip(), |_, n| *n == 0);
+    }
+
+    /// Accepts connections forever; `tls`: this is `[[listen]]` number
+    /// `index`, and each connection must finish a TLS handshake first.
+    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener, tls: Option<usize>) {
+        let transport = if tls.is_some() { Transport::Tls } else { Transport::Tcp };
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -187,45 +286,86 @@ impl TcpHub {
             let _ = stream.set_nodelay(true);
             let (tx, rx) = mpsc::channel(CONN_QUEUE);
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            self.conns.insert(id, Conn { tx, peer });
-            self.by_peer.insert(peer, id);
-            tokio::spawn(self.clone().run_conn(stream, peer, id, rx));
+            self.conns.insert(id, Conn { tx, peer, transport });
+            self.by_peer.insert((peer, transport), id);
+            match tls {
+                None => {
+                    let local = stream.local_addr().unwrap_or(peer);
+                    tokio::spawn(self.clone().run_conn(stream, peer, local, transport, id, rx));
+                }
+                Some(index) => {
+                    tokio::spawn(self.clone().tls_accept(stream, peer, index, id, rx));
+                }
+            }
         }
     }
 
-    async fn run_conn(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, id: u64, mut rx: mpsc::Receiver<Bytes>) {
-        metrics::gauge!(m::TCP_CONNECTIONS).increment(1.0);
+    /// The server handshake, cut at `tls_handshake_timeout`; then the
+    /// connection runs like TCP.
+    async fn tls_accept(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        index: usize,
+        id: u64,
+        rx: mpsc::Receiver<Bytes>,
+    ) {
+        let Some(config) = self.tls.current().server(index) else {
+            return self.release(id, peer);
+        };
         let local = stream.local_addr().unwrap_or(peer);
-        let (mut rd, mut wr) = stream.into_split();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let why = match tokio::time::timeout(self.limits.tls_handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => return self.run_conn(tls, peer, local, Transport::Tls, id, rx).await,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => {
+                metrics::counter!(m::TCP_LIMIT_CLOSES_TOTAL, "limit" => "tls_handshake").increment(1);
+                "handshake timed out".to_owned()
+            }
+        };
+        metrics::counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "side" => "server").increment(1);
+        tracing::info!(peer = %peer, why, "tls handshake refused");
+        self.release(id, peer);
+    }
+
+    async fn run_conn<S: SipStream>(
+        self: Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        local: SocketAddr,
+        transport: Transport,
+        id: u64,
+        mut rx: mpsc::Receiver<Bytes>,
+    ) {
+        let gauge = if transport == Transport::Tls { m::TLS_CONNECTIONS } else { m::TCP_CONNECTIONS };
+        metrics::gauge!(gauge).increment(1.0);
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let capture = self.capture().clone();
         let writer = tokio::spawn(async move {
             while let Some(b) = rx.recv().await {
-                if wr.write_all(&b).await.is_err() {
+                // TLS buffers records: flush so each message leaves now.
+                if wr.write_all(&b).await.is_err() || wr.flush().await.is_err() {
                     break;
                 }
                 if capture.is_on() {
-                    capture.message(local, peer, Transport::Tcp, std::time::SystemTime::now(), &b);
+                    capture.message(local, peer, transport, std::time::SystemTime::now(), &b);
                 }
             }
             let _ = wr.shutdown().await;
         });
-        let why = self.read_loop(&mut rd, peer, local, id).await;
-        tracing::debug!(peer = %peer, why, "tcp connection closed");
+        let why = self.read_loop(&mut rd, peer, local, transport, id).await;
+        tracing::debug!(peer = %peer, why, %transport, "connection closed");
         writer.abort();
-        self.forget(id, peer);
-        self.total.fetch_sub(1, Ordering::Relaxed);
-        if let Some(mut n) = self.per_ip.get_mut(&peer.ip()) {
-            *n = n.saturating_sub(1);
-        }
-        self.per_ip.remove_if(&peer.ip(), |_, n| *n == 0);
-        metrics::gauge!(m::TCP_CONNECTIONS).decrement(1.0);
+        self.release(id, peer);
+        metrics::gauge!(gauge).decrement(1.0);
     }
 
-    async fn read_loop(
+    async fn read_loop<R: AsyncRead + Unpin>(
         &self,
-        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        rd: &mut R,
         peer: SocketAddr,
         local: SocketAddr,
+        transport: Transport,
         id: u64,
     ) -> &'static str {
         let mut buf = BytesMut::with_capacity(8192);
@@ -261,10 +401,10 @@ impl TcpHub {
                         }
                         let capture = self.capture();
                         if capture.is_on() {
-                            capture.message(peer, local, Transport::Tcp, std::time::SystemTime::now(), &msg);
+                            capture.message(peer, local, transport, std::time::SystemTime::now(), &msg);
                         }
                         let shard = shard_of(&msg, shards.len(), &self.hasher);
-                        let p = Peer { addr: peer, transport: Transport::Tcp, conn: Some(id) };
+                        let p = Peer { addr: peer, transport, conn: Some(id) };
                         if let Some(s) = shards.get(shard) {
                             if s.try_send(ShardInput::Message(p, msg)).is_err() {
                                 metrics::counter!(m::QUEUE_DROPS_TOTAL).increment(1);
