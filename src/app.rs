@@ -221,6 +221,12 @@ fn flood_settings(cfg: &Config) -> (FloodSettings, Exempt) {
 fn seed_of(cfg: &Config) -> Result<Option<Vec<(E164, ClaimSpec)>>, ConfigErrors> {
     let Some(path) = cfg.numbers.seed_file.as_ref() else { return Ok(None) };
     let rows = crate::config::load_seed(&cfg.resolve(path))?;
+    // The checks `sipedge check` makes, with their field names; only done
+    // when the seed will be imported (see `Config::load_without_seed`).
+    let errors = crate::config::check_numbers(&rows, &cfg.carrier);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
     Ok(Some(
         rows.into_iter()
             .map(|r| {
@@ -641,7 +647,8 @@ impl Shared {
                 "the edge was not started from a file",
             )]));
         };
-        let new = Config::load(path)?;
+        // The seed only matters to an empty store at start.
+        let new = Config::load_without_seed(path)?;
         // An unreadable token file refuses the whole reload, like any config error.
         let token = crate::admin::load_token(&new).map_err(ConfigErrors::from)?;
         let old = self.config.load_full();
