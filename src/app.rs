@@ -101,6 +101,12 @@ fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
 fn seed_of(cfg: &Config) -> Result<Option<Vec<(E164, ClaimSpec)>>, ConfigErrors> {
     let Some(path) = cfg.numbers.seed_file.as_ref() else { return Ok(None) };
     let rows = crate::config::load_seed(&cfg.resolve(path))?;
+    // The checks `sipedge check` makes, with their field names; only done
+    // when the seed will be imported (see `Config::load_without_seed`).
+    let errors = crate::config::check_numbers(&rows, &cfg.carrier);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
     Ok(Some(
         rows.into_iter()
             .map(|r| {

@@ -69,7 +69,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run_edge(path: &std::path::Path) -> ExitCode {
-    let cfg = match Config::load(path) {
+    let cfg = match Config::load_without_seed(path) {
         Ok(cfg) => {
             crate::logging::init(cfg.log.format);
             cfg

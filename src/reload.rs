@@ -121,7 +121,8 @@ impl Shared {
                 "the edge was not started from a file",
             )]));
         };
-        let new = Config::load(path)?;
+        // The seed only matters to an empty store at start.
+        let new = Config::load_without_seed(path)?;
         // An unreadable token file refuses the whole reload, like any config error.
         let token = crate::admin::load_token(&new).map_err(ConfigErrors::from)?;
         // Certificates are re-read; a bad one refuses the reload and keeps the old.

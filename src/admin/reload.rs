@@ -22,7 +22,8 @@ pub struct Reloaded {
 /// problem in `errors`; the running config and routing table are kept.
 pub async fn reload(State(ctx): State<Ctx>, _: NoBody) -> Result<Json<Reloaded>, ApiError> {
     let shared = ctx.shared.clone();
-    // Reading and validating the file (and the seed CSV) is blocking I/O.
+    // Reading and validating the file is blocking I/O (the seed CSV is not
+    // read: it only matters to an empty store at start).
     let res =
         tokio::task::spawn_blocking(move || shared.reload()).await.map_err(|e| ApiError::Internal(e.to_string()))?;
     match res {

@@ -140,3 +140,44 @@ fn sipp_calls_held_across_a_kill9_restart_all_end_with_bye_200() {
     assert_eq!((r.ok, r.failed), (40, 0), "{}\nedge log:\n{}", r.stat, edge.log());
     assert_eq!(edge.metric("sipedge_dialog_token_requests_total{result=\"routed\"}"), Some(40.0));
 }
+
+/// The seed only matters to an empty store (issue 17): a start on a
+/// populated one neither reads nor checks it, so a broken seed file does not
+/// stop it, while an empty store still refuses that file with its field.
+#[test]
+fn a_populated_store_starts_without_reading_its_seed_file_and_an_empty_one_refuses_a_bad_seed() {
+    let b = Block::new();
+    let mut edge = Edge::start(b, standard(b, "udp"));
+    let seed = edge.dir.path().join("numbers.csv");
+    std::fs::write(&seed, "e164,kind,flow,carriers,max_concurrent,cnam\nnot-a-number,did,,,,\n").unwrap();
+    edge.restart();
+    let mut sip = Sip::new(b, &edge);
+    let (call, _) = sip.setup(DID);
+    sip.hangup(&call);
+
+    edge.kill9();
+    std::fs::remove_dir_all(&edge.data_dir).unwrap();
+    let mut child = std::process::Command::new(crate::support::edge::binary())
+        .arg("--config")
+        .arg(&edge.config_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + T;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "an empty store with a bad seed must not start:\n{log}");
+    assert!(log.contains("numbers.csv"), "the error names the seed file:\n{log}");
+}
