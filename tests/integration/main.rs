@@ -28,5 +28,6 @@ mod records;
 mod redis_cluster;
 mod reload;
 mod restart;
+mod tls;
 mod torture;
 mod weighted;

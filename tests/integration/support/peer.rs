@@ -14,6 +14,8 @@ pub enum Peer {
     Udp { sock: UdpSocket, edge: SocketAddr },
     /// One stream to the edge.
     Tcp { stream: TcpStream, buf: Vec<u8>, local: SocketAddr },
+    /// One TLS connection to the edge (see `support::tls`).
+    Tls { stream: Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>, buf: Vec<u8>, local: SocketAddr },
 }
 
 impl Peer {
@@ -37,7 +39,7 @@ impl Peer {
     pub fn local(&self) -> SocketAddr {
         match self {
             Peer::Udp { sock, .. } => sock.local_addr().unwrap(),
-            Peer::Tcp { local, .. } => *local,
+            Peer::Tcp { local, .. } | Peer::Tls { local, .. } => *local,
         }
     }
 
@@ -46,6 +48,7 @@ impl Peer {
         match self {
             Peer::Udp { .. } => "UDP",
             Peer::Tcp { .. } => "TCP",
+            Peer::Tls { .. } => "TLS",
         }
     }
 
@@ -62,6 +65,10 @@ impl Peer {
                 sock.send_to(b, *edge).unwrap();
             }
             Peer::Tcp { stream, .. } => stream.write_all(b).unwrap(),
+            Peer::Tls { stream, .. } => {
+                stream.write_all(b).unwrap();
+                stream.flush().unwrap();
+            }
         }
     }
 
@@ -90,7 +97,7 @@ impl Peer {
                     }
                 }
             }
-            Peer::Tcp { .. } => None,
+            Peer::Tcp { .. } | Peer::Tls { .. } => None,
         }
     }
 
@@ -119,6 +126,27 @@ impl Peer {
                 }
                 let left = end.checked_duration_since(Instant::now())?;
                 stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+                let mut tmp = [0u8; 8192];
+                match stream.read(&mut tmp) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                }
+            },
+            Peer::Tls { stream, buf, .. } => loop {
+                match next_frame(buf, 1 << 20) {
+                    Frame::Complete(n) => {
+                        let b: Vec<u8> = buf.drain(..n).collect();
+                        let m = Msg::parse(Bytes::from(b)).expect("edge sent unparseable bytes");
+                        return Some((m, stream.sock.peer_addr().unwrap()));
+                    }
+                    Frame::KeepAlive(n) => {
+                        buf.drain(..n);
+                        continue;
+                    }
+                    _ => {}
+                }
+                let left = end.checked_duration_since(Instant::now())?;
+                stream.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
                 let mut tmp = [0u8; 8192];
                 match stream.read(&mut tmp) {
                     Ok(0) | Err(_) => return None,
@@ -187,6 +215,10 @@ impl Peer {
                 sock.send_to(b, to).unwrap();
             }
             Peer::Tcp { stream, .. } => stream.write_all(b).unwrap(),
+            Peer::Tls { stream, .. } => {
+                stream.write_all(b).unwrap();
+                stream.flush().unwrap();
+            }
         }
     }
 

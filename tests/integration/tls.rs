@@ -1,0 +1,168 @@
+//! SIP over TLS (SPEC §12): certificates made here with rcgen; a carrier
+//! calls in over TLS and the call is handed to a UDP flow engine, so the
+//! edge record-routes twice (RFC 5658) and in-dialog requests from either
+//! side find their way back, the carrier's side on its TLS connection.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::failover::{invite_over, wait_metric, T};
+use crate::support::peer::in_dialog;
+use crate::support::tls::{client_config, connect, Ca};
+use crate::support::{Block, Edge, EdgeSpec, Peer};
+use sipedge::sip::{build, HeaderName, Method, Msg};
+
+const TOLL_FREE: &str = "+18005550100";
+
+struct Setup {
+    edge: Edge,
+    tls: SocketAddr,
+    ca_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    ca: Ca,
+}
+
+/// An edge with a TLS listener on `b.1:5061` (extra listener keys in
+/// `listen_extra`), carrier-a at `b.2` over TLS, the flow engine at `b.10` (UDP).
+fn tls_edge(b: Block, listen_extra: &str, extra: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("sipedge test CA");
+    let ca_file = ca.write(dir.path(), "ca.crt");
+    let ip = b.ip(1).to_string();
+    let server = ca.issue(dir.path(), "edge", &[ip.as_str()]);
+    let tls = b.addr(1, 5061);
+    let toml = format!(
+        "[[listen]]\ntransport = \"tls\"\naddr = \"{tls}\"\ncert_file = {:?}\nkey_file = {:?}\n{listen_extra}\n\
+         [tcp]\ntls_handshake_timeout_ms = 1000\n\
+         [health]\noptions_interval_ms = 60000\n\
+         [[carrier]]\nname = \"carrier-a\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"tls\"\nca_file = {:?}\n\
+         [[flow_engine]]\naz = \"az1\"\naddr = \"{}\"\n{extra}",
+        server.cert_file.display().to_string(),
+        server.key_file.display().to_string(),
+        b.addr(2, 5061),
+        ca_file.display().to_string(),
+        b.addr(10, 5060),
+    );
+    let numbers = vec![format!("{TOLL_FREE},toll-free,flow-tf,carrier-a,,")];
+    let edge = Edge::start(b, EdgeSpec { toml, numbers, tcp: false, ..EdgeSpec::default() });
+    Setup { edge, tls, ca_file, _dir: dir, ca }
+}
+
+/// The callee's BYE for the INVITE it received (route set = its Record-Route).
+fn callee_bye(inv: &Msg, local: SocketAddr) -> Vec<u8> {
+    let route = inv.record_routes().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(", ");
+    let from = format!("{};tag=uas1", inv.header(HeaderName::To).unwrap());
+    build::request(
+        Method::Bye,
+        inv.contact_uri().unwrap(),
+        &format!("SIP/2.0/UDP {local};branch=z9hG4bKtlsbye"),
+        &from,
+        inv.header(HeaderName::From).unwrap(),
+        inv.call_id(),
+        1,
+        &[("Route", route.as_str())],
+    )
+    .to_vec()
+}
+
+fn answered_call(carrier: &mut Peer, fe: &mut Peer, s: &Setup, call_id: &str) -> (Msg, Msg) {
+    carrier.send(&invite_over("TLS", carrier.local(), s.tls, TOLL_FREE, "+13125550199", call_id));
+    let (inv, from) = fe.expect_request("INVITE", T);
+    let rr: Vec<String> = inv.record_routes().map(str::to_owned).collect();
+    assert_eq!(rr.len(), 2, "one Record-Route per transport (RFC 5658): {rr:?}\n{}", s.edge.log());
+    assert!(!rr[0].contains("transport=tls"), "the flow engine's side is UDP: {rr:?}");
+    assert!(rr[1].contains(&format!("sip:{};transport=tls;lr", s.tls)), "the carrier's side is TLS: {rr:?}");
+    fe.answer(&inv, 200, from);
+    let ok = carrier.expect_status(200, T);
+    assert_eq!(ok.record_routes().count(), 2);
+    let local = carrier.local();
+    carrier.send(&in_dialog("ACK", &ok, local, "TLS", 1, &format!("a{call_id}")));
+    let (ack, _) = fe.expect_request("ACK", T);
+    assert_eq!(ack.call_id(), call_id);
+    (inv, ok)
+}
+
+#[test]
+fn a_carrier_over_tls_reaches_a_udp_flow_engine_and_either_side_hangs_up() {
+    let b = Block::new();
+    let mut fe = Peer::udp(b.addr(10, 5060), b.addr(1, 5060));
+    let s = tls_edge(b, "", "");
+    let mut carrier = connect(b.ip(2).into(), s.tls, client_config(&s.ca_file, None)).expect("handshake");
+
+    // The carrier hangs up: its BYE goes in over TLS and out over UDP.
+    let (_, ok) = answered_call(&mut carrier, &mut fe, &s, "tls-caller-bye");
+    let local = carrier.local();
+    carrier.send(&in_dialog("BYE", &ok, local, "TLS", 2, "bye1"));
+    let (bye, from) = fe.expect_request("BYE", T);
+    fe.answer(&bye, 200, from);
+    let done = carrier.expect_status(200, T);
+    assert_eq!(done.cseq().method, Method::Bye);
+
+    // The flow engine hangs up: its BYE comes back on the carrier's TLS connection.
+    let (inv, _) = answered_call(&mut carrier, &mut fe, &s, "tls-callee-bye");
+    let fe_local = fe.local();
+    fe.send_bytes(&callee_bye(&inv, fe_local));
+    let (bye, from) = carrier.expect_request("BYE", T);
+    let via = bye.top_via().unwrap();
+    assert_eq!(via.transport, "TLS", "our Via says TLS");
+    carrier.reply(&build::response(&bye, 200, "OK", None, &[]), from);
+    let done = fe.expect_status(200, T);
+    assert_eq!(done.cseq().method, Method::Bye);
+    assert!(wait_metric(&s.edge, "sipedge_active_calls", &[], 0.0, T), "{}", s.edge.log());
+}
+
+#[test]
+fn mutual_tls_refuses_a_client_without_a_certificate_and_takes_one_from_the_ca() {
+    let b = Block::new();
+    let dir = tempfile::tempdir().unwrap();
+    let clients = Ca::new("carrier CA");
+    let client_ca = clients.write(dir.path(), "clients.crt");
+    let listen_extra = format!("client_ca_file = {:?}", client_ca.display().to_string());
+    let s = tls_edge(b, &listen_extra, "");
+    let _ = &s.ca;
+
+    // No certificate: the handshake (or, in TLS 1.3, the first exchange) fails.
+    let refused = connect(b.ip(2).into(), s.tls, client_config(&s.ca_file, None));
+    if let Ok(Peer::Tls { mut stream, .. }) = refused {
+        use std::io::Write;
+        let wrote = stream.write_all(b"OPTIONS sip:x SIP/2.0\r\n\r\n").and_then(|_| stream.flush());
+        let mut buf = [0u8; 64];
+        let read = stream.read(&mut buf);
+        let err = wrote.err().or(read.err()).map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("CertificateRequired"), "refused for want of a certificate, got {err:?}");
+    }
+
+    let cert = clients.issue(dir.path(), "carrier", &["carrier.example"]);
+    let mut p = connect(b.ip(2).into(), s.tls, client_config(&s.ca_file, Some(&cert))).expect("handshake with a cert");
+    p.send(&format!(
+        "OPTIONS sip:{} SIP/2.0\nVia: SIP/2.0/TLS {};branch=z9hG4bKmtls1\nFrom: <sip:c@x>;tag=1\nTo: <sip:e@x>\n\
+         Call-ID: mtls-ok\nCSeq: 1 OPTIONS\nMax-Forwards: 70\nContent-Length: 0\n\n",
+        s.tls,
+        p.local()
+    ));
+    let ok = p.expect(T, "an answer", |m| m.status().is_some());
+    assert_eq!(ok.0.status(), Some(200), "{}", s.edge.log());
+}
+
+#[test]
+fn a_handshake_that_never_starts_is_cut_at_its_deadline() {
+    let b = Block::new();
+    let s = tls_edge(b, "", "");
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::new(b.ip(3).into(), 0).into()).unwrap();
+    sock.connect(&s.tls.into()).unwrap();
+    let mut sock: std::net::TcpStream = sock.into();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 16];
+    // Sending nothing: the edge closes at tls_handshake_timeout_ms (1 s here).
+    let n = sock.read(&mut buf);
+    assert!(matches!(n, Ok(0) | Err(_)), "closed, not {n:?}");
+    assert!(start.elapsed() < Duration::from_secs(9), "closed by the deadline, not by our read timeout");
+    assert!(
+        wait_metric(&s.edge, "sipedge_tcp_limit_closes_total", &[("limit", "tls_handshake")], 1.0, T),
+        "{}",
+        s.edge.log()
+    );
+}
