@@ -242,3 +242,41 @@ fn an_outbound_call_skips_a_tls_link_with_the_wrong_name_for_one_that_verifies()
     assert!(inv.contains(";transport=tls"), "{inv}");
     assert!(edge.log().contains("tls connect to next hop failed"), "{}", edge.log());
 }
+
+fn options(p: &mut Peer, to: SocketAddr, id: &str) -> Option<u16> {
+    let local = p.local();
+    p.send(&format!(
+        "OPTIONS sip:{to} SIP/2.0\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{id}\nFrom: <sip:c@x>;tag=1\nTo: <sip:e@x>\n\
+         Call-ID: {id}\nCSeq: 1 OPTIONS\nMax-Forwards: 70\nContent-Length: 0\n\n"
+    ));
+    p.recv(T).and_then(|(m, _)| m.status())
+}
+
+#[test]
+fn a_reload_serves_the_new_certificate_to_new_connections_and_keeps_open_ones() {
+    let b = Block::new();
+    let s = tls_edge(b, "", "");
+    let mut old = connect(b.ip(2).into(), s.tls, client_config(&s.ca_file, None)).expect("handshake");
+    assert_eq!(options(&mut old, s.tls, "before"), Some(200), "{}", s.edge.log());
+
+    // A broken key: the reload is refused naming the file, the old certificate stays.
+    let key_file = s._dir.path().join("edge.key");
+    let good_key = std::fs::read(&key_file).unwrap();
+    std::fs::write(&key_file, "garbage\n").unwrap();
+    let (code, body) = s.edge.http("POST", "/v1/reload", None);
+    assert_ne!(code, 200, "{body}");
+    assert!(body.contains("listen[1].key_file"), "{body}");
+    std::fs::write(&key_file, &good_key).unwrap();
+
+    // A certificate from another CA: new connections trust only that one.
+    let ca2 = Ca::new("second CA");
+    let ca2_file = ca2.write(s._dir.path(), "ca2.crt");
+    let ip = b.ip(1).to_string();
+    ca2.issue(s._dir.path(), "edge", &[ip.as_str()]);
+    let (code, body) = s.edge.http("POST", "/v1/reload", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(connect(b.ip(2).into(), s.tls, client_config(&s.ca_file, None)).is_err(), "old CA no longer matches");
+    let mut new = connect(b.ip(2).into(), s.tls, client_config(&ca2_file, None)).expect("new certificate");
+    assert_eq!(options(&mut new, s.tls, "new-conn"), Some(200));
+    assert_eq!(options(&mut old, s.tls, "old-conn"), Some(200), "the open connection survived the reload");
+}
