@@ -122,3 +122,21 @@ fn check_loads_tls_certificates_and_names_the_key_and_file_of_a_bad_one() {
     let run = sipedge(&["--config", &dir.path().join("b.toml").display().to_string()], dir.path());
     assert_eq!(code(&run), 1, "start refuses it too: {}", stderr(&run));
 }
+
+#[test]
+fn check_accepts_the_tls_example_once_its_certificates_are_made() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo.join("config/examples/tls.toml"), dir.path().join("tls.toml")).unwrap();
+    let before = sipedge(&["check", "--config", "tls.toml"], dir.path());
+    assert_eq!(code(&before), 1, "no certificates yet: {}", stderr(&before));
+    assert!(stderr(&before).contains("listen[1].cert_file: 'config/tls/edge.crt'"), "{}", stderr(&before));
+    let made = Command::new(repo.join("tools/tls-certs/make-test-certs.sh"))
+        .arg("config/tls")
+        .current_dir(dir.path())
+        .output()
+        .expect("run make-test-certs.sh");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let after = sipedge(&["check", "--config", "tls.toml"], dir.path());
+    assert_eq!(code(&after), 0, "{}", stderr(&after));
+}
