@@ -92,3 +92,51 @@ fn ctl_exit_codes_tell_unreachable_from_local_problems() {
     );
     assert_eq!(code(&bad_token), 2, "{}", stderr(&bad_token));
 }
+
+#[test]
+fn check_loads_tls_certificates_and_names_the_key_and_file_of_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("edge.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("edge.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("garbage.key"), "not a key\n").unwrap();
+    let tls = |cert: &str, key: &str| {
+        format!("{BASE}[[listen]]\ntransport = \"tls\"\naddr = \"127.0.0.1:0\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n")
+    };
+    let good =
+        sipedge(&["check", "--config", &write(dir.path(), "good.toml", &tls("edge.crt", "edge.key"))], dir.path());
+    assert_eq!(code(&good), 0, "{}", stderr(&good));
+    let missing =
+        sipedge(&["check", "--config", &write(dir.path(), "m.toml", &tls("nope.crt", "edge.key"))], dir.path());
+    assert_eq!(code(&missing), 1);
+    assert!(stderr(&missing).contains("listen[1].cert_file: 'nope.crt'"), "{}", stderr(&missing));
+    let bad =
+        sipedge(&["check", "--config", &write(dir.path(), "b.toml", &tls("edge.crt", "garbage.key"))], dir.path());
+    assert_eq!(code(&bad), 1);
+    assert!(stderr(&bad).contains("listen[1].key_file: 'garbage.key'"), "{}", stderr(&bad));
+    let no_key = format!("{BASE}[[listen]]\ntransport = \"tls\"\naddr = \"127.0.0.1:0\"\ncert_file = \"edge.crt\"\n");
+    let no_key = sipedge(&["check", "--config", &write(dir.path(), "n.toml", &no_key)], dir.path());
+    assert_eq!(code(&no_key), 1);
+    assert!(stderr(&no_key).contains("listen[1].key_file: required"), "{}", stderr(&no_key));
+    let run = sipedge(&["--config", &dir.path().join("b.toml").display().to_string()], dir.path());
+    assert_eq!(code(&run), 1, "start refuses it too: {}", stderr(&run));
+}
+
+#[test]
+fn check_accepts_the_tls_example_once_its_certificates_are_made() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo.join("config/examples/tls.toml"), dir.path().join("tls.toml")).unwrap();
+    let before = sipedge(&["check", "--config", "tls.toml"], dir.path());
+    assert_eq!(code(&before), 1, "no certificates yet: {}", stderr(&before));
+    assert!(stderr(&before).contains("listen[1].cert_file: 'config/tls/edge.crt'"), "{}", stderr(&before));
+    let made = Command::new(repo.join("tools/tls-certs/make-test-certs.sh"))
+        .arg("config/tls")
+        .current_dir(dir.path())
+        .output()
+        .expect("run make-test-certs.sh");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let after = sipedge(&["check", "--config", "tls.toml"], dir.path());
+    assert_eq!(code(&after), 0, "{}", stderr(&after));
+}

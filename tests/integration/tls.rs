@@ -166,3 +166,117 @@ fn a_handshake_that_never_starts_is_cut_at_its_deadline() {
         s.edge.log()
     );
 }
+
+/// A TLS next hop on `addr` with certificate `cert`: sends the first message
+/// of each connection it accepts (a failed handshake sends "handshake failed").
+fn tls_hop(addr: SocketAddr, cert: &crate::support::tls::Issued) -> std::sync::mpsc::Receiver<String> {
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    let cfg = crate::support::tls::server_config(cert);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok((mut sock, _)) = listener.accept() {
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+            let mut text = Vec::new();
+            // Each header section on the connection (bodies are not split off:
+            // only the start of each message is looked at).
+            loop {
+                if let Some(end) = text.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head: Vec<u8> = text.drain(..end + 4).collect();
+                    if tx.send(String::from_utf8_lossy(&head).into_owned()).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                if conn.complete_io(&mut sock).is_err() {
+                    let _ = tx.send("handshake failed".to_owned());
+                    break;
+                }
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.reader().read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    text.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn an_outbound_call_skips_a_tls_link_with_the_wrong_name_for_one_that_verifies() {
+    let b = Block::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("carrier CA");
+    let ca_file = ca.write(dir.path(), "ca.crt");
+    let (ip2, ip3) = (b.ip(2).to_string(), b.ip(3).to_string());
+    let wrong = tls_hop(b.addr(2, 5061), &ca.issue(dir.path(), "c2", &[ip2.as_str()]));
+    let right = tls_hop(b.addr(3, 5061), &ca.issue(dir.path(), "c3", &[ip3.as_str()]));
+    let ca = ca_file.display().to_string();
+    let toml = format!(
+        "[health]\noptions_interval_ms = 60000\n\
+         [[carrier]]\nname = \"carrier-a\"\n\
+         [[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"tls\"\nserver_name = \"sip.wrong.example\"\nca_file = {ca:?}\npriority = 1\n\
+         [[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"tls\"\nca_file = {ca:?}\npriority = 2\n\
+         [[flow_engine]]\naz = \"az1\"\naddr = \"{}\"\n",
+        b.addr(2, 5061),
+        b.addr(3, 5061),
+        b.addr(10, 5060),
+    );
+    let numbers = vec![format!("{TOLL_FREE},toll-free,flow-tf,carrier-a,,")];
+    let edge = Edge::start(b, EdgeSpec { toml, numbers, tcp: false, ..EdgeSpec::default() });
+    let mut platform = Peer::udp(b.addr(10, 5070), edge.sip);
+    platform.send(&crate::failover::invite_as(platform.local(), edge.sip, "+13125550100", TOLL_FREE, "tls-out"));
+    // The first link's certificate is for its IP, not sip.wrong.example: refused.
+    assert_eq!(wrong.recv_timeout(T).unwrap(), "handshake failed", "{}", edge.log());
+    let inv = loop {
+        let m = right.recv_timeout(T).unwrap_or_else(|_| panic!("no INVITE on the second link\n{}", edge.log()));
+        if !m.starts_with("OPTIONS ") {
+            break m;
+        }
+    };
+    assert!(inv.starts_with("INVITE sip:+13125550100@"), "{inv}");
+    assert!(inv.contains("SIP/2.0/TLS"), "our Via says TLS: {inv}");
+    assert!(inv.contains(";transport=tls"), "{inv}");
+    assert!(edge.log().contains("tls connect to next hop failed"), "{}", edge.log());
+}
+
+fn options(p: &mut Peer, to: SocketAddr, id: &str) -> Option<u16> {
+    let local = p.local();
+    p.send(&format!(
+        "OPTIONS sip:{to} SIP/2.0\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{id}\nFrom: <sip:c@x>;tag=1\nTo: <sip:e@x>\n\
+         Call-ID: {id}\nCSeq: 1 OPTIONS\nMax-Forwards: 70\nContent-Length: 0\n\n"
+    ));
+    p.recv(T).and_then(|(m, _)| m.status())
+}
+
+#[test]
+fn a_reload_serves_the_new_certificate_to_new_connections_and_keeps_open_ones() {
+    let b = Block::new();
+    let s = tls_edge(b, "", "");
+    let mut old = connect(b.ip(2).into(), s.tls, client_config(&s.ca_file, None)).expect("handshake");
+    assert_eq!(options(&mut old, s.tls, "before"), Some(200), "{}", s.edge.log());
+
+    // A broken key: the reload is refused naming the file, the old certificate stays.
+    let key_file = s._dir.path().join("edge.key");
+    let good_key = std::fs::read(&key_file).unwrap();
+    std::fs::write(&key_file, "garbage\n").unwrap();
+    let (code, body) = s.edge.http("POST", "/v1/reload", None);
+    assert_ne!(code, 200, "{body}");
+    assert!(body.contains("listen[1].key_file"), "{body}");
+    std::fs::write(&key_file, &good_key).unwrap();
+
+    // A certificate from another CA: new connections trust only that one.
+    let ca2 = Ca::new("second CA");
+    let ca2_file = ca2.write(s._dir.path(), "ca2.crt");
+    let ip = b.ip(1).to_string();
+    ca2.issue(s._dir.path(), "edge", &[ip.as_str()]);
+    let (code, body) = s.edge.http("POST", "/v1/reload", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(connect(b.ip(2).into(), s.tls, client_config(&s.ca_file, None)).is_err(), "old CA no longer matches");
+    let mut new = connect(b.ip(2).into(), s.tls, client_config(&ca2_file, None)).expect("new certificate");
+    assert_eq!(options(&mut new, s.tls, "new-conn"), Some(200));
+    assert_eq!(options(&mut old, s.tls, "old-conn"), Some(200), "the open connection survived the reload");
+}
