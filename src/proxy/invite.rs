@@ -30,12 +30,17 @@ impl Core {
         let Some(call) = self.calls.get_mut(&id) else { return self.refusal_retransmission(id, from) };
         let mut out = Actions::new();
         call.server.on_retransmission(&mut out);
+        self.send_only(from, out);
+        true
+    }
+
+    /// Sends what a retransmission produced (it never arms a timer).
+    pub(super) fn send_only(&mut self, to: Peer, out: Actions) {
         for a in out {
             if let super::txn::Action::Send(b) = a {
-                self.send(from, b);
+                self.send(to, b);
             }
         }
-        true
     }
 
     /// A new INVITE outside any dialog: 100 at once, then decide and forward.

@@ -71,11 +71,7 @@ impl Core {
         let Some(r) = self.refusals.by_id.get_mut(&id) else { return false };
         let mut out = Actions::new();
         r.server.on_retransmission(&mut out);
-        for a in out {
-            if let super::txn::Action::Send(b) = a {
-                self.send(from, b);
-            }
-        }
+        self.send_only(from, out);
         true
     }
 

@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, UdpSocket};
 
 use crate::failover::{invite_as, wait_metric, T};
-use crate::support::peer::in_dialog;
+use crate::support::peer::{callee_bye, in_dialog};
 use crate::support::{Block, Edge, EdgeSpec, Peer};
 use sipedge::sip::{build, HeaderName, Method, Msg};
 
@@ -30,24 +30,6 @@ fn dual_stack_edge(b: Block, v6: SocketAddr, carrier: SocketAddr) -> Edge {
     );
     let numbers = vec![format!("{TOLL_FREE},toll-free,flow-tf,carrier-a,,")];
     Edge::start(b, EdgeSpec { toml, numbers, tcp: false, ..EdgeSpec::default() })
-}
-
-/// The callee's BYE for the INVITE it received: the route set is that
-/// INVITE's Record-Route in order.
-fn callee_bye(inv: &Msg, local: SocketAddr) -> Vec<u8> {
-    let route = inv.record_routes().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(", ");
-    let from = format!("{};tag=uas1", inv.header(HeaderName::To).unwrap());
-    build::request(
-        Method::Bye,
-        inv.contact_uri().unwrap(),
-        &format!("SIP/2.0/UDP {local};branch=z9hG4bKv6bye"),
-        &from,
-        inv.header(HeaderName::From).unwrap(),
-        inv.call_id(),
-        1,
-        &[("Route", route.as_str())],
-    )
-    .to_vec()
 }
 
 /// Places a call from the IPv6 carrier; returns the INVITE the flow engine
@@ -92,7 +74,7 @@ fn a_carrier_on_ipv6_reaches_an_ipv4_flow_engine_and_either_side_hangs_up() {
     // The flow engine hangs up: its BYE goes in over IPv4 and out over IPv6.
     let (inv, _) = answered_call(&mut carrier, &mut fe, &edge, v6, "v6-callee-bye");
     let fe_local = fe.local();
-    fe.send_bytes(&callee_bye(&inv, fe_local));
+    fe.send_bytes(&callee_bye(&inv, fe_local, "z9hG4bKv6bye"));
     let (bye, from) = carrier.expect_request("BYE", T);
     assert!(from.is_ipv6(), "the BYE reaches the carrier from the IPv6 listener, not {from}");
     assert_eq!(from, v6);

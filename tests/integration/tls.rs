@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::failover::{invite_over, wait_metric, T};
-use crate::support::peer::in_dialog;
+use crate::support::peer::{callee_bye, in_dialog};
 use crate::support::tls::{client_config, connect, Ca};
 use crate::support::{Block, Edge, EdgeSpec, Peer};
-use sipedge::sip::{build, HeaderName, Method, Msg};
+use sipedge::sip::{build, Method, Msg};
 
 const TOLL_FREE: &str = "+18005550100";
 
@@ -47,23 +47,6 @@ fn tls_edge(b: Block, listen_extra: &str, extra: &str) -> Setup {
     let numbers = vec![format!("{TOLL_FREE},toll-free,flow-tf,carrier-a,,")];
     let edge = Edge::start(b, EdgeSpec { toml, numbers, tcp: false, ..EdgeSpec::default() });
     Setup { edge, tls, ca_file, _dir: dir, ca }
-}
-
-/// The callee's BYE for the INVITE it received (route set = its Record-Route).
-fn callee_bye(inv: &Msg, local: SocketAddr) -> Vec<u8> {
-    let route = inv.record_routes().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(", ");
-    let from = format!("{};tag=uas1", inv.header(HeaderName::To).unwrap());
-    build::request(
-        Method::Bye,
-        inv.contact_uri().unwrap(),
-        &format!("SIP/2.0/UDP {local};branch=z9hG4bKtlsbye"),
-        &from,
-        inv.header(HeaderName::From).unwrap(),
-        inv.call_id(),
-        1,
-        &[("Route", route.as_str())],
-    )
-    .to_vec()
 }
 
 fn answered_call(carrier: &mut Peer, fe: &mut Peer, s: &Setup, call_id: &str) -> (Msg, Msg) {
@@ -102,7 +85,7 @@ fn a_carrier_over_tls_reaches_a_udp_flow_engine_and_either_side_hangs_up() {
     // The flow engine hangs up: its BYE comes back on the carrier's TLS connection.
     let (inv, _) = answered_call(&mut carrier, &mut fe, &s, "tls-callee-bye");
     let fe_local = fe.local();
-    fe.send_bytes(&callee_bye(&inv, fe_local));
+    fe.send_bytes(&callee_bye(&inv, fe_local, "z9hG4bKtlsbye"));
     let (bye, from) = carrier.expect_request("BYE", T);
     let via = bye.top_via().unwrap();
     assert_eq!(via.transport, "TLS", "our Via says TLS");

@@ -301,3 +301,21 @@ pub fn cancel(invite_text: &str) -> String {
     let head = invite_text.split("Content-Type").next().unwrap();
     head.replacen("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL") + "\n"
 }
+
+/// The callee's BYE, over UDP from `local`, for the INVITE it received: its
+/// route set is that INVITE's Record-Route in order (RFC 3261 §12.1.1).
+pub fn callee_bye(inv: &Msg, local: SocketAddr, branch: &str) -> Vec<u8> {
+    let route = inv.record_routes().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(", ");
+    let from = format!("{};tag=uas1", inv.header(HeaderName::To).unwrap());
+    build::request(
+        sipedge::sip::Method::Bye,
+        inv.contact_uri().unwrap(),
+        &format!("SIP/2.0/UDP {local};branch={branch}"),
+        &from,
+        inv.header(HeaderName::From).unwrap(),
+        inv.call_id(),
+        1,
+        &[("Route", route.as_str())],
+    )
+    .to_vec()
+}
