@@ -465,3 +465,25 @@ fn carrier_limits_default_to_unlimited_and_bad_ones_name_their_carrier() {
         assert_eq!(errors.0[0].field, field, "{bad}: {errors}");
     }
 }
+
+#[test]
+fn a_duration_too_long_for_a_deadline_is_refused_by_name() {
+    // 2^63 - 1 ms passed `check` and then panicked the edge at its first TCP
+    // connection (`Instant + Duration` overflows).
+    let base = "[[listen]]\naddr = \"127.0.0.1:0\"\n";
+    for (table, key, ok, bad) in [
+        ("timers", "t1_ms", 500, 86_400_001_u64),
+        ("timers", "timer_c_ms", 86_400_000, 9_223_372_036_854_775_807),
+        ("tcp", "message_deadline_ms", 5000, 86_400_001),
+        ("tcp", "idle_timeout_s", 604_800, 604_801),
+        ("limits", "max_call_duration_s", 7200, 9_223_372_036_854_775_807),
+        ("flood", "ban_s", 60, 604_801),
+    ] {
+        Config::from_toml_str(&format!("{base}[{table}]\n{key} = {ok}\n")).unwrap();
+        let errors = errors_of(Config::from_toml_str(&format!("{base}[{table}]\n{key} = {bad}\n")));
+        assert_eq!(errors.0[0].field, format!("{table}.{key}"), "{key} = {bad}");
+        assert!(errors.0[0].to_string().contains("is more than"), "{}", errors.0[0]);
+    }
+    // A disabled flood guard may keep any numbers, as with zero.
+    Config::from_toml_str(&format!("{base}[flood]\nenabled = false\nban_s = 604801\n")).unwrap();
+}

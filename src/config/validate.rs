@@ -7,6 +7,11 @@ use std::net::{IpAddr, SocketAddr};
 use super::{canonical, Cidr, Config, ConfigError, ListenConfig};
 use crate::sip::Transport;
 
+/// Longest accepted `*_ms` setting: one day.
+const MAX_MILLIS: u64 = 86_400_000;
+/// Longest accepted `*_s` setting: one week.
+const MAX_SECONDS: u64 = 604_800;
+
 impl Config {
     /// Every problem in the parsed config, each naming its field; empty when
     /// the config is good. Does no I/O (the seed file is checked by `load`).
@@ -117,6 +122,38 @@ impl Config {
             }
             if self.flood.ban_s == 0 {
                 v.push(ConfigError::new("flood.ban_s", "must be greater than 0 (or set flood.enabled = false)"));
+            }
+        }
+        // An upper bound too: a deadline is `Instant + duration`, which panics
+        // on overflow, so an absurd value would pass `check` and then take the
+        // edge down at the first call or connection.
+        let flood_on = self.flood.enabled;
+        let millis = [
+            ("timers.t1_ms", self.timers.t1_ms),
+            ("timers.t2_ms", self.timers.t2_ms),
+            ("timers.t4_ms", self.timers.t4_ms),
+            ("timers.failover_ms", self.timers.failover_ms),
+            ("timers.timer_c_ms", self.timers.timer_c_ms),
+            ("health.options_interval_ms", self.health.options_interval_ms),
+            ("flood.window_ms", self.flood.window_ms),
+            ("tcp.message_deadline_ms", self.tcp.message_deadline_ms),
+            ("tcp.tls_handshake_timeout_ms", self.tcp.tls_handshake_timeout_ms),
+            ("cluster.lease_ttl_ms", self.cluster.lease_ttl_ms),
+        ];
+        for (field, value) in millis {
+            if value > MAX_MILLIS && (flood_on || !field.starts_with("flood.")) {
+                v.push(ConfigError::new(field, format!("{value} is more than {MAX_MILLIS} (one day)")));
+            }
+        }
+        let seconds = [
+            ("limits.max_call_duration_s", self.limits.max_call_duration_s),
+            ("limits.retry_after_s", u64::from(self.limits.retry_after_s)),
+            ("flood.ban_s", self.flood.ban_s),
+            ("tcp.idle_timeout_s", self.tcp.idle_timeout_s),
+        ];
+        for (field, value) in seconds {
+            if value > MAX_SECONDS && (flood_on || !field.starts_with("flood.")) {
+                v.push(ConfigError::new(field, format!("{value} is more than {MAX_SECONDS} (one week)")));
             }
         }
         let t = &self.timers;
