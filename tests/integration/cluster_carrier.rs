@@ -365,3 +365,31 @@ fn the_carrier_gcra_script_admits_a_seconds_burst_then_one_per_interval() {
     assert_eq!(tat(&redis, "capped"), before, "a renewal spent no token");
     assert_eq!(redis.cmd(&["ZCARD", &sipedge::cluster::scripts::carrier_key("capped")]), "1");
 }
+
+/// A call the carrier admits but its number refuses gets its carrier rate
+/// token back (the two scripts live in different hash slots, so they are
+/// pipelined, not one transaction): the arrival time ends where it was.
+#[test]
+fn a_call_refused_for_its_number_gives_the_carrier_rate_token_back() {
+    if !redis::available() {
+        return;
+    }
+    let b = Block::new();
+    let redis = Redis::start(b.addr(60, 6379));
+    let a = edge(b, b, &redis.url(), "edge-a", "max_cps = 5\n");
+    let mut flow = Peer::udp(b.addr(10, 5060), a.sip);
+    let mut ca = Peer::udp(b.addr(2, 5060), a.sip);
+    // The DID (cap 2, carrier-a) full: two tokens spent.
+    crate::cluster::held_call(&a, &mut ca, &mut flow, "n1").expect("first call up");
+    crate::cluster::held_call(&a, &mut ca, &mut flow, "n2").expect("second call up");
+    let before = tat(&redis, "carrier-a");
+    assert!(before > 0, "the admitted calls spent tokens");
+    for i in 0..3 {
+        let busy = crate::cluster::held_call(&a, &mut ca, &mut flow, &format!("busy-{i}"));
+        assert_eq!(busy.err(), Some(486), "the number is full");
+    }
+    // The refunds are sent after the verdicts: wait for them, not for time.
+    wait_for("the refused calls' tokens back", || tat(&redis, "carrier-a") <= before);
+    let labels = [("carrier", "carrier-a"), ("reason", "max_cps")];
+    assert_eq!(crate::failover::metric(&a, "sipedge_carrier_refused_total", &labels), Some(0.0));
+}
