@@ -51,6 +51,7 @@ type Registry = Arc<Mutex<HashMap<(Box<str>, Box<str>), Weak<Lease>>>>;
 struct Scripts {
     admit: redis::Script,
     carrier: redis::Script,
+    refund: redis::Script,
     renew: redis::Script,
     release: redis::Script,
     heartbeat: redis::Script,
@@ -61,6 +62,7 @@ impl Scripts {
         Scripts {
             admit: redis::Script::new(scripts::ADMIT),
             carrier: redis::Script::new(scripts::CARRIER_ADMIT),
+            refund: redis::Script::new(scripts::CARRIER_REFUND),
             renew: redis::Script::new(scripts::RENEW),
             release: redis::Script::new(scripts::RELEASE),
             heartbeat: redis::Script::new(scripts::HEARTBEAT),
@@ -69,8 +71,14 @@ impl Scripts {
 }
 
 /// Every script's source: loaded again when Redis answers NOSCRIPT.
-const SOURCES: [&str; 5] =
-    [scripts::ADMIT, scripts::CARRIER_ADMIT, scripts::RENEW, scripts::RELEASE, scripts::HEARTBEAT];
+const SOURCES: [&str; 6] = [
+    scripts::ADMIT,
+    scripts::CARRIER_ADMIT,
+    scripts::CARRIER_REFUND,
+    scripts::RENEW,
+    scripts::RELEASE,
+    scripts::HEARTBEAT,
+];
 
 fn evalsha<'a>(p: &'a mut redis::Pipeline, s: &redis::Script, key: &str) -> &'a mut redis::Pipeline {
     p.cmd("EVALSHA").arg(s.get_hash()).arg(1).arg(key)
@@ -106,6 +114,39 @@ fn verdict(number: Option<i64>, carrier: Option<i64>) -> Verdict {
         (_, Some(r)) if r < 0 => Verdict::TrunkRefused(TrunkReject::MaxCps),
         _ => Verdict::Admitted,
     }
+}
+
+/// Whether a request's carrier rate token goes back: the carrier admitted
+/// the call (spending a token) but its number refused it.
+fn refunds(number: Option<i64>, carrier: Option<i64>) -> bool {
+    number == Some(0) && carrier == Some(1)
+}
+
+/// Sends the refunds of `rates` (per request: the carrier's arrival-time key
+/// and interval, if it has a rate) whose replies say so; fire and forget, so
+/// no call waits on it. A lost refund costs one token, as before.
+fn send_refunds(
+    con: &Backend,
+    scripts: &Scripts,
+    timeout: Duration,
+    rates: &[Option<(String, u64)>],
+    replies: &[(Option<i64>, Option<i64>)],
+) {
+    let mut p = redis::pipe();
+    let mut any = false;
+    for (rate, (n, c)) in rates.iter().zip(replies) {
+        if let Some((tat, interval)) = rate.as_ref().filter(|_| refunds(*n, *c)) {
+            evalsha(&mut p, &scripts.refund, tat).arg(*interval);
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    let mut con = con.clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(timeout, con.run(&p, &SOURCES)).await;
+    });
 }
 
 /// Starts the admit and renewal tasks on the current runtime. The URL is
@@ -172,6 +213,8 @@ async fn admit_loop(
         }
         // (shard, call) of the admits, in request order.
         let mut asks: Vec<(usize, u64)> = Vec::new();
+        // Per admit: its carrier's arrival-time key and interval, when it has a rate.
+        let mut rates: Vec<Option<(String, u64)>> = Vec::new();
         // Per pipeline command: what its reply answers (releases are mixed in).
         let mut parts: Vec<Part> = Vec::new();
         let mut p = redis::pipe();
@@ -182,6 +225,7 @@ async fn admit_loop(
                     Op::Admit(req) => {
                         let n = asks.len();
                         let before = parts.len();
+                        let mut rate = None;
                         // A call that ended before we got here needs no slot.
                         if let Some(lease) = req.number.as_ref().and_then(|a| register(&mut reg, a)) {
                             let cap = req.number.as_ref().map_or(0, |a| a.cap);
@@ -201,9 +245,13 @@ async fn admit_loop(
                                 .arg(ttl)
                                 .arg(interval);
                             parts.push(Part::Carrier(n));
+                            if interval > 0 && req.number.is_some() {
+                                rate = Some((scripts::tat_key(&lease.key), interval));
+                            }
                         }
                         if parts.len() > before {
                             asks.push((req.shard, req.call));
+                            rates.push(rate);
                         }
                     }
                     Op::Release { key, member } => {
@@ -248,6 +296,7 @@ async fn admit_loop(
                         Part::Release => {}
                     }
                 }
+                send_refunds(&con, &scripts, settings.admit_timeout, &rates, &replies);
                 answer(&mut replies.into_iter().map(|(n, c)| verdict(n, c)));
             }
             Ok(Err(e)) => {
@@ -345,4 +394,19 @@ fn fail_renew(view: &ClusterView, why: &str) {
         tracing::warn!(error = why, "cluster: lease renewal failed; retrying next period");
     }
     view.set_up(false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_carrier_token_spent_on_a_refused_number_goes_back() {
+        assert!(refunds(Some(0), Some(1)));
+        assert!(!refunds(Some(1), Some(1)), "admitted: the token is spent");
+        assert!(!refunds(Some(0), Some(0)), "max_concurrent spent nothing");
+        assert!(!refunds(Some(0), Some(-1)), "max_cps spent nothing");
+        assert!(!refunds(None, Some(1)), "no number asked");
+        assert!(!refunds(Some(0), None), "no carrier asked");
+    }
 }

@@ -15,6 +15,10 @@
 //! arrival time" (`sipedge:{carrier:NAME}:tat`); one script checks both on
 //! server time. A call needing both asks in one [`AdmitRequest`], so the two
 //! scripts go out in the same pipeline: one round trip.
+//! They are in different hash slots, so not one transaction: when the number
+//! refuses a call its carrier admitted, the client sends `CARRIER_REFUND`
+//! (the arrival time back one interval) after the verdict, without waiting,
+//! rather than a second round trip before every carrier admit.
 //!
 //! The SIP core stays sans-IO: it creates a [`Lease`] (held by the call's
 //! permit, so the release happens exactly once, whichever way the call ends),

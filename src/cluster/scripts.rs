@@ -84,6 +84,25 @@ end
 return 1
 ";
 
+/// Carrier refund: KEYS[1] a carrier's GCRA arrival time; ARGV interval_us.
+/// Gives back the rate token of a call the carrier script admitted but whose
+/// number was refused: the two scripts run in one pipeline but in different
+/// hash slots, so not as one transaction. The arrival time moves back one
+/// interval; a bucket that would be emptier than empty is deleted (the same
+/// as an arrival time of now). Returns 1 if a token went back.
+pub const CARRIER_REFUND: &str = r"
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local back = tat - tonumber(ARGV[1])
+if back <= now_us then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+redis.call('SET', KEYS[1], string.format('%d', back), 'KEEPTTL')
+return 1
+";
+
 /// Renew: KEYS[1] a lease set; ARGV member, ttl_ms. Adds the member back if
 /// Redis lost it (restart without persistence, failover), or if it was
 /// admitted locally while Redis was down.
