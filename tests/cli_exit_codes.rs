@@ -124,6 +124,35 @@ fn check_loads_tls_certificates_and_names_the_key_and_file_of_a_bad_one() {
 }
 
 #[test]
+fn check_names_a_bad_client_certificate_of_a_tls_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["edge.example".to_string()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("client.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("client.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("garbage.key"), "not a key\n").unwrap();
+    let link = |keys: &str| {
+        format!(
+            "{BASE}[[carrier]]\nname = \"c\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"127.0.0.1:5061\"\ntransport = \"tls\"\n\
+             {keys}\n[[flow_engine]]\naz = \"az1\"\naddr = \"127.0.0.2:5070\"\n"
+        )
+    };
+    let check =
+        |name: &str, keys: &str| sipedge(&["check", "--config", &write(dir.path(), name, &link(keys))], dir.path());
+    let good = check("good.toml", "client_cert_file = \"client.crt\"\nclient_key_file = \"client.key\"");
+    assert_eq!(code(&good), 0, "{}", stderr(&good));
+    let bad = check("bad.toml", "client_cert_file = \"client.crt\"\nclient_key_file = \"garbage.key\"");
+    assert_eq!(code(&bad), 1);
+    assert!(stderr(&bad).contains("carrier[0].link[0].client_key_file: 'garbage.key'"), "{}", stderr(&bad));
+    let missing = check("missing.toml", "client_cert_file = \"nope.crt\"\nclient_key_file = \"client.key\"");
+    assert_eq!(code(&missing), 1);
+    assert!(stderr(&missing).contains("carrier[0].link[0].client_cert_file: 'nope.crt'"), "{}", stderr(&missing));
+    let alone = check("alone.toml", "client_cert_file = \"client.crt\"");
+    assert_eq!(code(&alone), 1);
+    assert!(stderr(&alone).contains("carrier[0].link[0].client_key_file: required"), "{}", stderr(&alone));
+}
+
+#[test]
 fn check_accepts_the_tls_example_once_its_certificates_are_made() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();

@@ -319,6 +319,13 @@ pub struct LinkConfig {
     /// the Mozilla roots (webpki-roots).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// `tls`: the certificate chain (PEM) we present when it asks for one
+    /// (mutual TLS). Set with `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// `tls`: the private key of `client_cert_file` (PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     /// `true`: no new calls to this link; calls already on it go on.
     #[serde(default)]
     pub drain: bool,
@@ -333,6 +340,43 @@ pub struct LinkConfig {
 
 fn default_rank() -> i64 {
     1
+}
+
+/// The TLS keys of one next hop (`[[carrier.link]]` or `[[flow_engine]]`).
+#[derive(Debug, Clone, Copy)]
+pub struct HopTls<'a> {
+    /// `server_name`.
+    pub server_name: Option<&'a str>,
+    /// `ca_file`.
+    pub ca_file: Option<&'a Path>,
+    /// `client_cert_file`.
+    pub client_cert_file: Option<&'a Path>,
+    /// `client_key_file`.
+    pub client_key_file: Option<&'a Path>,
+}
+
+impl LinkConfig {
+    /// Its TLS keys.
+    pub fn tls(&self) -> HopTls<'_> {
+        HopTls {
+            server_name: self.server_name.as_deref(),
+            ca_file: self.ca_file.as_deref(),
+            client_cert_file: self.client_cert_file.as_deref(),
+            client_key_file: self.client_key_file.as_deref(),
+        }
+    }
+}
+
+impl FlowEngineConfig {
+    /// Its TLS keys.
+    pub fn tls(&self) -> HopTls<'_> {
+        HopTls {
+            server_name: self.server_name.as_deref(),
+            ca_file: self.ca_file.as_deref(),
+            client_cert_file: self.client_cert_file.as_deref(),
+            client_key_file: self.client_key_file.as_deref(),
+        }
+    }
 }
 
 /// One `[[flow_engine]]` endpoint.
@@ -353,6 +397,13 @@ pub struct FlowEngineConfig {
     /// the Mozilla roots (webpki-roots).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// `tls`: the certificate chain (PEM) we present when it asks for one
+    /// (mutual TLS). Set with `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// `tls`: the private key of `client_cert_file` (PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     /// `true`: no new calls to this endpoint; calls already on it go on.
     #[serde(default)]
     pub drain: bool,

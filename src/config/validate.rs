@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use super::{canonical, Cidr, Config, ConfigError, ListenConfig};
+use super::{canonical, Cidr, Config, ConfigError, HopTls, ListenConfig};
 use crate::sip::Transport;
 
 /// Longest accepted `*_ms` setting: one day.
@@ -204,7 +204,7 @@ impl Config {
             for (j, l) in c.link.iter().enumerate() {
                 let at = format!("{at}.link[{j}]");
                 check_hop(v, &at, &l.az, l.addr);
-                check_client_tls(v, &at, l.transport, l.server_name.as_deref(), l.ca_file.is_some());
+                check_client_tls(v, &at, l.transport, l.tls());
                 let dup = c.link.iter().take(j).position(|o| o.addr == l.addr && o.transport == l.transport);
                 if let Some(d) = dup {
                     v.push(ConfigError::new(
@@ -217,7 +217,7 @@ impl Config {
         for (i, f) in self.flow_engine.iter().enumerate() {
             let at = format!("flow_engine[{i}]");
             check_hop(v, &at, &f.az, f.addr);
-            check_client_tls(v, &at, f.transport, f.server_name.as_deref(), f.ca_file.is_some());
+            check_client_tls(v, &at, f.transport, f.tls());
         }
         check_weights(v, "flow_engine", self.flow_engine.iter().map(|f| (f.priority, f.weight)));
     }
@@ -263,17 +263,29 @@ fn check_listen_tls(v: &mut Vec<ConfigError>, i: usize, l: &ListenConfig) {
     }
 }
 
-/// `server_name` / `ca_file` only on a `tls` hop, and a server name that is a DNS name or IP.
-fn check_client_tls(v: &mut Vec<ConfigError>, at: &str, t: Transport, server_name: Option<&str>, ca_file: bool) {
+/// The TLS keys only on a `tls` hop, a server name that is a DNS name or IP,
+/// and a client certificate with its key (both or neither).
+fn check_client_tls(v: &mut Vec<ConfigError>, at: &str, t: Transport, h: HopTls<'_>) {
+    let keys = [
+        ("server_name", h.server_name.is_some()),
+        ("ca_file", h.ca_file.is_some()),
+        ("client_cert_file", h.client_cert_file.is_some()),
+        ("client_key_file", h.client_key_file.is_some()),
+    ];
     if t != Transport::Tls {
-        for (key, set) in [("server_name", server_name.is_some()), ("ca_file", ca_file)] {
+        for (key, set) in keys {
             if set {
                 v.push(ConfigError::new(format!("{at}.{key}"), format!("only for transport = \"tls\" (this is {t})")));
             }
         }
         return;
     }
-    if let Some(n) = server_name {
+    match (h.client_cert_file.is_some(), h.client_key_file.is_some()) {
+        (true, false) => v.push(ConfigError::new(format!("{at}.client_key_file"), "required with client_cert_file")),
+        (false, true) => v.push(ConfigError::new(format!("{at}.client_cert_file"), "required with client_key_file")),
+        _ => {}
+    }
+    if let Some(n) = h.server_name {
         if rustls_pki_types::ServerName::try_from(n).is_err() {
             v.push(ConfigError::new(format!("{at}.server_name"), format!("'{n}' is not a DNS name or IP address")));
         }

@@ -21,7 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::config::{Config, ConfigError, ConfigErrors, HopTls};
 use crate::sip::Transport;
 
 /// How we reach one TLS next hop.
@@ -61,22 +61,25 @@ impl TlsSettings {
             }
         }
         let links = cfg.carrier.iter().enumerate().flat_map(|(i, c)| {
-            c.link.iter().enumerate().map(move |(j, l)| {
-                (format!("carrier[{i}].link[{j}]"), l.transport, l.addr, l.server_name.as_deref(), l.ca_file.as_deref())
-            })
+            c.link
+                .iter()
+                .enumerate()
+                .map(move |(j, l)| (format!("carrier[{i}].link[{j}]"), l.transport, l.addr, l.tls()))
         });
-        let flows = cfg.flow_engine.iter().enumerate().map(|(i, f)| {
-            (format!("flow_engine[{i}]"), f.transport, f.addr, f.server_name.as_deref(), f.ca_file.as_deref())
-        });
-        for (at, transport, addr, name, ca) in links.chain(flows) {
+        let flows = cfg
+            .flow_engine
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (format!("flow_engine[{i}]"), f.transport, f.addr, f.tls()));
+        for (at, transport, addr, hop) in links.chain(flows) {
             if transport != Transport::Tls {
                 continue;
             }
-            match client(cfg, &at, addr, name, ca) {
+            match client(cfg, &at, addr, hop) {
                 Ok(c) => {
                     out.clients.insert(addr, c);
                 }
-                Err(e) => errors.push(e),
+                Err(e) => errors.extend(e),
             }
         }
         if errors.is_empty() {
@@ -161,31 +164,43 @@ fn server_config(cfg: &Config, at: &str, l: &crate::config::ListenConfig) -> Res
     })
 }
 
-fn client(
-    cfg: &Config,
-    at: &str,
-    addr: SocketAddr,
-    name: Option<&str>,
-    ca: Option<&Path>,
-) -> Result<Client, ConfigError> {
-    let roots = match ca {
-        Some(p) => read_roots(cfg, &format!("{at}.ca_file"), p)?,
+fn client(cfg: &Config, at: &str, addr: SocketAddr, hop: HopTls<'_>) -> Result<Client, Vec<ConfigError>> {
+    let roots = match hop.ca_file {
+        Some(p) => read_roots(cfg, &format!("{at}.ca_file"), p).map_err(|e| vec![e])?,
         None => RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
     };
-    let name = match name {
+    let name = match hop.server_name {
         Some(n) => ServerName::try_from(n.to_owned()).map_err(|_| {
-            ConfigError::new(format!("{at}.server_name"), format!("'{n}' is not a DNS name or IP address"))
+            vec![ConfigError::new(format!("{at}.server_name"), format!("'{n}' is not a DNS name or IP address"))]
         })?,
         None => ServerName::IpAddress(addr.ip().into()),
     };
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
-        .map_err(|e| ConfigError::new(format!("{at}.ca_file"), format!("unusable CA: {e}")))?;
-    let config = ClientConfig::builder_with_provider(provider())
+        .map_err(|e| vec![ConfigError::new(format!("{at}.ca_file"), format!("unusable CA: {e}"))])?;
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::new(at, format!("TLS: {e}")))?
-        .with_webpki_verifier(verifier)
-        .with_no_client_auth();
+        .map_err(|e| vec![ConfigError::new(at, format!("TLS: {e}"))])?
+        .with_webpki_verifier(verifier);
+    // Validation already reported a certificate without its key (or the reverse).
+    let config = match (hop.client_cert_file, hop.client_key_file) {
+        (Some(cert_path), Some(key_path)) => {
+            let certs = read_certs(cfg, &format!("{at}.client_cert_file"), cert_path);
+            let key = read_key(cfg, &format!("{at}.client_key_file"), key_path);
+            let (certs, key) = match (certs, key) {
+                (Ok(c), Ok(k)) => (c, k),
+                (c, k) => return Err([c.err(), k.err()].into_iter().flatten().collect()),
+            };
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                let files = format!("'{}' and '{}'", cert_path.display(), key_path.display());
+                vec![ConfigError::new(
+                    format!("{at}.client_key_file"),
+                    format!("{files} do not make a usable certificate and key: {e}"),
+                )]
+            })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
     Ok(Client { config: Arc::new(config), name })
 }
 

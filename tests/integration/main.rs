@@ -23,6 +23,7 @@ mod failover;
 mod flood;
 mod hostile;
 mod ipv6;
+mod kamailio;
 mod numbers;
 mod records;
 mod redis_cluster;

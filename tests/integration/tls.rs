@@ -150,11 +150,16 @@ fn a_handshake_that_never_starts_is_cut_at_its_deadline() {
     );
 }
 
-/// A TLS next hop on `addr` with certificate `cert`: sends the first message
-/// of each connection it accepts (a failed handshake sends "handshake failed").
-fn tls_hop(addr: SocketAddr, cert: &crate::support::tls::Issued) -> std::sync::mpsc::Receiver<String> {
+/// A TLS next hop on `addr` with certificate `cert` (requiring a client
+/// certificate from `client_ca` if given): sends the header section of each
+/// message it reads (a failed handshake sends "handshake failed").
+fn tls_hop(
+    addr: SocketAddr,
+    cert: &crate::support::tls::Issued,
+    client_ca: Option<&std::path::Path>,
+) -> std::sync::mpsc::Receiver<String> {
     let listener = std::net::TcpListener::bind(addr).unwrap();
-    let cfg = crate::support::tls::server_config(cert);
+    let cfg = crate::support::tls::server_config(cert, client_ca);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         while let Ok((mut sock, _)) = listener.accept() {
@@ -195,8 +200,8 @@ fn an_outbound_call_skips_a_tls_link_with_the_wrong_name_for_one_that_verifies()
     let ca = Ca::new("carrier CA");
     let ca_file = ca.write(dir.path(), "ca.crt");
     let (ip2, ip3) = (b.ip(2).to_string(), b.ip(3).to_string());
-    let wrong = tls_hop(b.addr(2, 5061), &ca.issue(dir.path(), "c2", &[ip2.as_str()]));
-    let right = tls_hop(b.addr(3, 5061), &ca.issue(dir.path(), "c3", &[ip3.as_str()]));
+    let wrong = tls_hop(b.addr(2, 5061), &ca.issue(dir.path(), "c2", &[ip2.as_str()]), None);
+    let right = tls_hop(b.addr(3, 5061), &ca.issue(dir.path(), "c3", &[ip3.as_str()]), None);
     let ca = ca_file.display().to_string();
     let toml = format!(
         "[health]\noptions_interval_ms = 60000\n\
@@ -224,6 +229,51 @@ fn an_outbound_call_skips_a_tls_link_with_the_wrong_name_for_one_that_verifies()
     assert!(inv.contains("SIP/2.0/TLS"), "our Via says TLS: {inv}");
     assert!(inv.contains(";transport=tls"), "{inv}");
     assert!(edge.log().contains("tls connect to next hop failed"), "{}", edge.log());
+}
+
+/// The first INVITE a hop reads (OPTIONS probes skipped).
+fn first_invite(hop: &std::sync::mpsc::Receiver<String>, edge: &Edge) -> String {
+    loop {
+        let m = hop.recv_timeout(T).unwrap_or_else(|_| panic!("no INVITE on the link\n{}", edge.log()));
+        if !m.starts_with("OPTIONS ") {
+            return m;
+        }
+    }
+}
+
+#[test]
+fn a_link_that_requires_client_certificates_takes_the_edge_that_presents_one() {
+    let b = Block::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("carrier CA");
+    let ca_file = ca.write(dir.path(), "ca.crt");
+    let edges = Ca::new("edge client CA");
+    let edges_file = edges.write(dir.path(), "edges.crt");
+    let mine = edges.issue(dir.path(), "edge-client", &["edge.example"]);
+    let (ip2, ip3) = (b.ip(2).to_string(), b.ip(3).to_string());
+    // Both links require a certificate from the edges' CA; only the second is given one.
+    let without = tls_hop(b.addr(2, 5061), &ca.issue(dir.path(), "c2", &[ip2.as_str()]), Some(&edges_file));
+    let with = tls_hop(b.addr(3, 5061), &ca.issue(dir.path(), "c3", &[ip3.as_str()]), Some(&edges_file));
+    let (ca, cert, key) =
+        (ca_file.display().to_string(), mine.cert_file.display().to_string(), mine.key_file.display().to_string());
+    let toml = format!(
+        "[health]\noptions_interval_ms = 60000\n\
+         [[carrier]]\nname = \"carrier-a\"\n\
+         [[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"tls\"\nca_file = {ca:?}\npriority = 1\n\
+         [[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"tls\"\nca_file = {ca:?}\npriority = 2\n\
+         client_cert_file = {cert:?}\nclient_key_file = {key:?}\n\
+         [[flow_engine]]\naz = \"az1\"\naddr = \"{}\"\n",
+        b.addr(2, 5061),
+        b.addr(3, 5061),
+        b.addr(10, 5060),
+    );
+    let numbers = vec![format!("{TOLL_FREE},toll-free,flow-tf,carrier-a,,")];
+    let edge = Edge::start(b, EdgeSpec { toml, numbers, tcp: false, ..EdgeSpec::default() });
+    let mut platform = Peer::udp(b.addr(10, 5070), edge.sip);
+    platform.send(&crate::failover::invite_as(platform.local(), edge.sip, "+13125550100", TOLL_FREE, "mtls-out"));
+    assert_eq!(without.recv_timeout(T).unwrap(), "handshake failed", "no certificate, refused\n{}", edge.log());
+    let inv = first_invite(&with, &edge);
+    assert!(inv.starts_with("INVITE sip:+13125550100@"), "{inv}");
 }
 
 fn options(p: &mut Peer, to: SocketAddr, id: &str) -> Option<u16> {

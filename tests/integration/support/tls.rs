@@ -79,15 +79,25 @@ pub fn client_config(ca_file: &Path, client: Option<&Issued>) -> Arc<rustls::Cli
     })
 }
 
-/// Server settings for a TLS peer the edge connects to.
-pub fn server_config(i: &Issued) -> Arc<rustls::ServerConfig> {
+/// Server settings for a TLS peer the edge connects to; with `client_ca`, it
+/// requires a client certificate from that CA (mutual TLS).
+pub fn server_config(i: &Issued, client_ca: Option<&Path>) -> Arc<rustls::ServerConfig> {
     let certs = CertificateDer::pem_file_iter(&i.cert_file).unwrap().map(Result::unwrap).collect();
-    let cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, PrivateKeyDer::from_pem_file(&i.key_file).unwrap())
-        .unwrap();
+    let b = rustls::ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().unwrap();
+    let b = match client_ca {
+        None => b.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).unwrap() {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .unwrap();
+            b.with_client_cert_verifier(v)
+        }
+    };
+    let cfg = b.with_single_cert(certs, PrivateKeyDer::from_pem_file(&i.key_file).unwrap()).unwrap();
     Arc::new(cfg)
 }
 
