@@ -15,11 +15,13 @@
 //!
 //! # Layout
 //!
-//! * `store.rs`: the redb tables and their encoding.
+//! * `store.rs`: the redb tables.
+//! * `codec.rs`: the binary number record (JSON records still read).
 //! * `lifecycle.rs`: claim, release, restore, set flow, expire.
 //! * `ports.rs`: port orders (create, cancel, complete).
 //! * `replica.rs`: cluster mode, where number events go through Redis first.
 
+mod codec;
 mod compaction;
 mod lifecycle;
 mod ports;
@@ -66,14 +68,20 @@ pub enum InventoryError {
         table: &'static str,
         /// Which key.
         key: u64,
-        /// The decoding error.
-        source: serde_json::Error,
+        /// The decoding error (JSON, or what is wrong with a binary record).
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A stored value does not belong to the key it is stored under.
     #[error("store: value in {table} at key {key} names another key")]
     KeyMismatch {
         /// Which table.
         table: &'static str,
+        /// Which key.
+        key: u64,
+    },
+    /// A number record has a string too long for the binary format (over 4 GiB).
+    #[error("store: the record of number key {key} is too long to store")]
+    TooLong {
         /// Which key.
         key: u64,
     },

@@ -2,21 +2,23 @@
 //!
 //! Tables, keyed by integers so a record's key is its number's digits:
 //!
-//! * `numbers`: E.164 digits → JSON of [`StoredRecord`] (any lifecycle state);
+//! * `numbers`: E.164 digits → [`StoredRecord`] (any lifecycle state), in
+//!   the binary format of `codec.rs` since store format 2, JSON before;
 //! * `ports`: order id → JSON of [`PortOrder`];
 //! * `meta`: `"version"`, `"seeded"` (1 once the seed was imported),
 //!   `"next_port_id"`, and in cluster mode `"event_ms"`/`"event_seq"`: the
 //!   Redis stream id of the last number event applied (written in the same
 //!   transaction as the records it changed).
 //!
-//! JSON keeps the file inspectable and tolerant to added optional fields;
-//! the store is read in full only at start-up, so its cost does not matter.
+//! Port orders stay JSON (few, read once). Numbers are read in full at
+//! every start, so their decoding is on the start's critical path.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use super::codec;
 use super::ports::PortOrder;
 use super::InventoryError;
 use crate::routing::{NumberRecord, NumberState, Peers};
@@ -31,8 +33,12 @@ const META_SEEDED: &str = "seeded";
 const META_NEXT_PORT: &str = "next_port_id";
 const META_EVENT_MS: &str = "event_ms";
 const META_EVENT_SEQ: &str = "event_seq";
-/// Format of the stored values; bump on an incompatible change.
-const FORMAT_VERSION: u64 = 1;
+/// Format of the stored values; bump on an incompatible change. 2: number
+/// records may be binary (`codec.rs`); a format-1 store is read unchanged and
+/// marked 2 at open, so an older build refuses it instead of misreading it.
+const FORMAT_VERSION: u64 = 2;
+/// The oldest format this build reads.
+const FORMAT_OLDEST: u64 = 1;
 /// redb's page cache. Its default (1 GiB) filled up with every page of the
 /// `numbers` table during the start-up scan and stayed resident: ~300 of the
 /// 740 bytes per number at 1 M (issue 17). The table is read in full once,
@@ -42,16 +48,16 @@ const CACHE_BYTES: usize = 16 << 20;
 /// A number record as stored: plain strings, no shared pointers.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StoredRecord {
-    e164: E164,
-    kind: NumberKind,
+    pub(super) e164: E164,
+    pub(super) kind: NumberKind,
     #[serde(default)]
-    flow: Option<String>,
-    carriers: Vec<String>,
+    pub(super) flow: Option<String>,
+    pub(super) carriers: Vec<String>,
     #[serde(default)]
-    max_concurrent: Option<u32>,
+    pub(super) max_concurrent: Option<u32>,
     #[serde(default)]
-    cnam: Option<String>,
-    state: NumberState,
+    pub(super) cnam: Option<String>,
+    pub(super) state: NumberState,
 }
 
 impl From<&NumberRecord> for StoredRecord {
@@ -167,10 +173,10 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             let version = meta.get(META_VERSION)?.map(|v| v.value());
             match version {
-                None => {
+                Some(FORMAT_VERSION) => {}
+                None | Some(FORMAT_OLDEST..FORMAT_VERSION) => {
                     meta.insert(META_VERSION, FORMAT_VERSION)?;
                 }
-                Some(FORMAT_VERSION) => {}
                 Some(found) => return Err(InventoryError::Version { found, supported: FORMAT_VERSION }),
             }
         }
@@ -197,10 +203,10 @@ impl Store {
         for row in numbers.iter()? {
             let (k, v) = row?;
             let key = k.value();
-            let r: StoredRecord = serde_json::from_slice(v.value()).map_err(|source| InventoryError::Corrupt {
+            let r = codec::decode(key, v.value()).map_err(|source| InventoryError::Corrupt {
                 table: "numbers",
                 key,
-                source,
+                source: Box::new(source),
             })?;
             if r.e164.as_u64() != key {
                 return Err(InventoryError::KeyMismatch { table: "numbers", key });
@@ -215,7 +221,7 @@ impl Store {
             let p: PortOrder = serde_json::from_slice(v.value()).map_err(|source| InventoryError::Corrupt {
                 table: "ports",
                 key,
-                source,
+                source: Box::new(source),
             })?;
             if p.id != key {
                 return Err(InventoryError::KeyMismatch { table: "ports", key });
@@ -242,7 +248,8 @@ impl Store {
             for (n, rec) in &batch.numbers {
                 match rec {
                     Some(r) => {
-                        let bytes = serde_json::to_vec(&StoredRecord::from(r)).map_err(InventoryError::Encode)?;
+                        let bytes =
+                            codec::encode(&StoredRecord::from(r)).ok_or(InventoryError::TooLong { key: n.as_u64() })?;
                         numbers.insert(n.as_u64(), bytes.as_slice())?;
                     }
                     None => {

@@ -361,3 +361,43 @@ fn inventory_and_table_can_be_shared_across_threads() {
     shared::<RoutingTable>();
     shared::<crate::routing::RoutingSnapshot>();
 }
+
+#[test]
+fn a_format_1_store_of_json_records_opens_unchanged_and_new_records_are_written_binary() {
+    use redb::TableDefinition;
+    const NUMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("numbers");
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(STORE_FILE);
+    // What format 1 wrote: serde_json of the stored record, meta version 1.
+    let old = NumberRecord {
+        cnam: Some(Arc::from("OLD")),
+        ..build_record(n(TF), &spec("old-flow", &["a", "b"]), &peers(), NumberState::Active).unwrap()
+    };
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let json = serde_json::to_vec(&store::StoredRecord::from(&old)).unwrap();
+            txn.open_table(NUMBERS).unwrap().insert(n(TF).as_u64(), json.as_slice()).unwrap();
+            txn.open_table(META).unwrap().insert("version", 1).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let inv = open(dir.path());
+    assert_eq!(inv.get(n(TF)).unwrap(), old);
+    inv.claim(n(DID), spec("new-flow", &["a"]), T0).unwrap();
+    inv.release(n(TF), T0).unwrap();
+    let before = contents(&inv);
+    drop(inv);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let nums = txn.open_table(NUMBERS).unwrap();
+        for k in [n(TF), n(DID)] {
+            assert_eq!(nums.get(k.as_u64()).unwrap().unwrap().value().first(), Some(&codec::BINARY), "{k}");
+        }
+        assert_eq!(txn.open_table(META).unwrap().get("version").unwrap().unwrap().value(), 2);
+    }
+    assert_eq!(contents(&open(dir.path())), before);
+}
