@@ -16,7 +16,7 @@ const RECORDS: &str = "sipedge:{inventory}:numbers";
 /// A Redis and `n` edges sharing it (the first on block `b`, each other on a
 /// block of its own, all with `b`'s peers), once the first edge has put the
 /// seed into Redis; `None` without redis-server.
-fn cluster(n: usize) -> Option<(Block, Redis, Vec<Edge>)> {
+pub fn cluster(n: usize) -> Option<(Block, Redis, Vec<Edge>)> {
     if !redis::available() {
         return None;
     }
@@ -33,7 +33,7 @@ fn cluster(n: usize) -> Option<(Block, Redis, Vec<Edge>)> {
 }
 
 /// Every number an edge holds, with state and flow, in order.
-fn table(edge: &Edge) -> Vec<(String, String, Value)> {
+pub fn table(edge: &Edge) -> Vec<(String, String, Value)> {
     let mut out = Vec::new();
     let mut after = String::new();
     loop {
