@@ -477,10 +477,11 @@ fn start_event_tail(url: &str, inventory: &Arc<Inventory>) -> Result<(), redis::
     let waiter = crate::cluster::events::EventLog::new(url, Duration::from_secs(2))?;
     let weak = Arc::downgrade(inventory);
     let spawned = std::thread::Builder::new().name("cluster-events".into()).spawn(move || {
-        let mut was_down = false;
+        let (mut was_down, mut first) = (false, true);
         while let Some(inv) = weak.upgrade() {
             match inv.sync() {
-                Ok(_) if was_down => {
+                Ok(_) if was_down || first => {
+                    first = false;
                     tracing::info!("cluster number events: caught up");
                     was_down = false;
                 }

@@ -32,20 +32,46 @@ pub const STREAM_MAXLEN: u64 = 1_000_000;
 /// Most numbers in one event (one Lua call; bigger batches are split).
 pub const MAX_EVENT_NUMBERS: usize = 1000;
 
-/// KEYS[1] records, KEYS[2] stream; ARGV[1] = n, then n triples
+/// The cluster's port orders (SPEC §3): hash of order id → order JSON, same
+/// hash tag. An order is never deleted, only finished.
+pub const PORTS_KEY: &str = "sipedge:{inventory}:ports";
+/// The next port order id the cluster hands out (ids are cluster-wide).
+pub const PORT_ID_KEY: &str = "sipedge:{inventory}:next_port";
+/// Stream field prefix of a port order (`port:ID → JSON`); a build that
+/// knows no port orders skips the field, as it is no E.164.
+pub const PORT_FIELD: &str = "port:";
+
+/// KEYS[1] records, KEYS[2] stream, KEYS[3] ports; ARGV[1] = m, then m
+/// triples (order id, expected JSON or '', new JSON), then n, then n triples
 /// (number, expected JSON or '', new JSON or ''), then the stream's MAXLEN.
-/// Returns {1, id} once written, {0, number} for the first stale number.
+/// Orders are checked first, so of two edges finishing one order the second
+/// hears that it is finished. Returns {1, id} once written, {0, number} for
+/// the first stale number, {0, 'port:ID'} for a stale order.
 const PUBLISH: &str = r"
-local n = tonumber(ARGV[1])
-for i = 0, n - 1 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[2 + 3 * i]) or ''
+local m = tonumber(ARGV[1])
+for i = 0, m - 1 do
+  local cur = redis.call('HGET', KEYS[3], ARGV[2 + 3 * i]) or ''
   if cur ~= ARGV[3 + 3 * i] then
-    return {0, ARGV[2 + 3 * i]}
+    return {0, 'port:' .. ARGV[2 + 3 * i]}
+  end
+end
+local base = 2 + 3 * m
+local n = tonumber(ARGV[base])
+for i = 0, n - 1 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[base + 1 + 3 * i]) or ''
+  if cur ~= ARGV[base + 2 + 3 * i] then
+    return {0, ARGV[base + 1 + 3 * i]}
   end
 end
 local fields = {}
+for i = 0, m - 1 do
+  local id, new = ARGV[2 + 3 * i], ARGV[4 + 3 * i]
+  redis.call('HSET', KEYS[3], id, new)
+  fields[#fields + 1] = 'port:' .. id
+  fields[#fields + 1] = new
+end
 for i = 0, n - 1 do
-  local num, new = ARGV[2 + 3 * i], ARGV[4 + 3 * i]
+  local num, new = ARGV[base + 1 + 3 * i], ARGV[base + 3 + 3 * i]
   if new == '' then
     redis.call('HDEL', KEYS[1], num)
   else
@@ -54,8 +80,16 @@ for i = 0, n - 1 do
   fields[#fields + 1] = num
   fields[#fields + 1] = new
 end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2 + 3 * n], '*', unpack(fields))
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[base + 1 + 3 * n], '*', unpack(fields))
 return {1, id}
+";
+
+/// KEYS[1] the id counter; ARGV[1] the lowest id the caller may take (its
+/// own next id: orders made before cluster mode keep theirs). Returns the id.
+const NEXT_PORT_ID: &str = r"
+local id = math.max(tonumber(redis.call('GET', KEYS[1]) or '1'), tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], id + 1)
+return id
 ";
 
 /// A stream entry id `ms-seq`.
@@ -63,6 +97,21 @@ pub type EventId = (u64, u64);
 
 /// One number's change: its E.164 and the new record JSON (`None`: deleted).
 pub type Change = (E164, Option<String>);
+
+/// One order's change: its id, the JSON the writer based it on (`None`: a
+/// new order), and its new JSON.
+pub type PortChange = (u64, Option<String>, String);
+
+/// One stream entry as read back.
+#[derive(Debug, Default)]
+pub struct Entry {
+    /// Its stream id.
+    pub id: EventId,
+    /// The numbers it changes.
+    pub numbers: Vec<Change>,
+    /// The port orders it writes (JSON), if any.
+    pub ports: Vec<String>,
+}
 
 /// Why an event could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +122,9 @@ pub enum LogError {
     /// The writer's view of this number was behind Redis's.
     #[error("{0} was changed by another instance meanwhile; read it again")]
     Stale(E164),
+    /// Another instance finished this port order first.
+    #[error("port order {0} was finished by another instance")]
+    StalePort(u64),
 }
 
 /// The link to the event stream.
@@ -81,6 +133,7 @@ pub struct EventLog {
     conn: Mutex<Option<Box<dyn redis::ConnectionLike + Send>>>,
     timeout: Duration,
     script: redis::Script,
+    next_port: redis::Script,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -143,7 +196,13 @@ impl EventLog {
                 ClusterClientBuilder::new(seeds).connection_timeout(timeout).retries(1).build()?,
             )),
         };
-        Ok(EventLog { server, conn: Mutex::new(None), timeout, script: redis::Script::new(PUBLISH) })
+        Ok(EventLog {
+            server,
+            conn: Mutex::new(None),
+            timeout,
+            script: redis::Script::new(PUBLISH),
+            next_port: redis::Script::new(NEXT_PORT_ID),
+        })
     }
 
     /// Runs `f` on the connection, reconnecting once if it is gone or broke.
@@ -164,11 +223,20 @@ impl EventLog {
     }
 
     /// Writes one event: each `(number, expected, new)` must find `expected`
-    /// (`None`: absent) in Redis. Returns the event's stream id.
-    pub fn publish(&self, changes: &[(E164, Option<String>, Option<String>)]) -> Result<EventId, LogError> {
+    /// (`None`: absent) in Redis, and so must each port order. Returns the
+    /// event's stream id.
+    pub fn publish(
+        &self,
+        changes: &[(E164, Option<String>, Option<String>)],
+        ports: &[PortChange],
+    ) -> Result<EventId, LogError> {
         let reply: Vec<Value> = self.with_conn(|c| {
             let mut inv = self.script.key(RECORDS_KEY);
-            inv.key(STREAM_KEY).arg(changes.len());
+            inv.key(STREAM_KEY).key(PORTS_KEY).arg(ports.len());
+            for (id, expected, new) in ports {
+                inv.arg(id).arg(expected.as_deref().unwrap_or("")).arg(new);
+            }
+            inv.arg(changes.len());
             for (n, expected, new) in changes {
                 inv.arg(n.to_string()).arg(expected.as_deref().unwrap_or("")).arg(new.as_deref().unwrap_or(""));
             }
@@ -176,16 +244,22 @@ impl EventLog {
         })?;
         match (reply.first(), reply.get(1).and_then(text)) {
             (Some(Value::Int(1)), Some(id)) => parse_id(&id).ok_or_else(|| down(format!("bad stream id {id}"))),
-            (Some(Value::Int(0)), Some(n)) => {
-                Err(E164::parse_dialed(&n).map_or_else(|_| down(format!("bad number {n}")), LogError::Stale))
-            }
+            (Some(Value::Int(0)), Some(n)) => match n.strip_prefix(PORT_FIELD) {
+                Some(id) => Err(id.parse().map_or_else(|_| down(format!("bad order {n}")), LogError::StalePort)),
+                None => Err(E164::parse_dialed(&n).map_or_else(|_| down(format!("bad number {n}")), LogError::Stale)),
+            },
             _ => Err(down("unexpected reply to the publish script")),
         }
     }
 
-    /// Up to `count` entries after `after`, in order. Entries that cannot be
-    /// read (not ours, damaged) are returned empty: skipped, never fatal.
-    pub fn since(&self, after: EventId, count: usize) -> Result<Vec<(EventId, Vec<Change>)>, LogError> {
+    /// A cluster-wide port order id, never below `floor`.
+    pub fn next_port_id(&self, floor: u64) -> Result<u64, LogError> {
+        self.with_conn(|c| self.next_port.key(PORT_ID_KEY).arg(floor).invoke(c))
+    }
+
+    /// Up to `count` entries after `after`, in order. Entries or fields that
+    /// cannot be read (not ours, damaged) are skipped, never fatal.
+    pub fn since(&self, after: EventId, count: usize) -> Result<Vec<Entry>, LogError> {
         let start = format!("({}-{}", after.0, after.1);
         let raw: Value = self.with_conn(|c| {
             redis::cmd("XRANGE").arg(STREAM_KEY).arg(&start).arg("+").arg("COUNT").arg(count).query(c)
@@ -195,17 +269,21 @@ impl EventLog {
         for e in entries {
             let Value::Array(parts) = e else { continue };
             let Some(id) = parts.first().and_then(text).and_then(|s| parse_id(&s)) else { continue };
-            let mut changes = Vec::new();
+            let mut entry = Entry { id, ..Entry::default() };
             if let Some(Value::Array(fields)) = parts.get(1) {
                 for pair in fields.chunks_exact(2) {
                     let (Some(n), Some(rec)) = (pair.first().and_then(text), pair.get(1).and_then(text)) else {
                         continue;
                     };
+                    if n.starts_with(PORT_FIELD) {
+                        entry.ports.push(rec);
+                        continue;
+                    }
                     let Ok(n) = E164::parse_dialed(&n) else { continue };
-                    changes.push((n, (!rec.is_empty()).then_some(rec)));
+                    entry.numbers.push((n, (!rec.is_empty()).then_some(rec)));
                 }
             }
-            out.push((id, changes));
+            out.push(entry);
         }
         Ok(out)
     }
@@ -231,20 +309,24 @@ impl EventLog {
         }))
     }
 
-    /// Every canonical record (`HSCAN` in pages, so a big inventory does not
-    /// block Redis in one command). Unreadable fields are skipped.
-    pub fn records(&self) -> Result<Vec<(E164, String)>, LogError> {
-        let mut out = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, page): (u64, Vec<(String, String)>) =
-                self.with_conn(|c| redis::cmd("HSCAN").arg(RECORDS_KEY).arg(cursor).arg("COUNT").arg(1000).query(c))?;
-            out.extend(page.into_iter().filter_map(|(n, r)| Some((E164::parse_dialed(&n).ok()?, r))));
-            if next == 0 {
-                return Ok(out);
-            }
-            cursor = next;
-        }
+    /// One page of the canonical records from `cursor` (`HSCAN`, so a big
+    /// inventory does not block Redis in one command, nor sit whole in our
+    /// memory): the next cursor (0: done) and the page. Unreadable fields are skipped.
+    pub fn records_page(&self, cursor: u64, count: usize) -> Result<(u64, Vec<(E164, String)>), LogError> {
+        let (next, page): (u64, Vec<(String, String)>) =
+            self.with_conn(|c| redis::cmd("HSCAN").arg(RECORDS_KEY).arg(cursor).arg("COUNT").arg(count).query(c))?;
+        Ok((next, page.into_iter().filter_map(|(n, r)| Some((E164::parse_dialed(&n).ok()?, r))).collect()))
+    }
+
+    /// How many canonical records Redis holds.
+    pub fn record_count(&self) -> Result<u64, LogError> {
+        self.with_conn(|c| redis::cmd("HLEN").arg(RECORDS_KEY).query(c))
+    }
+
+    /// Every port order the cluster holds (JSON; a few per day, so one command).
+    pub fn port_records(&self) -> Result<Vec<String>, LogError> {
+        let all: Vec<(String, String)> = self.with_conn(|c| redis::cmd("HGETALL").arg(PORTS_KEY).query(c))?;
+        Ok(all.into_iter().map(|(_, j)| j).collect())
     }
 
     /// Blocks up to `block_ms` for an entry after `after` (`XREAD BLOCK`), so

@@ -78,6 +78,8 @@ impl Inventory {
     pub fn create_port(&self, req: PortRequest, now_unix_s: u64) -> Result<PortOrder, InventoryError> {
         let mut st = self.lock_fresh()?;
         let numbers = parse_numbers(&req.numbers)?;
+        // Validated with the local next id; cluster mode then takes a
+        // cluster-wide one (so a refused order costs Redis nothing).
         let id = st.next_port_id;
         let snap = self.table.load();
         let mut changes = Vec::with_capacity(numbers.len());
@@ -112,6 +114,16 @@ impl Inventory {
             }
         }
         drop(snap);
+        let id = self.new_port_id(&st)?;
+        for (_, rec) in &mut changes {
+            if let Some(NumberRecord {
+                state: NumberState::PortInPending { order } | NumberState::PortOutPending { order },
+                ..
+            }) = rec
+            {
+                *order = id;
+            }
+        }
         let order = PortOrder {
             id,
             direction: req.direction,
@@ -122,8 +134,8 @@ impl Inventory {
             window_start_unix_s: req.window_start,
             status: PortStatus::Pending,
         };
-        let batch =
-            Batch { numbers: changes, ports: vec![order.clone()], next_port_id: Some(id + 1), ..Batch::default() };
+        let next_port_id = Some(st.next_port_id.max(id + 1));
+        let batch = Batch { numbers: changes, ports: vec![order.clone()], next_port_id, ..Batch::default() };
         self.commit(&mut st, batch)?;
         Ok(order)
     }

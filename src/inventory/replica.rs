@@ -9,20 +9,26 @@
 use std::sync::Arc;
 
 use super::store::{Batch, Interner, StoredRecord};
+use super::PortOrder;
 use super::{Inventory, InventoryError, State};
-use crate::cluster::events::{EventId, EventLog, LogError, MAX_EVENT_NUMBERS};
+use crate::cluster::events::{Entry, EventId, EventLog, LogError, PortChange, MAX_EVENT_NUMBERS};
 use crate::metrics as m;
 use crate::routing::NumberRecord;
 use crate::sip::E164;
 
 /// Entries read per round trip while catching up.
 const CATCH_UP_CHUNK: usize = 500;
+/// Canonical records read (and compared, and written if they differ) per
+/// round trip while resyncing: bounded memory at any inventory size.
+const RESYNC_PAGE: usize = 2000;
 
 impl From<LogError> for InventoryError {
     fn from(e: LogError) -> Self {
         match e {
             LogError::Stale(n) => InventoryError::Stale(n),
             LogError::Down(why) => InventoryError::ClusterDown(why),
+            // Another edge completed or cancelled it first: what one edge answers then.
+            LogError::StalePort(id) => InventoryError::Routing(crate::routing::RoutingError::PortFinished(id)),
         }
     }
 }
@@ -72,9 +78,11 @@ impl Inventory {
             if entries.is_empty() {
                 return Ok(applied);
             }
-            for (id, changes) in entries {
-                let numbers = self.decode(id, changes);
-                self.commit_local(st, Batch { numbers, event: Some(id), ..Batch::default() })?;
+            for Entry { id, numbers, ports } in entries {
+                let numbers = self.decode(id, numbers);
+                let ports = decode_ports(id, &ports);
+                let next_port_id = next_port_id(st, &ports);
+                self.commit_local(st, Batch { numbers, ports, next_port_id, event: Some(id), ..Batch::default() })?;
                 st.event = id;
                 self.event_ms.store(id.0, std::sync::atomic::Ordering::Relaxed);
                 applied += 1;
@@ -118,60 +126,152 @@ impl Inventory {
         if first.is_none() {
             let ours: Vec<(E164, Option<NumberRecord>)> =
                 self.table.load().numbers.iter().map(|r| (r.e164, Some(r.to_record()))).collect();
-            if ours.is_empty() {
+            if ours.is_empty() && st.ports.is_empty() {
                 return Ok(());
             }
+            // Our orders go with the first event (or alone, with no numbers).
+            let mut ports: Vec<PortChange> =
+                st.ports.values().map(|p| Ok((p.id, None, port_json(p)?))).collect::<Result<_, InventoryError>>()?;
             let mut changes = Vec::with_capacity(ours.len().min(MAX_EVENT_NUMBERS));
-            for chunk in ours.chunks(MAX_EVENT_NUMBERS) {
+            let mut chunks: Vec<&[(E164, Option<NumberRecord>)]> = ours.chunks(MAX_EVENT_NUMBERS).collect();
+            if chunks.is_empty() {
+                chunks.push(&[]);
+            }
+            for chunk in chunks {
                 changes.clear();
                 for (n, r) in chunk {
                     changes.push((*n, None, r.as_ref().map(to_json).transpose()?));
                 }
-                match log.publish(&changes) {
+                match log.publish(&changes, &std::mem::take(&mut ports)) {
                     Ok(_) => {}
                     // Another instance bootstrapped first: take the cluster's records.
-                    Err(LogError::Stale(_)) => break,
+                    Err(LogError::Stale(_) | LogError::StalePort(_)) => break,
                     Err(e) => return Err(e.into()),
                 }
             }
             tracing::info!(numbers = ours.len(), "cluster number store bootstrapped from this instance's");
         }
-        // Resync: the newest id first, so nothing after it is missed (entries
-        // already in the records are applied again: harmless, state-based).
+        self.resync(log, st, behind)
+    }
+
+    /// Makes our records the canonical ones, cheaply when they already are
+    /// (the common case: an edge started on the same seed, or the edge that
+    /// just filled the cluster): the records are read in pages and compared
+    /// with ours as JSON, and only those that differ are decoded, written and
+    /// swapped in, page by page. Numbers only we hold are found by count
+    /// (ours against `HLEN`); only if those differ is the set of canonical
+    /// numbers built. The newest stream id is read first, so nothing after it
+    /// is missed (entries already in the records are applied again:
+    /// harmless, state-based). Interrupted, it starts over at the next start.
+    fn resync(&self, log: &EventLog, st: &mut State, behind: bool) -> Result<(), InventoryError> {
         let Some(last) = log.last_id()? else { return Ok(()) };
-        let canonical = log.records()?;
-        let keep: std::collections::HashSet<E164> = canonical.iter().map(|(n, _)| *n).collect();
-        let gone: Vec<(E164, Option<String>)> =
-            self.table.load().numbers.iter().filter(|r| !keep.contains(&r.e164)).map(|r| (r.e164, None)).collect();
-        let changes: Vec<(E164, Option<String>)> =
-            canonical.into_iter().map(|(n, j)| (n, Some(j))).chain(gone).collect();
-        let numbers = self.decode(last, changes);
-        let count = numbers.len();
-        self.commit_local(st, Batch { numbers, event: Some(last), ..Batch::default() })?;
+        let (mut cursor, mut changed) = (0, 0usize);
+        loop {
+            let (next, page) = log.records_page(cursor, RESYNC_PAGE)?;
+            let snap = self.table.load();
+            let mut diff = Vec::new();
+            for (n, json) in page {
+                if snap.record(n).map(|r| to_json(&r.to_record())).transpose()?.as_deref() != Some(json.as_str()) {
+                    diff.push((n, Some(json)));
+                }
+            }
+            drop(snap);
+            if !diff.is_empty() {
+                let numbers = self.decode(last, diff);
+                changed += numbers.len();
+                self.commit_local(st, Batch { numbers, ..Batch::default() })?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut gone = Vec::new();
+        if self.table.load().len() as u64 != log.record_count()? {
+            let mut keep = std::collections::HashSet::new();
+            let mut cursor = 0;
+            loop {
+                let (next, page) = log.records_page(cursor, RESYNC_PAGE)?;
+                keep.extend(page.into_iter().map(|(n, _)| n));
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            gone =
+                self.table.load().numbers.iter().filter(|r| !keep.contains(&r.e164)).map(|r| (r.e164, None)).collect();
+        }
+        let removed = gone.len();
+        let ports = decode_ports(last, &log.port_records()?);
+        let next_port_id = next_port_id(st, &ports);
+        self.commit_local(st, Batch { numbers: gone, ports, next_port_id, event: Some(last), ..Batch::default() })?;
         st.event = last;
         self.event_ms.store(last.0, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(numbers = count, ?last, behind, "numbers resynced from the cluster store");
+        tracing::info!(changed, removed, ?last, behind, "numbers resynced from the cluster store");
         Ok(())
     }
 
-    /// Cluster mode: writes the numbers of `batch` to Redis (checked against
-    /// the records our state holds), then catches up, which applies them.
-    /// Returns the batch without its numbers, for the local-only rest.
+    /// Cluster mode: a port order id the whole cluster agrees is new.
+    pub(super) fn new_port_id(&self, st: &State) -> Result<u64, InventoryError> {
+        match self.log.get() {
+            Some(log) => Ok(log.next_port_id(st.next_port_id)?),
+            None => Ok(st.next_port_id),
+        }
+    }
+
+    /// Cluster mode: writes the numbers and port orders of `batch` to Redis
+    /// (checked against the records and orders our state holds), then
+    /// catches up, which applies them. Returns the batch without them, for
+    /// the local-only rest. The orders go with the first event, so a big
+    /// port-in's order is never missing once its first numbers are pending.
     pub(super) fn publish(&self, st: &mut State, mut batch: Batch) -> Result<Batch, InventoryError> {
         let Some(log) = self.log.get() else { return Ok(batch) };
         let numbers = std::mem::take(&mut batch.numbers);
+        let mut ports = Vec::with_capacity(batch.ports.len());
+        for p in std::mem::take(&mut batch.ports) {
+            let expected = st.ports.get(&p.id).map(port_json).transpose()?;
+            ports.push((p.id, expected, port_json(&p)?));
+        }
         let snap = self.table.load();
-        for chunk in numbers.chunks(MAX_EVENT_NUMBERS) {
+        let mut chunks: Vec<&[(E164, Option<NumberRecord>)]> = numbers.chunks(MAX_EVENT_NUMBERS).collect();
+        if chunks.is_empty() && !ports.is_empty() {
+            chunks.push(&[]);
+        }
+        for chunk in chunks {
             let mut changes: Vec<(E164, Option<String>, Option<String>)> = Vec::with_capacity(chunk.len());
             for (n, new) in chunk {
                 let expected = snap.record(*n).map(|r| to_json(&r.to_record())).transpose()?;
                 let new = new.as_ref().map(to_json).transpose()?;
                 changes.push((*n, expected, new));
             }
-            log.publish(&changes)?;
+            let ports: Vec<PortChange> = std::mem::take(&mut ports);
+            log.publish(&changes, &ports)?;
         }
         drop(snap);
         self.catch_up(st)?;
         Ok(batch)
     }
+}
+
+fn port_json(p: &PortOrder) -> Result<String, InventoryError> {
+    serde_json::to_string(p).map_err(InventoryError::Encode)
+}
+
+/// Port orders from the stream or the canonical hash; unreadable ones are skipped.
+fn decode_ports(id: EventId, raw: &[String]) -> Vec<PortOrder> {
+    raw.iter()
+        .filter_map(|j| match serde_json::from_str::<PortOrder>(j) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(event = ?id, error = %e, "unreadable port order in the cluster store: skipped");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The local id counter once `ports` are in: past every id seen.
+fn next_port_id(st: &State, ports: &[PortOrder]) -> Option<u64> {
+    let top = ports.iter().map(|p| p.id.saturating_add(1)).max()?;
+    (top > st.next_port_id).then_some(top)
 }

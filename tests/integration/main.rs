@@ -14,6 +14,7 @@ mod churn;
 mod cluster;
 mod cluster_carrier;
 mod cluster_events;
+mod cluster_ports;
 mod control_plane;
 mod deploy;
 mod drain;
