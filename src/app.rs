@@ -14,7 +14,7 @@ use crate::inventory::{Inventory, InventoryError};
 use crate::proxy::token::Sealer;
 use crate::proxy::{CallRate, Core, CoreShared, DownSet, Local, LocalAddr};
 use crate::records::Records;
-use crate::reload::{core_config, flood_settings, peers_from_config};
+use crate::reload::{flood_settings, peers_from_config};
 use crate::routing::ClaimSpec;
 use crate::sip::{Transport, E164};
 use crate::state::{instance_nonce, unix_now, Bound, Shared};
@@ -208,7 +208,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
 
     let nonce = instance_nonce();
     let sealer = Arc::new(Sealer { key, boot: boot_id(nonce) });
-    let core_cfg = Arc::new(core_config(&cfg, &listeners.local, nonce, sealer.clone()));
+    let core_cfg = Arc::new(crate::proxy::CoreConfig::from_config(&cfg, &listeners.local, nonce, sealer.clone()));
     let hasher = ahash::RandomState::with_seeds(0x5eed, 0xed6e, 0x51b, 0xca11);
     let hub = TcpHub::new(tcp_limits(&cfg), hasher.clone(), flood.clone());
     hub.tls().store(crate::transport::tls::TlsSettings::load(&cfg)?);
