@@ -191,7 +191,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     let peers = Arc::new(peers_from_config(&cfg));
     let ignores_seed = Inventory::ignores_seed(&cfg.resolve(&cfg.edge.data_dir))?;
     let seed = if ignores_seed { None } else { seed_of(&cfg)? };
-    let admin_token = crate::admin::load_token(&cfg).map_err(ConfigErrors::from)?;
+    let admin_token = crate::token::load_token(&cfg).map_err(ConfigErrors::from)?;
     let key = crate::dialog_key::load_or_create(&cfg).map_err(ConfigErrors::from)?;
     let data_dir = cfg.resolve(&cfg.edge.data_dir);
     let (inventory, routing) = Inventory::open(&data_dir, peers, seed)?;

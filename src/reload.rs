@@ -87,7 +87,7 @@ impl Shared {
         // The seed only matters to an empty store at start.
         let new = Config::load_without_seed(path)?;
         // An unreadable token file refuses the whole reload, like any config error.
-        let token = crate::admin::load_token(&new).map_err(ConfigErrors::from)?;
+        let token = crate::token::load_token(&new).map_err(ConfigErrors::from)?;
         // Certificates are re-read; a bad one refuses the reload and keeps the old.
         let tls = crate::transport::tls::TlsSettings::load(&new)?;
         let old = self.config.load_full();
@@ -147,7 +147,7 @@ impl Shared {
             let _ = s.send_now_or_later(ShardInput::Config(core_cfg.clone()));
         }
         if let Some(addr) = self.bound.admin {
-            crate::admin::warn_if_exposed(addr, token.is_some());
+            crate::token::warn_if_exposed(addr, token.is_some());
         }
         self.admin_token.store(token.map(Arc::new));
         self.tcp.tls().store(tls);

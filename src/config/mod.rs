@@ -527,7 +527,7 @@ impl From<ConfigError> for ConfigErrors {
 /// as `error: <field>: <problem>`.
 pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
     let cfg = Config::load(path)?;
-    crate::admin::load_token(&cfg)?;
+    crate::token::load_token(&cfg)?;
     crate::dialog_key::check(&cfg)?;
     crate::transport::tls::TlsSettings::load(&cfg)?;
     Ok(cfg)
