@@ -14,7 +14,7 @@ use crate::inventory::{Inventory, InventoryError};
 use crate::proxy::token::Sealer;
 use crate::proxy::{CallRate, Core, CoreShared, DownSet, Local, LocalAddr};
 use crate::records::Records;
-use crate::reload::{core_config, flood_settings, peers_from_config};
+use crate::reload::{flood_settings, peers_from_config};
 use crate::routing::ClaimSpec;
 use crate::sip::{Transport, E164};
 use crate::state::{instance_nonce, unix_now, Bound, Shared};
@@ -191,7 +191,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     let peers = Arc::new(peers_from_config(&cfg));
     let ignores_seed = Inventory::ignores_seed(&cfg.resolve(&cfg.edge.data_dir))?;
     let seed = if ignores_seed { None } else { seed_of(&cfg)? };
-    let admin_token = crate::admin::load_token(&cfg).map_err(ConfigErrors::from)?;
+    let admin_token = crate::token::load_token(&cfg).map_err(ConfigErrors::from)?;
     let key = crate::dialog_key::load_or_create(&cfg).map_err(ConfigErrors::from)?;
     let data_dir = cfg.resolve(&cfg.edge.data_dir);
     let (inventory, routing) = Inventory::open(&data_dir, peers, seed)?;
@@ -208,7 +208,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
 
     let nonce = instance_nonce();
     let sealer = Arc::new(Sealer { key, boot: boot_id(nonce) });
-    let core_cfg = Arc::new(core_config(&cfg, &listeners.local, nonce, sealer.clone()));
+    let core_cfg = Arc::new(crate::proxy::CoreConfig::from_config(&cfg, &listeners.local, nonce, sealer.clone()));
     let hasher = ahash::RandomState::with_seeds(0x5eed, 0xed6e, 0x51b, 0xca11);
     let hub = TcpHub::new(tcp_limits(&cfg), hasher.clone(), flood.clone());
     hub.tls().store(crate::transport::tls::TlsSettings::load(&cfg)?);

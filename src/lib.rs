@@ -41,4 +41,5 @@ pub mod reload;
 pub mod routing;
 pub mod sip;
 pub mod state;
+pub mod token;
 pub mod transport;

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use crate::config::{Cidr, Config, ConfigErrors, FloodAction, UnknownSource};
-use crate::proxy::token::Sealer;
-use crate::proxy::{CoreConfig, Local, UnknownSourcePolicy};
+use crate::config::{Cidr, Config, ConfigErrors, FloodAction};
+use crate::proxy::CoreConfig;
 use crate::routing::{CarrierPeers, PeerLink, Peers};
 use crate::sip::Transport;
 use crate::state::{instance_nonce, Shared};
@@ -39,42 +38,6 @@ pub fn peers_from_config(cfg: &Config) -> Peers {
     let flow =
         cfg.flow_engine.iter().map(|f| link(&f.az, f.addr, f.transport, f.drain, f.priority, f.weight)).collect();
     Peers::new(carriers, flow)
-}
-
-/// The core's settings from a config and our bound addresses.
-pub fn core_config(cfg: &Config, local: &Local, nonce: u32, sealer: Arc<Sealer>) -> CoreConfig {
-    let t = &cfg.timers;
-    CoreConfig {
-        timers: crate::proxy::TimerValues {
-            t1: Duration::from_millis(t.t1_ms),
-            t2: Duration::from_millis(t.t2_ms),
-            t4: Duration::from_millis(t.t4_ms),
-            failover: Duration::from_millis(t.failover_ms),
-            timer_c: Duration::from_millis(t.timer_c_ms),
-        },
-        own_az: Arc::from(cfg.edge.az.as_str()),
-        max_call_duration: Duration::from_secs(cfg.limits.max_call_duration_s),
-        unknown_source: match cfg.edge.unknown_source {
-            UnknownSource::Reject => UnknownSourcePolicy::Reject,
-            UnknownSource::Drop => UnknownSourcePolicy::Drop,
-        },
-        server_header: cfg.edge.server_header.as_deref().map(Arc::from),
-        retry_after_s: cfg.limits.retry_after_s,
-        did_max_concurrent: cfg.limits.did_max_concurrent,
-        toll_free_max_concurrent: cfg.limits.toll_free_max_concurrent,
-        local: local.clone(),
-        instance_nonce: nonce,
-        probe_interval: Duration::from_millis(cfg.health.options_interval_ms),
-        down_after: cfg.health.down_after,
-        up_after: cfg.health.up_after,
-        new_calls_per_second: cfg.limits.new_calls_per_second,
-        records: cfg.records.path.is_some(),
-        cluster: cfg.cluster.redis_url.as_ref().map(|_| crate::proxy::ClusterAdmit {
-            admit_timeout: Duration::from_millis(cfg.cluster.admit_timeout_ms),
-            policy: cfg.cluster.on_backend_down,
-        }),
-        sealer,
-    }
 }
 
 /// Flood control's settings and the peers it never bans.
@@ -124,7 +87,7 @@ impl Shared {
         // The seed only matters to an empty store at start.
         let new = Config::load_without_seed(path)?;
         // An unreadable token file refuses the whole reload, like any config error.
-        let token = crate::admin::load_token(&new).map_err(ConfigErrors::from)?;
+        let token = crate::token::load_token(&new).map_err(ConfigErrors::from)?;
         // Certificates are re-read; a bad one refuses the reload and keeps the old.
         let tls = crate::transport::tls::TlsSettings::load(&new)?;
         let old = self.config.load_full();
@@ -170,13 +133,13 @@ impl Shared {
         if new.edge.dialog_key_file != old.edge.dialog_key_file {
             report.needs_restart.push("edge.dialog_key_file".into());
         }
-        let mut core_cfg = core_config(&new, &self.local, nonce, self.sealer.clone());
+        let mut core_cfg = CoreConfig::from_config(&new, &self.local, nonce, self.sealer.clone());
         // Records stay as the writer started: on with a path, off without.
         core_cfg.records = self.records.is_on();
         // Cluster mode stays as it started; its timeout and policy follow the file.
         if new.cluster.redis_url != old.cluster.redis_url {
             report.needs_restart.push("cluster.redis_url".into());
-            core_cfg.cluster = core_config(&old, &self.local, nonce, self.sealer.clone()).cluster;
+            core_cfg.cluster = CoreConfig::from_config(&old, &self.local, nonce, self.sealer.clone()).cluster;
         }
         let core_cfg = Arc::new(core_cfg);
         for s in &self.shards {
@@ -184,7 +147,7 @@ impl Shared {
             let _ = s.send_now_or_later(ShardInput::Config(core_cfg.clone()));
         }
         if let Some(addr) = self.bound.admin {
-            crate::admin::warn_if_exposed(addr, token.is_some());
+            crate::token::warn_if_exposed(addr, token.is_some());
         }
         self.admin_token.store(token.map(Arc::new));
         self.tcp.tls().store(tls);

@@ -47,7 +47,7 @@ pub struct Shared {
     /// TCP and TLS connections (reload swaps the TLS certificates in it).
     pub tcp: Arc<crate::transport::tcp::TcpHub>,
     /// The control plane's bearer token (`[admin].token_file`), re-read on reload.
-    pub admin_token: ArcSwapOption<crate::admin::Token>,
+    pub admin_token: ArcSwapOption<crate::token::Token>,
     /// The call-records writer (off without `[records] path`; SIGHUP reopens its file).
     pub records: Records,
     /// Cluster mode: the link to the Redis task (none when standalone).

@@ -76,8 +76,8 @@ impl ApiError {
             ApiError::Unauthorized => 401,
             ApiError::NoRoute(_) => 404,
             ApiError::MethodNotAllowed => 405,
-            ApiError::Refused(e) => e.http_status(),
-            ApiError::Store(e) => e.http_status(),
+            ApiError::Refused(e) => routing_status(e),
+            ApiError::Store(e) => store_status(e),
             ApiError::Internal(_) => 500,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -101,6 +101,44 @@ impl ApiError {
             ApiError::InvalidConfig(_) => "invalid_config",
             ApiError::Internal(_) => "internal",
         }
+    }
+}
+
+/// 400 bad input, 404 unknown number or port, 409 conflict with the current state.
+pub fn routing_status(e: &RoutingError) -> u16 {
+    use RoutingError::*;
+    match e {
+        UnknownCarrier(_)
+        | DuplicateCarrier(_)
+        | DidCarrierCount { .. }
+        | NoCarriers(_)
+        | CnamTooLong(_)
+        | BadCnam(_)
+        | EmptyPort
+        | DuplicateNumber(_)
+        | EmptyFlow
+        | BadFlow(_)
+        | BadNumber(_) => 400,
+        UnknownNumber(_) | UnknownPort(_) => 404,
+        AlreadyClaimed(_)
+        | InDeletionQueue(_)
+        | NotClaimed(_)
+        | NotReleased(_)
+        | RestoreWindowOver(_)
+        | PortFinished(_)
+        | PortWindowNotOpen { .. }
+        | NumberBusyInPort(_) => 409,
+    }
+}
+
+/// The store's status: the routing error's 4xx, 409 for a stale write,
+/// 503 when the cluster cannot take the event, else 500.
+pub fn store_status(e: &InventoryError) -> u16 {
+    match e {
+        InventoryError::Routing(r) => routing_status(r),
+        InventoryError::Stale(_) => 409,
+        InventoryError::ClusterDown(_) => 503,
+        _ => 500,
     }
 }
 
@@ -148,5 +186,21 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::E164;
+
+    #[test]
+    fn routing_errors_map_to_http_classes() {
+        let n = E164::parse_dialed("+18005550100").unwrap();
+        assert_eq!(routing_status(&RoutingError::UnknownCarrier("x".into())), 400);
+        assert_eq!(routing_status(&RoutingError::UnknownNumber(n)), 404);
+        assert_eq!(routing_status(&RoutingError::UnknownPort(3)), 404);
+        assert_eq!(routing_status(&RoutingError::AlreadyClaimed(n)), 409);
+        assert_eq!(routing_status(&RoutingError::RestoreWindowOver(n)), 409);
     }
 }

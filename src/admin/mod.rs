@@ -48,7 +48,6 @@ use std::sync::Arc;
 use crate::inventory::{Inventory, InventoryError};
 use crate::state::Shared;
 
-pub use auth::{load_token, warn_if_exposed, Token};
 pub use error::ApiError;
 
 /// What every handler gets: the edge's shared state and the body limit the
@@ -110,7 +109,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// Serves the control plane on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     if let Ok(addr) = listener.local_addr() {
-        warn_if_exposed(addr, shared.admin_token.load().is_some());
+        crate::token::warn_if_exposed(addr, shared.admin_token.load().is_some());
     }
     if let Err(e) = axum::serve(listener, router(shared)).await {
         tracing::error!(error = %e, "control plane stopped");

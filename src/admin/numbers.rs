@@ -11,8 +11,8 @@ use super::body::{JsonBody, NoBody};
 use super::error::ApiError;
 use super::Ctx;
 use crate::inventory::RELEASE_WINDOW_S;
-use crate::routing::{parse_number, ClaimSpec, NumberRecord, NumberState, RoutingError};
-use crate::sip::{NumberKind, E164};
+use crate::routing::{parse_number, ClaimSpec, NumberRecord, NumberRef, NumberState, Route, RoutingError};
+use crate::sip::E164;
 use crate::state::unix_now;
 
 /// Most numbers one `GET /v1/numbers` page returns.
@@ -56,22 +56,19 @@ pub struct NumberView {
 impl Ctx {
     /// The view of `rec` with its live call count and effective cap.
     pub fn view(&self, record: NumberRecord) -> NumberView {
-        let limits = &self.shared.config.load().limits;
-        let default_cap = match record.kind {
-            NumberKind::Did => limits.did_max_concurrent,
-            NumberKind::TollFree => limits.toll_free_max_concurrent,
-        };
-        let (routing, restorable_until_unix_s) = match record.state {
-            // Same rules as `RoutingSnapshot::route`, on the record we committed.
-            NumberState::Active | NumberState::PortOutPending { .. } if record.flow.is_some() => ("routable", None),
-            NumberState::Active | NumberState::PortOutPending { .. } => ("no_flow", None),
-            NumberState::Released { released_at_unix_s } => {
+        let caps = self.shared.config.load().limits.default_caps();
+        let live = NumberRef::from(&record);
+        let (routing, restorable_until_unix_s) = match (Route::of(live), record.state) {
+            (Route::Routable(_), _) => ("routable", None),
+            (Route::NoFlow(_), _) => ("no_flow", None),
+            (Route::Released, NumberState::Released { released_at_unix_s }) => {
                 ("released", Some(released_at_unix_s.saturating_add(RELEASE_WINDOW_S)))
             }
-            NumberState::PortInPending { .. } => ("not_found", None),
+            (Route::Released, _) => ("released", None),
+            (Route::NotFound, _) => ("not_found", None),
         };
         NumberView {
-            effective_max_concurrent: record.max_concurrent.unwrap_or(default_cap),
+            effective_max_concurrent: live.cap(caps),
             active_calls: self.shared.admission.active(record.e164),
             routing,
             restorable_until_unix_s,

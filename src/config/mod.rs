@@ -90,6 +90,32 @@ pub struct Config {
     pub source_path: Option<PathBuf>,
 }
 
+impl Config {
+    /// Every section at its default and no listener: not a config that
+    /// starts, but the defaults the core's settings are built from
+    /// (`CoreConfig::default`), so they are written only here.
+    pub fn defaults() -> Config {
+        Config {
+            edge: EdgeConfig::default(),
+            listen: Vec::new(),
+            admin: AdminConfig::default(),
+            limits: LimitsConfig::default(),
+            timers: TimersConfig::default(),
+            health: HealthConfig::default(),
+            carrier: Vec::new(),
+            flow_engine: Vec::new(),
+            numbers: NumbersConfig::default(),
+            flood: FloodConfig::default(),
+            tcp: TcpConfig::default(),
+            capture: CaptureConfig::default(),
+            cluster: ClusterConfig::default(),
+            records: RecordsConfig::default(),
+            log: LogConfig::default(),
+            source_path: None,
+        }
+    }
+}
+
 /// `[edge]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -226,6 +252,13 @@ pub struct LimitsConfig {
     pub retry_after_s: u32,
     /// New calls per second for the instance, beyond which 503; 0 = unlimited (the default).
     pub new_calls_per_second: u32,
+}
+
+impl LimitsConfig {
+    /// The caps of a number without its own `max_concurrent`.
+    pub fn default_caps(&self) -> crate::routing::DefaultCaps {
+        crate::routing::DefaultCaps { did: self.did_max_concurrent, toll_free: self.toll_free_max_concurrent }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -545,7 +578,7 @@ impl From<ConfigError> for ConfigErrors {
 /// as `error: <field>: <problem>`.
 pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
     let cfg = Config::load(path)?;
-    crate::admin::load_token(&cfg)?;
+    crate::token::load_token(&cfg)?;
     crate::dialog_key::check(&cfg)?;
     crate::transport::tls::TlsSettings::load(&cfg)?;
     Ok(cfg)

@@ -121,18 +121,6 @@ pub enum InventoryError {
     },
 }
 
-impl InventoryError {
-    /// The control-plane status: the routing error's 4xx, else 500.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            InventoryError::Routing(e) => e.http_status(),
-            InventoryError::Stale(_) => 409,
-            InventoryError::ClusterDown(_) => 503,
-            _ => 500,
-        }
-    }
-}
-
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for InventoryError {

@@ -134,7 +134,7 @@ fn bad_input_changes_neither_store_nor_table() {
     ];
     for (i, (status, res)) in cases.into_iter().enumerate() {
         let err = res.expect_err(&format!("case {i} must fail"));
-        assert_eq!(err.http_status(), status, "case {i}: {err}");
+        assert_eq!(crate::admin::error::store_status(&err), status, "case {i}: {err}");
     }
     assert_eq!(contents(&inv), before, "table unchanged");
     assert_eq!(inv.table().swaps(), swaps, "nothing published");

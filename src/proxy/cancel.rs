@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::call::{Call, CancelState, Phase};
 use super::timer::{Owner, Slot, Timer};
 use super::txn::Actions;
-use super::{Core, Peer, Reject};
+use super::{respond, Core, Peer, Reject};
 use crate::metrics as m;
 use crate::sip::{build, Method, Msg};
 
@@ -23,14 +23,14 @@ impl Core {
         if let Some(id) = id
             .filter(|&id| self.refusal_cancel(id, |up| peers.classify(up.addr.ip()) == peers.classify(from.addr.ip())))
         {
-            let ok = self.response(msg, 200, "OK", Some(&self.to_tag_for(id)), &[]);
+            let ok = self.response(msg, respond::OK.0, respond::OK.1, Some(&self.to_tag_for(id)), &[]);
             return self.send(from, ok);
         }
         let Some(id) = id.filter(|id| self.calls.get(id).is_some_and(|c| same_peer(c))) else {
             return self.reject(from, msg, Reject::NoDialog, None);
         };
         let to_tag = self.calls.get(&id).map(|c| c.to_tag.clone());
-        let ok = self.response(msg, 200, "OK", to_tag.as_deref(), &[]);
+        let ok = self.response(msg, respond::OK.0, respond::OK.1, to_tag.as_deref(), &[]);
         self.send(from, ok);
         let Some(call) = self.calls.get_mut(&id) else { return };
         if !matches!(call.phase, Phase::Routing(_)) {
@@ -55,9 +55,10 @@ impl Core {
 
     pub(super) fn final_487(&mut self, now: Instant, id: u64) {
         let Some(call) = self.calls.get(&id) else { return };
-        let bytes = self.response(&call.invite, 487, "Request Terminated", Some(&call.to_tag), &[]);
+        let (code, reason) = respond::REQUEST_TERMINATED;
+        let bytes = self.response(&call.invite, code, reason, Some(&call.to_tag), &[]);
         self.record_outcome(id, "cancelled", super::record::EndedBy::Caller);
-        self.respond_upstream(now, id, 487, bytes);
+        self.respond_upstream(now, id, code, bytes);
         if let Some(call) = self.calls.get_mut(&id) {
             if let (Some(d), Some(_)) = (call.direction, call.permit.take()) {
                 m::call_outcome(d.as_str(), "cancelled");

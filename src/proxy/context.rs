@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use super::timer::TimerValues;
 use super::token::Sealer;
+use crate::config::{Config, UnknownSource};
 use crate::failover::{HopCandidate, HopKey};
 use crate::metrics as m;
+use crate::routing::DefaultCaps;
 use crate::routing::{PeerLink, Peers};
 use crate::sip::Transport;
 
@@ -178,10 +180,8 @@ pub struct CoreConfig {
     pub server_header: Option<Arc<str>>,
     /// `Retry-After` seconds on overload answers.
     pub retry_after_s: u32,
-    /// Default cap of a DID without its own `max_concurrent`.
-    pub did_max_concurrent: u32,
-    /// Default cap of a toll-free number (0 = unlimited).
-    pub toll_free_max_concurrent: u32,
+    /// The caps of a number without its own `max_concurrent` (`[limits]`).
+    pub default_caps: DefaultCaps,
     /// Our addresses.
     pub local: Local,
     /// Random per process start: our branches never collide with an earlier run's.
@@ -212,27 +212,42 @@ pub struct ClusterAdmit {
     pub policy: crate::config::BackendDown,
 }
 
-impl Default for CoreConfig {
-    fn default() -> Self {
+impl CoreConfig {
+    /// The core's settings from a config, our bound addresses, this run's
+    /// nonce and token sealer: the one mapping, at start and on reload.
+    pub fn from_config(cfg: &Config, local: &Local, nonce: u32, sealer: Arc<Sealer>) -> CoreConfig {
+        let (edge, limits, health) = (&cfg.edge, &cfg.limits, &cfg.health);
         CoreConfig {
-            timers: TimerValues::default(),
-            own_az: Arc::from("az1"),
-            max_call_duration: Duration::from_secs(14400),
-            unknown_source: UnknownSourcePolicy::Reject,
-            server_header: None,
-            retry_after_s: 5,
-            did_max_concurrent: 100,
-            toll_free_max_concurrent: 0,
-            local: Local::default(),
-            instance_nonce: 0,
-            probe_interval: Duration::from_secs(5),
-            down_after: 2,
-            up_after: 2,
-            new_calls_per_second: 0,
-            records: false,
-            cluster: None,
-            sealer: Arc::default(),
+            timers: TimerValues::from_config(&cfg.timers),
+            own_az: Arc::from(edge.az.as_str()),
+            max_call_duration: Duration::from_secs(limits.max_call_duration_s),
+            unknown_source: match edge.unknown_source {
+                UnknownSource::Reject => UnknownSourcePolicy::Reject,
+                UnknownSource::Drop => UnknownSourcePolicy::Drop,
+            },
+            server_header: edge.server_header.as_deref().map(Arc::from),
+            retry_after_s: limits.retry_after_s,
+            default_caps: limits.default_caps(),
+            local: local.clone(),
+            instance_nonce: nonce,
+            probe_interval: Duration::from_millis(health.options_interval_ms),
+            down_after: health.down_after,
+            up_after: health.up_after,
+            new_calls_per_second: limits.new_calls_per_second,
+            records: cfg.records.path.is_some(),
+            cluster: cfg.cluster.redis_url.as_ref().map(|_| ClusterAdmit {
+                admit_timeout: Duration::from_millis(cfg.cluster.admit_timeout_ms),
+                policy: cfg.cluster.on_backend_down,
+            }),
+            sealer,
         }
+    }
+}
+
+impl Default for CoreConfig {
+    /// Every `[section]` at its documented default, no listener, nonce 0.
+    fn default() -> Self {
+        CoreConfig::from_config(&Config::defaults(), &Local::default(), 0, Arc::default())
     }
 }
 

@@ -61,18 +61,11 @@ pub fn uri_user(u: &str) -> Option<String> {
     Some(user.to_string())
 }
 
-fn cap_of(rec: &NumberRef<'_>, cfg: &CoreConfig) -> u32 {
-    rec.max_concurrent.unwrap_or(match rec.kind {
-        NumberKind::Did => cfg.did_max_concurrent,
-        NumberKind::TollFree => cfg.toll_free_max_concurrent,
-    })
-}
-
 /// Takes the call's local slots. In cluster mode a capped number's cap is
 /// the cluster's (Redis decides it next), so locally only the instance cap
 /// applies here; the cap is handed back for the shared admission.
 fn admit(adm: &Arc<Admission>, rec: &NumberRef<'_>, cfg: &CoreConfig) -> Result<(Permit, Option<u32>), Reject> {
-    let cap = cap_of(rec, cfg);
+    let cap = rec.cap(cfg.default_caps);
     let (local_cap, shared) = match cfg.cluster {
         Some(_) if cap > 0 => (0, Some(cap)),
         _ => (cap, None),

@@ -387,7 +387,7 @@ impl Core {
             Method::Invite => self.initial_invite(now, from, msg, source),
             Method::Options => {
                 let allow = [("Allow", respond::ALLOW), ("Accept", "application/sdp")];
-                let bytes = self.response(&msg, 200, "OK", None, &allow);
+                let bytes = self.response(&msg, respond::OK.0, respond::OK.1, None, &allow);
                 self.send(from, bytes);
             }
             _ => self.reject(from, &msg, Reject::MethodNotAllowed, None),

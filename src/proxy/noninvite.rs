@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::timer::{Fired, Owner, Slot};
 use super::txn::{Action, Actions, ClientNonInvite, Delivery, ServerNonInvite, TimerOutcome};
-use super::{Core, Peer, Reject};
+use super::{respond, Core, Peer, Reject};
 use crate::sip::build::ForwardEdits;
 use crate::sip::{build, Msg};
 
@@ -214,8 +214,9 @@ impl Core {
         }
         let resp = nit.upstream.as_ref().and_then(|(_, _, _, req)| req.as_deref().cloned());
         if let Some(req) = resp {
-            let bytes = self.response(&req, 503, "Service Unavailable", None, &[]);
-            self.nit_respond_upstream(now, id, 503, bytes);
+            let (code, reason) = respond::UNDELIVERABLE;
+            let bytes = self.response(&req, code, reason, None, &[]);
+            self.nit_respond_upstream(now, id, code, bytes);
         }
         self.nit_client_done(id);
     }

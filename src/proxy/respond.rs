@@ -63,6 +63,15 @@ pub enum Reject {
     Draining,
 }
 
+/// `100 Trying`: our answer to every INVITE we take on.
+pub const TRYING: (u16, &str) = (100, "Trying");
+/// `200 OK`: to an OPTIONS probe of the edge and to a CANCEL.
+pub const OK: (u16, &str) = (200, "OK");
+/// `487 Request Terminated`: a cancelled INVITE's answer.
+pub const REQUEST_TERMINATED: (u16, &str) = (487, "Request Terminated");
+/// `503 Service Unavailable`: a request we could not deliver (§16.9: a transport error counts as 503).
+pub const UNDELIVERABLE: (u16, &str) = (503, "Service Unavailable");
+
 /// The methods the edge handles; sent in `Allow`.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK";
 

@@ -332,17 +332,22 @@ pub struct TimerValues {
 
 impl Default for TimerValues {
     fn default() -> Self {
-        TimerValues {
-            t1: Duration::from_millis(500),
-            t2: Duration::from_secs(4),
-            t4: Duration::from_secs(5),
-            failover: Duration::from_secs(2),
-            timer_c: Duration::from_secs(180),
-        }
+        TimerValues::from_config(&crate::config::TimersConfig::default())
     }
 }
 
 impl TimerValues {
+    /// The values `[timers]` sets (milliseconds there).
+    pub fn from_config(t: &crate::config::TimersConfig) -> Self {
+        TimerValues {
+            t1: Duration::from_millis(t.t1_ms),
+            t2: Duration::from_millis(t.t2_ms),
+            t4: Duration::from_millis(t.t4_ms),
+            failover: Duration::from_millis(t.failover_ms),
+            timer_c: Duration::from_millis(t.timer_c_ms),
+        }
+    }
+
     /// 64·T1: timers B, F, H, J and the ACK wait.
     pub fn t1x64(&self) -> Duration {
         self.t1 * 64

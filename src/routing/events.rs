@@ -34,7 +34,7 @@ pub struct ClaimSpec {
     pub cnam: Option<String>,
 }
 
-/// Why a lifecycle event is refused. `http_status` gives the control-plane answer.
+/// Why a lifecycle event is refused. `admin::error` maps it to the control-plane answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RoutingError {
     /// A carrier name that the config does not define.
@@ -113,35 +113,6 @@ pub enum RoutingError {
     /// A string that is not a phone number.
     #[error("{0:?} is not a valid number")]
     BadNumber(String),
-}
-
-impl RoutingError {
-    /// 400 bad input, 404 unknown number or port, 409 conflict with the current state.
-    pub fn http_status(&self) -> u16 {
-        use RoutingError::*;
-        match self {
-            UnknownCarrier(_)
-            | DuplicateCarrier(_)
-            | DidCarrierCount { .. }
-            | NoCarriers(_)
-            | CnamTooLong(_)
-            | BadCnam(_)
-            | EmptyPort
-            | DuplicateNumber(_)
-            | EmptyFlow
-            | BadFlow(_)
-            | BadNumber(_) => 400,
-            UnknownNumber(_) | UnknownPort(_) => 404,
-            AlreadyClaimed(_)
-            | InDeletionQueue(_)
-            | NotClaimed(_)
-            | NotReleased(_)
-            | RestoreWindowOver(_)
-            | PortFinished(_)
-            | PortWindowNotOpen { .. }
-            | NumberBusyInPort(_) => 409,
-        }
-    }
 }
 
 /// Builds the record `spec` asks for, in `state`, after checking it: the kind

@@ -63,5 +63,5 @@ mod tests;
 pub use events::{build_record, check_flow, parse_number, ClaimSpec, RoutingError};
 pub use numbers::{NumberMap, NumberMapBuilder};
 pub use peers::{CarrierPeers, Conflict, PeerLink, Peers, Source};
-pub use snapshot::{NumberRecord, NumberRef, NumberState, Route, RoutingSnapshot};
+pub use snapshot::{DefaultCaps, NumberRecord, NumberRef, NumberState, Route, RoutingSnapshot};
 pub use table::{CompactionJob, CompactionRunner, OldBase, RoutingTable, TableOptions, SWAPS_TOTAL};

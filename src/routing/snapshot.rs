@@ -88,6 +88,46 @@ pub enum Route<'a> {
     NotFound,
 }
 
+impl<'a> Route<'a> {
+    /// What a call to the number `rec` gets, by its state and flow: the one
+    /// rule both a call's lookup and the control plane's view of a number use.
+    #[inline]
+    pub fn of(rec: NumberRef<'a>) -> Route<'a> {
+        match rec.state {
+            NumberState::Active | NumberState::PortOutPending { .. } => {
+                if rec.flow.is_some() {
+                    Route::Routable(rec)
+                } else {
+                    Route::NoFlow(rec)
+                }
+            }
+            NumberState::Released { .. } => Route::Released,
+            NumberState::PortInPending { .. } => Route::NotFound,
+        }
+    }
+}
+
+/// The `[limits]` caps of a number without its own `max_concurrent`; 0 = unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultCaps {
+    /// A DID's (`did_max_concurrent`).
+    pub did: u32,
+    /// A toll-free number's (`toll_free_max_concurrent`).
+    pub toll_free: u32,
+}
+
+impl NumberRef<'_> {
+    /// The cap in force: the number's own `max_concurrent`, else its kind's
+    /// default; 0 = unlimited. Admission and the control plane's view both use it.
+    #[inline]
+    pub fn cap(&self, defaults: DefaultCaps) -> u32 {
+        self.max_concurrent.unwrap_or(match self.kind {
+            NumberKind::Did => defaults.did,
+            NumberKind::TollFree => defaults.toll_free,
+        })
+    }
+}
+
 /// The published routing state. Readers get it from `RoutingTable::load`
 /// without a lock and may keep it for as long as a call needs it.
 #[derive(Clone)]
@@ -109,20 +149,7 @@ impl RoutingSnapshot {
     /// What a call dialing `n` gets.
     #[inline]
     pub fn route(&self, n: E164) -> Route<'_> {
-        match self.numbers.get(n) {
-            None => Route::NotFound,
-            Some(rec) => match rec.state {
-                NumberState::Active | NumberState::PortOutPending { .. } => {
-                    if rec.flow.is_some() {
-                        Route::Routable(rec)
-                    } else {
-                        Route::NoFlow(rec)
-                    }
-                }
-                NumberState::Released { .. } => Route::Released,
-                NumberState::PortInPending { .. } => Route::NotFound,
-            },
-        }
+        self.numbers.get(n).map_or(Route::NotFound, Route::of)
     }
 
     /// The record of `n` in whatever state it is.

@@ -284,16 +284,6 @@ fn build_record_checks_carriers_kind_and_strings() {
 }
 
 #[test]
-fn errors_map_to_http_classes() {
-    let n = num(18_005_550_100);
-    assert_eq!(RoutingError::UnknownCarrier("x".into()).http_status(), 400);
-    assert_eq!(RoutingError::UnknownNumber(n).http_status(), 404);
-    assert_eq!(RoutingError::UnknownPort(3).http_status(), 404);
-    assert_eq!(RoutingError::AlreadyClaimed(n).http_status(), 409);
-    assert_eq!(RoutingError::RestoreWindowOver(n).http_status(), 409);
-}
-
-#[test]
 fn claim_spec_json_rejects_unknown_fields() {
     let s: ClaimSpec = serde_json::from_str(r#"{"flow":"f","carriers":["a"],"kind":"did"}"#).unwrap();
     assert_eq!(s.kind, Some(NumberKind::Did));
