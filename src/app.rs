@@ -164,7 +164,7 @@ struct Listeners {
     /// of the peer's family.
     udp: Vec<Vec<std::net::UdpSocket>>,
     /// Stream listeners, each with its `[[listen]]` index when it speaks TLS.
-    tcp: Vec<(tokio::net::TcpListener, Option<usize>)>,
+    tcp: Vec<(tokio::net::TcpListener, Option<SocketAddr>)>,
     admin: tokio::net::TcpListener,
     bound: Bound,
     local: Local,
@@ -211,7 +211,9 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     let core_cfg = Arc::new(crate::proxy::CoreConfig::from_config(&cfg, &listeners.local, nonce, sealer.clone()));
     let hasher = ahash::RandomState::with_seeds(0x5eed, 0xed6e, 0x51b, 0xca11);
     let hub = TcpHub::new(tcp_limits(&cfg), hasher.clone(), flood.clone());
-    hub.tls().store(crate::transport::tls::TlsSettings::load(&cfg)?);
+    let tls = crate::transport::tls::TlsSettings::load(&cfg)?;
+    tls.report_expiry();
+    hub.tls().store(tls);
 
     let (stop_tx, shutdown) = watch::channel(false);
     let (inputs, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(SHARD_QUEUE)).unzip();
@@ -281,7 +283,7 @@ async fn bind(cfg: &Config, workers: usize) -> Result<Listeners, AppError> {
     let mut udp_socks: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
     let mut tcp = Vec::new();
     let mut local = Local::default();
-    for (index, l) in cfg.listen.iter().enumerate() {
+    for l in &cfg.listen {
         let actual = match l.transport {
             Transport::Udp => {
                 let socks = udp::bind_group(l.addr, workers).map_err(|source| AppError::Bind {
@@ -306,8 +308,10 @@ async fn bind(cfg: &Config, workers: usize) -> Result<Listeners, AppError> {
                     source,
                 })?;
                 let actual = listener.local_addr().unwrap_or(l.addr);
-                // A TLS listener's accept loop finds its certificate by listener index.
-                tcp.push((listener, (l.transport == Transport::Tls).then_some(index)));
+                // A TLS listener's accept loop finds its certificate by the
+                // configured address, which a reload that reorders the
+                // listeners does not change.
+                tcp.push((listener, (l.transport == Transport::Tls).then_some(l.addr)));
                 actual
             }
         };

@@ -150,6 +150,7 @@ impl Shared {
             crate::token::warn_if_exposed(addr, token.is_some());
         }
         self.admin_token.store(token.map(Arc::new));
+        tls.report_expiry();
         self.tcp.tls().store(tls);
         self.config.store(Arc::new(new));
         tracing::info!(carriers = report.carriers, flow_engines = report.flow_engines, "config reloaded");

@@ -250,7 +250,7 @@ impl TcpHub {
 
     /// Accepts connections forever; `tls`: this is `[[listen]]` number
     /// `index`, and each connection must finish a TLS handshake first.
-    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener, tls: Option<usize>) {
+    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener, tls: Option<SocketAddr>) {
         let transport = if tls.is_some() { Transport::Tls } else { Transport::Tcp };
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -293,8 +293,8 @@ impl TcpHub {
                     let local = stream.local_addr().unwrap_or(peer);
                     tokio::spawn(self.clone().run_conn(stream, peer, local, transport, id, rx));
                 }
-                Some(index) => {
-                    tokio::spawn(self.clone().tls_accept(stream, peer, index, id, rx));
+                Some(listen) => {
+                    tokio::spawn(self.clone().tls_accept(stream, peer, listen, id, rx));
                 }
             }
         }
@@ -306,11 +306,11 @@ impl TcpHub {
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-        index: usize,
+        listen: SocketAddr,
         id: u64,
         rx: mpsc::Receiver<Bytes>,
     ) {
-        let Some(config) = self.tls.current().server(index) else {
+        let Some(config) = self.tls.current().server(listen) else {
             return self.release(id, peer);
         };
         let local = stream.local_addr().unwrap_or(peer);

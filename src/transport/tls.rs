@@ -36,8 +36,11 @@ pub struct Client {
 /// Every TLS config one `Config` asks for, loaded and checked.
 #[derive(Clone, Debug, Default)]
 pub struct TlsSettings {
-    /// Per `[[listen]]` index with `transport = "tls"`.
-    servers: HashMap<usize, Arc<ServerConfig>>,
+    /// Per configured `[[listen]]` address with `transport = "tls"` (not by
+    /// position: a reload may reorder the listeners).
+    servers: HashMap<SocketAddr, Arc<ServerConfig>>,
+    /// When each TLS listener's certificate expires, unix seconds.
+    expiry: Vec<(SocketAddr, i64)>,
     /// Per TLS next-hop address (carrier links and flow engines).
     clients: HashMap<SocketAddr, Client>,
 }
@@ -54,8 +57,9 @@ impl TlsSettings {
             }
             let at = format!("listen[{i}]");
             match server_config(cfg, &at, l) {
-                Ok(s) => {
-                    out.servers.insert(i, Arc::new(s));
+                Ok((s, not_after)) => {
+                    out.servers.insert(l.addr, Arc::new(s));
+                    out.expiry.push((l.addr, not_after));
                 }
                 Err(e) => errors.extend(e),
             }
@@ -89,9 +93,25 @@ impl TlsSettings {
         }
     }
 
-    /// The server config of `[[listen]]` number `index`.
-    pub fn server(&self, index: usize) -> Option<Arc<ServerConfig>> {
-        self.servers.get(&index).cloned()
+    /// The server config of the `[[listen]]` configured at `addr`.
+    pub fn server(&self, addr: SocketAddr) -> Option<Arc<ServerConfig>> {
+        self.servers.get(&addr).cloned()
+    }
+
+    /// Exports each TLS listener's certificate expiry as
+    /// `sipedge_tls_cert_expiry_timestamp_seconds{listener}` and warns about
+    /// one that expires within [`EXPIRY_WARNING`]. Called at start and after
+    /// each reload that swapped the certificates in.
+    pub fn report_expiry(&self) {
+        let now = unix_now();
+        for (addr, not_after) in &self.expiry {
+            metrics::gauge!("sipedge_tls_cert_expiry_timestamp_seconds", "listener" => addr.to_string())
+                .set(*not_after as f64);
+            let left = not_after.saturating_sub(now);
+            if left < EXPIRY_WARNING.as_secs() as i64 {
+                tracing::warn!(listener = %addr, days_left = left / 86_400, "TLS certificate expires soon");
+            }
+        }
     }
 
     /// How to reach the TLS next hop at `addr`.
@@ -128,13 +148,55 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
 }
 
-fn server_config(cfg: &Config, at: &str, l: &crate::config::ListenConfig) -> Result<ServerConfig, Vec<ConfigError>> {
+/// A listener certificate this close to its end gets a warning at each load.
+pub const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(14 * 86_400);
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The leaf certificate's notAfter (unix seconds), or an error naming the
+/// file and the dates when it is not valid now: a handshake with it would
+/// fail at every carrier, so it is refused at `check`, start and reload.
+fn validity(at: &str, path: &Path, leaf: &CertificateDer<'_>, now: i64) -> Result<i64, ConfigError> {
+    let bad = |why: String| ConfigError::new(at, format!("'{}': {why}", path.display()));
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| bad(format!("the first certificate does not parse as X.509: {e}")))?;
+    let v = cert.validity();
+    let (from, until) = (v.not_before.timestamp(), v.not_after.timestamp());
+    if now > until {
+        return Err(bad(format!("the certificate expired at {} (valid from {})", rfc3339(until), rfc3339(from))));
+    }
+    if now < from {
+        return Err(bad(format!("the certificate is not valid before {} (until {})", rfc3339(from), rfc3339(until))));
+    }
+    Ok(until)
+}
+
+/// Unix seconds as `2021-01-01T00:00:00Z` (before 1970: the epoch).
+fn rfc3339(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn server_config(
+    cfg: &Config,
+    at: &str,
+    l: &crate::config::ListenConfig,
+) -> Result<(ServerConfig, i64), Vec<ConfigError>> {
     // Validation already reported a missing key; nothing to load then.
     let (Some(cert_path), Some(key_path)) = (&l.cert_file, &l.key_file) else { return Err(Vec::new()) };
-    let certs = read_certs(cfg, &format!("{at}.cert_file"), cert_path);
+    let cert_at = format!("{at}.cert_file");
+    let certs = read_certs(cfg, &cert_at, cert_path).and_then(|c| {
+        let leaf = c.first().ok_or_else(|| ConfigError::new(&cert_at, "no certificate"))?;
+        let until = validity(&cert_at, cert_path, leaf, unix_now())?;
+        Ok((c, until))
+    });
     let key = read_key(cfg, &format!("{at}.key_file"), key_path);
     let roots = l.client_ca_file.as_ref().map(|p| read_roots(cfg, &format!("{at}.client_ca_file"), p));
-    let (certs, key) = match (certs, key) {
+    let ((certs, not_after), key) = match (certs, key) {
         (Ok(c), Ok(k)) => (c, k),
         (c, k) => {
             let mut e: Vec<_> = [c.err(), k.err()].into_iter().flatten().collect();
@@ -155,13 +217,14 @@ fn server_config(cfg: &Config, at: &str, l: &crate::config::ListenConfig) -> Res
             builder.with_client_cert_verifier(verifier)
         }
     };
-    builder.with_single_cert(certs, key).map_err(|e| {
+    let config = builder.with_single_cert(certs, key).map_err(|e| {
         let files = format!("'{}' and '{}'", cert_path.display(), key_path.display());
         vec![ConfigError::new(
             format!("{at}.key_file"),
             format!("{files} do not make a usable certificate and key: {e}"),
         )]
-    })
+    })?;
+    Ok((config, not_after))
 }
 
 fn client(cfg: &Config, at: &str, addr: SocketAddr, hop: HopTls<'_>) -> Result<Client, Vec<ConfigError>> {
@@ -241,5 +304,54 @@ fn pem_problem(e: &rustls::pki_types::pem::Error) -> String {
         rustls::pki_types::pem::Error::Io(io) => format!("cannot read: {io}"),
         rustls::pki_types::pem::Error::NoItemsFound => "no PEM item of the expected kind".to_owned(),
         e => format!("not valid PEM: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed listener certificate valid over `from..until`, written
+    /// beside its key, and the config that names both.
+    fn listener_valid(dir: &Path, from: (i32, u8, u8), until: (i32, u8, u8)) -> Config {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["edge.test".to_owned()]).unwrap();
+        p.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        p.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        let cert = p.self_signed(&key).unwrap();
+        std::fs::write(dir.join("edge.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("edge.key"), key.serialize_pem()).unwrap();
+        let toml = format!(
+            "[[listen]]\naddr = \"127.0.0.1:0\"\ntransport = \"tls\"\ncert_file = \"{0}/edge.crt\"\nkey_file = \"{0}/edge.key\"\n",
+            dir.display()
+        );
+        Config::from_toml_str(&toml).unwrap()
+    }
+
+    #[test]
+    fn an_expired_or_not_yet_valid_certificate_is_refused_naming_file_and_dates() {
+        let dir = tempfile::tempdir().unwrap();
+        for (from, until, want) in [
+            ((2020, 1, 1), (2021, 1, 1), "expired at 2021-01-01"),
+            ((2100, 1, 1), (2101, 1, 1), "not valid before 2100-01-01"),
+        ] {
+            let cfg = listener_valid(dir.path(), from, until);
+            let e = TlsSettings::load(&cfg).unwrap_err();
+            let first = &e.0[0];
+            assert_eq!(first.field, "listen[0].cert_file", "{e}");
+            assert!(first.problem.contains("edge.crt") && first.problem.contains(want), "{first}");
+        }
+    }
+
+    #[test]
+    fn a_valid_certificate_loads_and_its_expiry_is_kept_per_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = listener_valid(dir.path(), (2020, 1, 1), (2100, 1, 1));
+        let s = TlsSettings::load(&cfg).unwrap();
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert!(s.server(addr).is_some());
+        // 2100-01-01T00:00:00Z
+        assert_eq!(s.expiry, [(addr, 4_102_444_800)]);
+        s.report_expiry();
     }
 }
