@@ -11,11 +11,11 @@ use super::{respond, Core, Peer, Reject};
 use crate::sip::build::ForwardEdits;
 use crate::sip::{build, Msg};
 
-/// One non-INVITE transaction through the edge.
 /// The upstream side of a relayed transaction: the sender, our server
 /// transaction toward it, its key, and the request until the final answer.
 type Upstream = (Peer, ServerNonInvite, Box<str>, Option<Box<Msg>>);
 
+/// One non-INVITE transaction through the edge.
 pub(super) struct NonInvite {
     /// The sender, our server transaction toward it, its key and the request
     /// (kept only until the final answer: a 408/503 may have to be built from
