@@ -11,6 +11,24 @@ use crate::sip::Transport;
 const MAX_MILLIS: u64 = 86_400_000;
 /// Longest accepted `*_s` setting: one week.
 const MAX_SECONDS: u64 = 604_800;
+/// A count with no ceiling of its own.
+const NO_MAX: u64 = u64::MAX;
+
+/// Each `(key, value, max)`: zero, or more than `max`, is an error naming the key.
+fn check_ranges(v: &mut Vec<ConfigError>, knobs: &[(&str, u64, u64)], zero_hint: &str) {
+    for &(field, value, max) in knobs {
+        if value == 0 {
+            v.push(ConfigError::new(field, format!("must be greater than 0{zero_hint}")));
+        } else if value > max {
+            v.push(too_long(field, value, max));
+        }
+    }
+}
+
+fn too_long(field: &str, value: u64, max: u64) -> ConfigError {
+    let span = if max == MAX_MILLIS { "one day" } else { "one week" };
+    ConfigError::new(field, format!("{value} is more than {max} ({span})"))
+}
 
 impl Config {
     /// Every problem in the parsed config, each naming its field; empty when
@@ -85,76 +103,48 @@ impl Config {
         }
     }
 
-    /// Numeric settings whose zero (or inversion) would stop the edge working.
+    /// Numeric settings whose zero, inversion or absurd size would stop the
+    /// edge working. Durations have a ceiling too: a deadline is `Instant +
+    /// duration`, which panics on overflow, so an absurd value used to pass
+    /// `check` and then take the edge down at its first call or connection.
     fn check_knobs(&self, v: &mut Vec<ConfigError>) {
-        let positive: [(&str, u64); 18] = [
-            ("admin.max_body_bytes", self.admin.max_body_bytes as u64),
-            ("limits.max_concurrent_calls", u64::from(self.limits.max_concurrent_calls)),
-            ("limits.max_call_duration_s", self.limits.max_call_duration_s),
-            ("timers.t1_ms", self.timers.t1_ms),
-            ("timers.t2_ms", self.timers.t2_ms),
-            ("timers.t4_ms", self.timers.t4_ms),
-            ("timers.failover_ms", self.timers.failover_ms),
-            ("timers.timer_c_ms", self.timers.timer_c_ms),
-            ("health.options_interval_ms", self.health.options_interval_ms),
-            ("health.down_after", u64::from(self.health.down_after)),
-            ("health.up_after", u64::from(self.health.up_after)),
-            ("tcp.max_connections", self.tcp.max_connections as u64),
-            ("tcp.max_per_ip", self.tcp.max_per_ip as u64),
-            ("tcp.max_message_bytes", self.tcp.max_message_bytes as u64),
-            ("tcp.max_header_bytes", self.tcp.max_header_bytes as u64),
-            ("tcp.idle_timeout_s", self.tcp.idle_timeout_s),
-            ("tcp.message_deadline_ms", self.tcp.message_deadline_ms),
-            ("tcp.tls_handshake_timeout_ms", self.tcp.tls_handshake_timeout_ms),
+        // (key, value, largest accepted); zero is refused for every one.
+        let knobs: [(&str, u64, u64); 18] = [
+            ("admin.max_body_bytes", self.admin.max_body_bytes as u64, NO_MAX),
+            ("limits.max_concurrent_calls", u64::from(self.limits.max_concurrent_calls), NO_MAX),
+            ("limits.max_call_duration_s", self.limits.max_call_duration_s, MAX_SECONDS),
+            ("timers.t1_ms", self.timers.t1_ms, MAX_MILLIS),
+            ("timers.t2_ms", self.timers.t2_ms, MAX_MILLIS),
+            ("timers.t4_ms", self.timers.t4_ms, MAX_MILLIS),
+            ("timers.failover_ms", self.timers.failover_ms, MAX_MILLIS),
+            ("timers.timer_c_ms", self.timers.timer_c_ms, MAX_MILLIS),
+            ("health.options_interval_ms", self.health.options_interval_ms, MAX_MILLIS),
+            ("health.down_after", u64::from(self.health.down_after), NO_MAX),
+            ("health.up_after", u64::from(self.health.up_after), NO_MAX),
+            ("tcp.max_connections", self.tcp.max_connections as u64, NO_MAX),
+            ("tcp.max_per_ip", self.tcp.max_per_ip as u64, NO_MAX),
+            ("tcp.max_message_bytes", self.tcp.max_message_bytes as u64, NO_MAX),
+            ("tcp.max_header_bytes", self.tcp.max_header_bytes as u64, NO_MAX),
+            ("tcp.idle_timeout_s", self.tcp.idle_timeout_s, MAX_SECONDS),
+            ("tcp.message_deadline_ms", self.tcp.message_deadline_ms, MAX_MILLIS),
+            ("tcp.tls_handshake_timeout_ms", self.tcp.tls_handshake_timeout_ms, MAX_MILLIS),
         ];
-        for (field, value) in positive {
-            if value == 0 {
-                v.push(ConfigError::new(field, "must be greater than 0"));
-            }
-        }
+        check_ranges(v, &knobs, "");
         // A disabled flood guard may keep any numbers.
         if self.flood.enabled {
-            if self.flood.window_ms == 0 {
-                v.push(ConfigError::new("flood.window_ms", "must be greater than 0 (or set flood.enabled = false)"));
-            }
-            if self.flood.max_requests == 0 {
-                v.push(ConfigError::new("flood.max_requests", "must be greater than 0 (or set flood.enabled = false)"));
-            }
-            if self.flood.ban_s == 0 {
-                v.push(ConfigError::new("flood.ban_s", "must be greater than 0 (or set flood.enabled = false)"));
-            }
+            let flood = [
+                ("flood.window_ms", self.flood.window_ms, MAX_MILLIS),
+                ("flood.max_requests", u64::from(self.flood.max_requests), NO_MAX),
+                ("flood.ban_s", self.flood.ban_s, MAX_SECONDS),
+            ];
+            check_ranges(v, &flood, " (or set flood.enabled = false)");
         }
-        // An upper bound too: a deadline is `Instant + duration`, which panics
-        // on overflow, so an absurd value would pass `check` and then take the
-        // edge down at the first call or connection.
-        let flood_on = self.flood.enabled;
-        let millis = [
-            ("timers.t1_ms", self.timers.t1_ms),
-            ("timers.t2_ms", self.timers.t2_ms),
-            ("timers.t4_ms", self.timers.t4_ms),
-            ("timers.failover_ms", self.timers.failover_ms),
-            ("timers.timer_c_ms", self.timers.timer_c_ms),
-            ("health.options_interval_ms", self.health.options_interval_ms),
-            ("flood.window_ms", self.flood.window_ms),
-            ("tcp.message_deadline_ms", self.tcp.message_deadline_ms),
-            ("tcp.tls_handshake_timeout_ms", self.tcp.tls_handshake_timeout_ms),
-            ("cluster.lease_ttl_ms", self.cluster.lease_ttl_ms),
-        ];
-        for (field, value) in millis {
-            if value > MAX_MILLIS && (flood_on || !field.starts_with("flood.")) {
-                v.push(ConfigError::new(field, format!("{value} is more than {MAX_MILLIS} (one day)")));
-            }
+        // Zero is allowed for this one; its floor is checked with the cluster's keys.
+        if self.cluster.lease_ttl_ms > MAX_MILLIS {
+            v.push(too_long("cluster.lease_ttl_ms", self.cluster.lease_ttl_ms, MAX_MILLIS));
         }
-        let seconds = [
-            ("limits.max_call_duration_s", self.limits.max_call_duration_s),
-            ("limits.retry_after_s", u64::from(self.limits.retry_after_s)),
-            ("flood.ban_s", self.flood.ban_s),
-            ("tcp.idle_timeout_s", self.tcp.idle_timeout_s),
-        ];
-        for (field, value) in seconds {
-            if value > MAX_SECONDS && (flood_on || !field.starts_with("flood.")) {
-                v.push(ConfigError::new(field, format!("{value} is more than {MAX_SECONDS} (one week)")));
-            }
+        if u64::from(self.limits.retry_after_s) > MAX_SECONDS {
+            v.push(too_long("limits.retry_after_s", u64::from(self.limits.retry_after_s), MAX_SECONDS));
         }
         let t = &self.timers;
         if t.t1_ms > 0 && t.t2_ms > 0 && t.t2_ms < t.t1_ms {
