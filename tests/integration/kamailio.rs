@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::failover::{invite_as, wait_metric, T};
 use crate::support::peer::{callee_bye, in_dialog, uas_answer};
-use crate::support::tls::Ca;
+use crate::support::tls::{carrier_edge_toml, Ca};
 use crate::support::{Block, Edge, EdgeSpec, Peer};
 use sipedge::sip::{build, Method};
 
@@ -171,17 +171,7 @@ fn kamailio_over_tls_calls_in_and_takes_a_call_out_and_both_hang_up() {
 
     let mut fe = Peer::udp(b.addr(10, 5060), b.addr(1, 5060));
     let tls = b.addr(1, 5061);
-    let toml = format!(
-        "[[listen]]\ntransport = \"tls\"\naddr = \"{tls}\"\ncert_file = {:?}\nkey_file = {:?}\n\
-         [health]\noptions_interval_ms = 60000\n\
-         [[carrier]]\nname = \"carrier-a\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"tls\"\nca_file = {:?}\n\
-         [[flow_engine]]\naz = \"az1\"\naddr = \"{}\"\n",
-        edge_cert.cert_file.display().to_string(),
-        edge_cert.key_file.display().to_string(),
-        b.addr(2, 5061),
-        ca_file.display().to_string(),
-        b.addr(10, 5060),
-    );
+    let toml = carrier_edge_toml(b, &edge_cert, &ca_file, "", "");
     let numbers = vec![format!("{TOLL_FREE},toll-free,flow-tf,carrier-a,,")];
     let edge = Edge::start(b, EdgeSpec { toml, numbers, tcp: false, ..EdgeSpec::default() });
     let logs = || format!("--- edge\n{}\n--- kamailio\n{}", edge.log(), kam.log());

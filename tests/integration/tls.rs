@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::failover::{invite_over, wait_metric, T};
 use crate::support::peer::{callee_bye, in_dialog};
-use crate::support::tls::{client_config, connect, Ca};
+use crate::support::tls::{carrier_edge_toml, client_config, connect, Ca};
 use crate::support::{Block, Edge, EdgeSpec, Peer};
 use sipedge::sip::{build, Method, Msg};
 
@@ -25,25 +25,14 @@ struct Setup {
 
 /// An edge with a TLS listener on `b.1:5061` (extra listener keys in
 /// `listen_extra`), carrier-a at `b.2` over TLS, the flow engine at `b.10` (UDP).
-fn tls_edge(b: Block, listen_extra: &str, extra: &str) -> Setup {
+fn tls_edge(b: Block, listen_extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("sipedge test CA");
     let ca_file = ca.write(dir.path(), "ca.crt");
     let ip = b.ip(1).to_string();
     let server = ca.issue(dir.path(), "edge", &[ip.as_str()]);
     let tls = b.addr(1, 5061);
-    let toml = format!(
-        "[[listen]]\ntransport = \"tls\"\naddr = \"{tls}\"\ncert_file = {:?}\nkey_file = {:?}\n{listen_extra}\n\
-         [tcp]\ntls_handshake_timeout_ms = 1000\n\
-         [health]\noptions_interval_ms = 60000\n\
-         [[carrier]]\nname = \"carrier-a\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"tls\"\nca_file = {:?}\n\
-         [[flow_engine]]\naz = \"az1\"\naddr = \"{}\"\n{extra}",
-        server.cert_file.display().to_string(),
-        server.key_file.display().to_string(),
-        b.addr(2, 5061),
-        ca_file.display().to_string(),
-        b.addr(10, 5060),
-    );
+    let toml = carrier_edge_toml(b, &server, &ca_file, listen_extra, "tls_handshake_timeout_ms = 1000");
     let numbers = vec![format!("{TOLL_FREE},toll-free,flow-tf,carrier-a,,")];
     let edge = Edge::start(b, EdgeSpec { toml, numbers, tcp: false, ..EdgeSpec::default() });
     Setup { edge, tls, ca_file, _dir: dir, ca }
@@ -70,7 +59,7 @@ fn answered_call(carrier: &mut Peer, fe: &mut Peer, s: &Setup, call_id: &str) ->
 fn a_carrier_over_tls_reaches_a_udp_flow_engine_and_either_side_hangs_up() {
     let b = Block::new();
     let mut fe = Peer::udp(b.addr(10, 5060), b.addr(1, 5060));
-    let s = tls_edge(b, "", "");
+    let s = tls_edge(b, "");
     let mut carrier = connect(b.ip(2).into(), s.tls, client_config(&s.ca_file, None)).expect("handshake");
 
     // The carrier hangs up: its BYE goes in over TLS and out over UDP.
@@ -102,7 +91,7 @@ fn mutual_tls_refuses_a_client_without_a_certificate_and_takes_one_from_the_ca()
     let clients = Ca::new("carrier CA");
     let client_ca = clients.write(dir.path(), "clients.crt");
     let listen_extra = format!("client_ca_file = {:?}", client_ca.display().to_string());
-    let s = tls_edge(b, &listen_extra, "");
+    let s = tls_edge(b, &listen_extra);
     let _ = &s.ca;
 
     // No certificate: the handshake (or, in TLS 1.3, the first exchange) fails.
@@ -131,7 +120,7 @@ fn mutual_tls_refuses_a_client_without_a_certificate_and_takes_one_from_the_ca()
 #[test]
 fn a_handshake_that_never_starts_is_cut_at_its_deadline() {
     let b = Block::new();
-    let s = tls_edge(b, "", "");
+    let s = tls_edge(b, "");
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.bind(&SocketAddr::new(b.ip(3).into(), 0).into()).unwrap();
     sock.connect(&s.tls.into()).unwrap();
@@ -219,12 +208,7 @@ fn an_outbound_call_skips_a_tls_link_with_the_wrong_name_for_one_that_verifies()
     platform.send(&crate::failover::invite_as(platform.local(), edge.sip, "+13125550100", TOLL_FREE, "tls-out"));
     // The first link's certificate is for its IP, not sip.wrong.example: refused.
     assert_eq!(wrong.recv_timeout(T).unwrap(), "handshake failed", "{}", edge.log());
-    let inv = loop {
-        let m = right.recv_timeout(T).unwrap_or_else(|_| panic!("no INVITE on the second link\n{}", edge.log()));
-        if !m.starts_with("OPTIONS ") {
-            break m;
-        }
-    };
+    let inv = first_invite(&right, &edge);
     assert!(inv.starts_with("INVITE sip:+13125550100@"), "{inv}");
     assert!(inv.contains("SIP/2.0/TLS"), "our Via says TLS: {inv}");
     assert!(inv.contains(";transport=tls"), "{inv}");
@@ -288,7 +272,7 @@ fn options(p: &mut Peer, to: SocketAddr, id: &str) -> Option<u16> {
 #[test]
 fn a_reload_serves_the_new_certificate_to_new_connections_and_keeps_open_ones() {
     let b = Block::new();
-    let s = tls_edge(b, "", "");
+    let s = tls_edge(b, "");
     let mut old = connect(b.ip(2).into(), s.tls, client_config(&s.ca_file, None)).expect("handshake");
     assert_eq!(options(&mut old, s.tls, "before"), Some(200), "{}", s.edge.log());
 

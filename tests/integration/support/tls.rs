@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use super::Peer;
+use super::{Block, Peer};
 
 /// A test CA that signs server and client certificates.
 pub struct Ca {
@@ -120,4 +120,24 @@ pub fn connect(local_ip: IpAddr, edge: SocketAddr, cfg: Arc<rustls::ClientConfig
     let mut stream = rustls::StreamOwned::new(conn, sock);
     stream.conn.complete_io(&mut stream.sock).ok();
     Ok(Peer::Tls { stream: Box::new(stream), buf: Vec::new(), local })
+}
+
+/// The config of an edge with a TLS listener on `b.1:5061` presenting `cert`
+/// (more listener keys in `listen_extra`, `[tcp]` keys in `tcp`), carrier-a
+/// at `b.2:5061` over TLS trusted through `ca_file`, and a UDP flow engine at
+/// `b.10:5060`.
+pub fn carrier_edge_toml(b: Block, cert: &Issued, ca_file: &Path, listen_extra: &str, tcp: &str) -> String {
+    format!(
+        "[[listen]]\ntransport = \"tls\"\naddr = \"{}\"\ncert_file = {:?}\nkey_file = {:?}\n{listen_extra}\n\
+         [tcp]\n{tcp}\n\
+         [health]\noptions_interval_ms = 60000\n\
+         [[carrier]]\nname = \"carrier-a\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"{}\"\ntransport = \"tls\"\nca_file = {:?}\n\
+         [[flow_engine]]\naz = \"az1\"\naddr = \"{}\"\n",
+        b.addr(1, 5061),
+        cert.cert_file.display().to_string(),
+        cert.key_file.display().to_string(),
+        b.addr(2, 5061),
+        ca_file.display().to_string(),
+        b.addr(10, 5060),
+    )
 }
