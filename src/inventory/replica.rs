@@ -201,6 +201,14 @@ impl Inventory {
             gone =
                 self.table.load().numbers.iter().filter(|r| !keep.contains(&r.e164)).map(|r| (r.e164, None)).collect();
         }
+        // Redis lost its data while we read it (restart without persistence,
+        // FLUSHALL): the empty store says nothing about which numbers are
+        // gone. Keep ours and leave the event where it was; the next pass
+        // finds the stream empty and gives Redis our numbers back.
+        if !gone.is_empty() && !matches!(log.last_id()?, Some(now) if now >= last) {
+            tracing::warn!(?last, "the cluster store was emptied during a resync: nothing removed, trying again");
+            return Ok(());
+        }
         let removed = gone.len();
         let ports = decode_ports(last, &log.port_records()?);
         let next_port_id = next_port_id(st, &ports);
