@@ -64,9 +64,6 @@ pub enum AppError {
     /// A shard thread could not be started.
     #[error("cannot start a shard thread: {0}")]
     Thread(std::io::Error),
-    /// The config asks for something this build does not do.
-    #[error("{0}")]
-    Unsupported(&'static str),
     /// `[cluster] redis_url` could not be used.
     #[error("cluster.redis_url: {0}")]
     Cluster(redis::RedisError),

@@ -174,7 +174,7 @@ pub fn start(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // the task's whole state, handed over once at spawn
 async fn admit_loop(
     settings: Settings,
     mut con: Backend,
@@ -264,9 +264,9 @@ async fn admit_loop(
         }
         let answer = |verdicts: &mut dyn Iterator<Item = Verdict>| {
             for ((shard, call), v) in asks.iter().zip(verdicts) {
-                if let Some(tx) = shards.get(*shard) {
-                    // A full shard queue: the core's admit timer applies the policy.
-                    let _ = tx.try_send(ShardInput::Admit(*call, v));
+                // A full shard queue: the core's admit timer applies the policy.
+                if !shards.get(*shard).is_some_and(|tx| tx.try_send(ShardInput::Admit(*call, v)).is_ok()) {
+                    metrics::counter!(m::QUEUE_DROPS_TOTAL).increment(1);
                 }
             }
         };

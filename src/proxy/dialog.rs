@@ -103,7 +103,7 @@ fn ack_branch(incoming: &str) -> String {
 
 impl Core {
     /// A 2xx was relayed for a new call: the dialog takes over its slot.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // both legs' addresses and tokens, each needed once
     pub(super) fn dialog_established(
         &mut self,
         now: Instant,

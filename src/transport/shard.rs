@@ -132,8 +132,9 @@ impl Shard {
             // The kernel hands an ICMP error to any socket of the SO_REUSEPORT
             // group, not necessarily the one that sent: tell every shard.
             for (i, tx) in self.shards.iter().enumerate() {
-                if i != self.index {
-                    let _ = tx.try_send(ShardInput::Unreachable(peer));
+                if i != self.index && tx.try_send(ShardInput::Unreachable(peer)).is_err() {
+                    // That shard's calls then fail over at failover_ms instead.
+                    metrics::counter!(m::QUEUE_DROPS_TOTAL).increment(1);
                 }
             }
         }

@@ -158,8 +158,12 @@ impl TcpHub {
     fn bounce(&self, addr: SocketAddr, transport: Transport, lost: Bytes) {
         let Some(shards) = self.shards.get() else { return };
         let shard = shard_of(&lost, shards.len(), &self.hasher);
-        if let Some(s) = shards.get(shard) {
-            let _ = s.try_send(ShardInput::SendError(Peer::to(addr, transport), lost));
+        let queued = shards
+            .get(shard)
+            .is_some_and(|s| s.try_send(ShardInput::SendError(Peer::to(addr, transport), lost)).is_ok());
+        if !queued {
+            // The call then fails over at failover_ms instead of at once.
+            metrics::counter!(m::QUEUE_DROPS_TOTAL).increment(1);
         }
     }
 

@@ -142,7 +142,7 @@ impl Tls {
 /// toolchain, no cmake). rustls deprecated it for lacking post-quantum key
 /// exchange, which SIP trunks do not negotiate today; moving to aws-lc-rs is
 /// the Cargo feature and this one line.
-#[allow(deprecated)]
+#[allow(deprecated)] // ring's provider: see above
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
     P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()

@@ -51,7 +51,7 @@ pub struct UacResult {
 }
 
 /// Runs a SIPp UAC from `ip` to the edge, bounded by `-m` and `-timeout`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // one per SIPp option the tests vary
 pub fn uac(
     ip: std::net::Ipv4Addr,
     edge: std::net::SocketAddr,

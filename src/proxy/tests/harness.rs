@@ -89,7 +89,7 @@ pub fn numbers() -> Vec<NumberRecord> {
     ]
 }
 
-#[allow(dead_code)]
+#[allow(dead_code)] // not every test reads every field
 pub struct Net {
     pub core: Core,
     pub now: Instant,

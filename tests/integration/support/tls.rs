@@ -56,7 +56,7 @@ impl Ca {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    #[allow(deprecated)]
+    #[allow(deprecated)] // ring's provider, as the edge uses (src/transport/tls.rs)
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
