@@ -262,7 +262,7 @@ impl Core {
             }
             Some(Method::Ack) => {}
             _ => {
-                self.nit_send_error(now, branch, msg.method_str());
+                self.non_invite_send_error(now, branch, msg.method_str());
                 if let Some(p) = self.probes.as_mut() {
                     p.on_send_error(branch, &self.down);
                 }
@@ -321,15 +321,15 @@ impl Core {
     /// ended and their timers have run out (leak checks in tests).
     #[cfg(test)]
     pub(crate) fn table_sizes(&self) -> Vec<(&'static str, usize)> {
-        let [nits, nit_server, nit_client] = self.nits.sizes();
+        let [nits, non_invite_server, non_invite_client] = self.nits.sizes();
         vec![
             ("calls", self.calls.len()),
             ("invite_keys", self.invite_keys.len()),
             ("refusals", self.refusals.len()),
             ("branches", self.branches.len()),
             ("nits", nits),
-            ("nit_server_keys", nit_server),
-            ("nit_client_keys", nit_client),
+            ("non_invite_server_keys", non_invite_server),
+            ("non_invite_client_keys", non_invite_client),
             ("dialogs", self.dialogs.len()),
             ("dialog_ids", self.dialogs.ids()),
             ("early", self.early.len()),
@@ -372,7 +372,7 @@ impl Core {
             Method::Invite if self.invite_retransmission(from, &msg) => {}
             Method::Cancel => self.on_cancel(now, from, &msg),
             Method::Ack => self.on_ack(now, from, msg),
-            _ if self.nit_retransmission(from, &msg) => {}
+            _ if self.non_invite_retransmission(from, &msg) => {}
             _ if msg.max_forwards() == Some(0) && method != Method::Options => {
                 self.reject(from, &msg, Reject::TooManyHops, None)
             }
@@ -409,9 +409,9 @@ impl Core {
                 }
                 return;
             }
-        } else if let Some(to) = self.nit_peer(branch, &msg) {
+        } else if let Some(to) = self.non_invite_peer(branch, &msg) {
             if to.addr.ip() == from.addr.ip() {
-                return self.nit_response(now, msg);
+                return self.non_invite_response(now, msg);
             }
             return;
         }
@@ -433,7 +433,7 @@ impl Core {
     fn on_timer(&mut self, now: Instant, f: Fired) {
         match f.owner {
             Owner::Call(id) => self.call_timer(now, id, f),
-            Owner::Txn(id) => self.nit_timer(now, id, f),
+            Owner::Txn(id) => self.non_invite_timer(now, id, f),
             Owner::Core => self.probe_timer(now, f),
         }
     }

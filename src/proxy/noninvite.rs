@@ -51,7 +51,7 @@ fn client_key(branch: &str, method: &str) -> Box<str> {
 
 impl Core {
     /// A retransmitted non-INVITE request gets the last answer again.
-    pub(super) fn nit_retransmission(&mut self, from: Peer, msg: &Msg) -> bool {
+    pub(super) fn non_invite_retransmission(&mut self, from: Peer, msg: &Msg) -> bool {
         let Some(method) = msg.method() else { return false };
         let by_key = &self.nits.by_server_key;
         let Some(id) = Self::server_key_lookup(msg, method, |k| by_key.get(k).copied()).flatten() else { return false };
@@ -68,7 +68,7 @@ impl Core {
     }
 
     /// Where the non-INVITE client transaction a response belongs to was sent, if it is ours.
-    pub(super) fn nit_peer(&self, branch: &str, msg: &Msg) -> Option<Peer> {
+    pub(super) fn non_invite_peer(&self, branch: &str, msg: &Msg) -> Option<Peer> {
         let m = msg.cseq().method;
         let id = super::with_joined(branch, '|', m.as_str(), |k| self.nits.by_client_key.get(k).copied())?;
         self.nits.by_id.get(&id).map(|n| n.to)
@@ -124,7 +124,7 @@ impl Core {
     }
 
     /// A response to one of our non-INVITE client transactions.
-    pub(super) fn nit_response(&mut self, now: Instant, msg: Msg) {
+    pub(super) fn non_invite_response(&mut self, now: Instant, msg: Msg) {
         let Some(code) = msg.status() else { return };
         let Some(branch) = msg.branch() else { return };
         let by_key = &self.nits.by_client_key;
@@ -139,14 +139,14 @@ impl Core {
         self.run(now, to, Owner::Txn(id), Slot::Client, out);
         if delivery == Delivery::Deliver {
             let bytes = build::forward_response(&msg);
-            self.nit_respond_upstream(now, id, code, bytes);
+            self.non_invite_respond_upstream(now, id, code, bytes);
         }
         if outcome == TimerOutcome::Terminated {
-            self.nit_client_done(id);
+            self.non_invite_client_done(id);
         }
     }
 
-    fn nit_respond_upstream(&mut self, now: Instant, id: u64, code: u16, bytes: Bytes) {
+    fn non_invite_respond_upstream(&mut self, now: Instant, id: u64, code: u16, bytes: Bytes) {
         let tv = self.cfg.timers;
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
         let Some((peer, server, _, req)) = nit.upstream.as_mut() else { return };
@@ -159,19 +159,19 @@ impl Core {
         }
         self.run(now, peer, Owner::Txn(id), Slot::Server, out);
         if outcome == TimerOutcome::Terminated {
-            self.nit_server_done(id);
+            self.non_invite_server_done(id);
         }
     }
 
     /// A timer of a non-INVITE transaction (its server or its client side).
-    pub(super) fn nit_timer(&mut self, now: Instant, id: u64, f: Fired) {
+    pub(super) fn non_invite_timer(&mut self, now: Instant, id: u64, f: Fired) {
         let tv = self.cfg.timers;
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
         let mut out = Actions::new();
         if f.slot != Slot::Client {
             if let Some((_, server, _, _)) = nit.upstream.as_mut() {
                 if server.on_timer(f.timer) == TimerOutcome::Terminated {
-                    self.nit_server_done(id);
+                    self.non_invite_server_done(id);
                 }
             }
             return;
@@ -193,11 +193,11 @@ impl Core {
                         (code, self.response(req, code, reason, None, &[]))
                     });
                 if let Some((code, bytes)) = resp {
-                    self.nit_respond_upstream(now, id, code, bytes);
+                    self.non_invite_respond_upstream(now, id, code, bytes);
                 }
-                self.nit_client_done(id);
+                self.non_invite_client_done(id);
             }
-            TimerOutcome::Terminated => self.nit_client_done(id),
+            TimerOutcome::Terminated => self.non_invite_client_done(id),
             _ => {}
         }
     }
@@ -205,7 +205,7 @@ impl Core {
     /// Our request with `branch` and `method` could not be delivered: if it still waits
     /// for its final answer it ends now, and its sender gets a 503 (§16.9: a transport
     /// error counts as a 503), not a 408 after 64·T1.
-    pub(super) fn nit_send_error(&mut self, now: Instant, branch: &str, method: &str) {
+    pub(super) fn non_invite_send_error(&mut self, now: Instant, branch: &str, method: &str) {
         let by_key = &self.nits.by_client_key;
         let Some(id) = super::with_joined(branch, '|', method, |k| by_key.get(k).copied()) else { return };
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
@@ -216,27 +216,27 @@ impl Core {
         if let Some(req) = resp {
             let (code, reason) = respond::UNDELIVERABLE;
             let bytes = self.response(&req, code, reason, None, &[]);
-            self.nit_respond_upstream(now, id, code, bytes);
+            self.non_invite_respond_upstream(now, id, code, bytes);
         }
-        self.nit_client_done(id);
+        self.non_invite_client_done(id);
     }
 
-    fn nit_client_done(&mut self, id: u64) {
+    fn non_invite_client_done(&mut self, id: u64) {
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
         let key = std::mem::take(&mut nit.client_key);
         self.nits.by_client_key.remove(&key);
-        self.nit_maybe_remove(id);
+        self.non_invite_maybe_remove(id);
     }
 
-    fn nit_server_done(&mut self, id: u64) {
+    fn non_invite_server_done(&mut self, id: u64) {
         let Some(nit) = self.nits.by_id.get_mut(&id) else { return };
         if let Some((_, _, skey, _)) = nit.upstream.take() {
             self.nits.by_server_key.remove(&skey);
         }
-        self.nit_maybe_remove(id);
+        self.non_invite_maybe_remove(id);
     }
 
-    fn nit_maybe_remove(&mut self, id: u64) {
+    fn non_invite_maybe_remove(&mut self, id: u64) {
         let done = self.nits.by_id.get(&id).is_some_and(|n| n.client_key.is_empty() && n.upstream.is_none());
         if done {
             self.nits.by_id.remove(&id);
