@@ -265,9 +265,7 @@ async fn admit_loop(
         let answer = |verdicts: &mut dyn Iterator<Item = Verdict>| {
             for ((shard, call), v) in asks.iter().zip(verdicts) {
                 // A full shard queue: the core's admit timer applies the policy.
-                if !shards.get(*shard).is_some_and(|tx| tx.try_send(ShardInput::Admit(*call, v)).is_ok()) {
-                    metrics::counter!(m::QUEUE_DROPS_TOTAL).increment(1);
-                }
+                crate::transport::offer(&shards, *shard, ShardInput::Admit(*call, v));
             }
         };
         if parts.is_empty() {

@@ -30,6 +30,16 @@ pub enum ShardInput {
     Admit(u64, crate::cluster::Verdict),
 }
 
+/// Hands `input` to shard `index`'s queue without waiting. A full (or
+/// missing) queue drops it and counts it in `sipedge_queue_dropped_total`:
+/// a message is then retransmitted by its sender, a notice about a call
+/// (send error, ICMP, admit verdict) is covered by that call's own timer.
+pub fn offer(shards: &[tokio::sync::mpsc::Sender<ShardInput>], index: usize, input: ShardInput) {
+    if !shards.get(index).is_some_and(|tx| tx.try_send(input).is_ok()) {
+        metrics::counter!(crate::metrics::QUEUE_DROPS_TOTAL).increment(1);
+    }
+}
+
 /// Finds the Call-ID value in a raw message without parsing it (long or
 /// compact form, any case). Only used to pick a shard; the parser validates.
 pub fn call_id_hint(buf: &[u8]) -> Option<&[u8]> {

@@ -12,7 +12,6 @@ use tokio::sync::{mpsc, watch};
 use super::flood::{FloodGuard, Verdict};
 use super::tcp::TcpHub;
 use super::{shard_of, ShardInput};
-use crate::metrics as m;
 use crate::proxy::{Core, Peer};
 use crate::records::Records;
 use crate::sip::Transport;
@@ -131,11 +130,8 @@ impl Shard {
             self.core.handle_unreachable(Instant::now(), peer);
             // The kernel hands an ICMP error to any socket of the SO_REUSEPORT
             // group, not necessarily the one that sent: tell every shard.
-            for (i, tx) in self.shards.iter().enumerate() {
-                if i != self.index && tx.try_send(ShardInput::Unreachable(peer)).is_err() {
-                    // That shard's calls then fail over at failover_ms instead.
-                    metrics::counter!(m::QUEUE_DROPS_TOTAL).increment(1);
-                }
+            for i in (0..self.shards.len()).filter(|i| *i != self.index) {
+                super::offer(&self.shards, i, ShardInput::Unreachable(peer));
             }
         }
     }
@@ -175,10 +171,8 @@ impl Shard {
         let s = shard_of(&bytes, self.shards.len(), &self.hasher);
         if s == self.index {
             self.core.handle_message(Instant::now(), peer, bytes);
-        } else if let Some(tx) = self.shards.get(s) {
-            if tx.try_send(ShardInput::Message(peer, bytes)).is_err() {
-                metrics::counter!(m::QUEUE_DROPS_TOTAL).increment(1);
-            }
+        } else {
+            super::offer(&self.shards, s, ShardInput::Message(peer, bytes));
         }
     }
 

@@ -158,13 +158,7 @@ impl TcpHub {
     fn bounce(&self, addr: SocketAddr, transport: Transport, lost: Bytes) {
         let Some(shards) = self.shards.get() else { return };
         let shard = shard_of(&lost, shards.len(), &self.hasher);
-        let queued = shards
-            .get(shard)
-            .is_some_and(|s| s.try_send(ShardInput::SendError(Peer::to(addr, transport), lost)).is_ok());
-        if !queued {
-            // The call then fails over at failover_ms instead of at once.
-            metrics::counter!(m::QUEUE_DROPS_TOTAL).increment(1);
-        }
+        super::offer(shards, shard, ShardInput::SendError(Peer::to(addr, transport), lost));
     }
 
     fn connect(self: &Arc<Self>, addr: SocketAddr, transport: Transport, first: Bytes) {
@@ -409,11 +403,7 @@ impl TcpHub {
                         }
                         let shard = shard_of(&msg, shards.len(), &self.hasher);
                         let p = Peer { addr: peer, transport, conn: Some(id) };
-                        if let Some(s) = shards.get(shard) {
-                            if s.try_send(ShardInput::Message(p, msg)).is_err() {
-                                metrics::counter!(m::QUEUE_DROPS_TOTAL).increment(1);
-                            }
-                        }
+                        super::offer(shards, shard, ShardInput::Message(p, msg));
                     }
                     Frame::KeepAlive(n) => {
                         let _ = buf.split_to(n);
