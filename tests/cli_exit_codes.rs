@@ -169,3 +169,83 @@ fn check_accepts_the_tls_example_once_its_certificates_are_made() {
     let after = sipedge(&["check", "--config", "tls.toml"], dir.path());
     assert_eq!(code(&after), 0, "{}", stderr(&after));
 }
+
+/// Runs the edge on `cfg` and expects it to refuse to start; an edge that
+/// starts after all is killed after 20 s and fails the test.
+fn start_refuses(cfg: &str, dir: &Path) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sipedge"))
+        .args(["--config", cfg])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sipedge");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the edge started on {cfg}; check refused it");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("collect");
+    assert_eq!(out.status.code(), Some(1), "start: {}", stderr(&out));
+    stderr(&out)
+}
+
+#[test]
+fn check_and_start_refuse_a_data_dir_that_cannot_be_created_and_check_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("plain-file"), b"x").unwrap();
+    let cfg = write(dir.path(), "edge.toml", &BASE.replace("data_dir = \"data\"", "data_dir = \"plain-file/data\""));
+    let check = sipedge(&["check", "--config", &cfg], dir.path());
+    assert_eq!(code(&check), 1, "{}", stderr(&check));
+    assert!(stderr(&check).contains("edge.data_dir") && stderr(&check).contains("plain-file"), "{}", stderr(&check));
+    start_refuses(&cfg, dir.path());
+
+    let fresh = write(dir.path(), "fresh.toml", BASE);
+    let check = sipedge(&["check", "--config", &fresh], dir.path());
+    assert_eq!(code(&check), 0, "{}", stderr(&check));
+    assert!(!dir.path().join("data").exists(), "check must not create data_dir");
+}
+
+#[test]
+fn check_and_start_refuse_a_store_that_is_not_a_sipedge_store() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let store = dir.path().join("data/inventory.redb");
+    std::fs::write(&store, [0xA5u8; 8192]).unwrap();
+    let cfg = write(dir.path(), "edge.toml", BASE);
+    let check = sipedge(&["check", "--config", &cfg], dir.path());
+    assert_eq!(code(&check), 1, "{}", stderr(&check));
+    assert!(
+        stderr(&check).contains("edge.data_dir") && stderr(&check).contains("inventory.redb"),
+        "{}",
+        stderr(&check)
+    );
+    assert_eq!(std::fs::read(&store).unwrap(), vec![0xA5u8; 8192], "check must leave the file as it was");
+    start_refuses(&cfg, dir.path());
+}
+
+#[test]
+fn check_and_start_refuse_a_listening_address_already_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let text = format!(
+        "[edge]\ndata_dir = \"data\"\n[[listen]]\ntransport = \"udp\"\naddr = \"127.0.0.1:0\"\n\
+         [[listen]]\ntransport = \"tcp\"\naddr = \"{addr}\"\n[admin]\naddr = \"127.0.0.1:0\"\n"
+    );
+    let cfg = write(dir.path(), "edge.toml", &text);
+    let check = sipedge(&["check", "--config", &cfg], dir.path());
+    assert_eq!(code(&check), 1, "{}", stderr(&check));
+    assert!(
+        stderr(&check).contains("listen[1].addr") && stderr(&check).contains(&addr.to_string()),
+        "{}",
+        stderr(&check)
+    );
+    start_refuses(&cfg, dir.path());
+    drop(taken);
+    let check = sipedge(&["check", "--config", &cfg], dir.path());
+    assert_eq!(code(&check), 0, "free once released: {}", stderr(&check));
+}

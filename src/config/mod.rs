@@ -573,13 +573,37 @@ impl From<ConfigError> for ConfigErrors {
 }
 
 /// Validates the config file at `path` the way `sipedge check` does: what
-/// [`Config::load`] checks, plus the files the edge reads at start (the admin
-/// token), so `check` refuses whatever start would. The CLI prints each error
-/// as `error: <field>: <problem>`.
+/// [`Config::load`] checks, plus what the edge reads and binds at start (the
+/// admin token, the dialog key, certificates, `data_dir` and its store, the
+/// listening addresses), so `check` refuses whatever start would. Nothing is
+/// written. When an edge already runs on this `data_dir` (it holds the
+/// store), the store and the addresses are its own and are not probed. The
+/// CLI prints each error as `error: <field>: <problem>`.
 pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
+    use crate::inventory::Probe;
     let cfg = Config::load(path)?;
     crate::token::load_token(&cfg)?;
     crate::dialog_key::check(&cfg)?;
     crate::transport::tls::TlsSettings::load(&cfg)?;
-    Ok(cfg)
+    let mut errors = Vec::new();
+    match crate::inventory::probe(&cfg.resolve(&cfg.edge.data_dir)) {
+        Ok(Probe::InUse(store)) => {
+            tracing::warn!(store = %store.display(), "a running edge holds the store: it and the listening addresses were not probed");
+        }
+        found => {
+            match found {
+                Ok(Probe::NeedsRepair) => {
+                    tracing::warn!("the store was not closed cleanly; start repairs it before serving")
+                }
+                Err(e) => errors.push(ConfigError::new("edge.data_dir", e.to_string())),
+                Ok(_) => {}
+            }
+            errors.extend(crate::transport::bind_probe::unbindable(&cfg));
+        }
+    }
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }

@@ -20,13 +20,17 @@
 //! * `lifecycle.rs`: claim, release, restore, set flow, expire.
 //! * `ports.rs`: port orders (create, cancel, complete).
 //! * `replica.rs`: cluster mode, where number events go through Redis first.
+//! * `probe.rs`: what `sipedge check` can see of `data_dir` and the store without writing.
 
 mod codec;
 mod compaction;
 mod lifecycle;
 mod ports;
+mod probe;
 mod replica;
 mod store;
+
+pub use probe::{probe, Probe};
 
 #[cfg(test)]
 mod tests;
@@ -103,6 +107,14 @@ pub enum InventoryError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// `sipedge check`: the store file exists but start could not use it.
+    #[error("store {path}: {why}")]
+    Unusable {
+        /// The store file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
     },
     /// Cluster mode: another instance changed this number since our state
     /// was read (409; read it again and retry).

@@ -165,7 +165,20 @@ pub(crate) struct Store {
 impl Store {
     /// Opens or creates the database file and makes sure every table exists.
     pub(crate) fn open(path: &Path) -> Result<Store, InventoryError> {
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
+        Store::init(Database::builder().set_cache_size(CACHE_BYTES).create(path)?)
+    }
+
+    /// Opens the database on `backend` the way [`Store::open`] would, but
+    /// refuses to repair a store that was not closed cleanly: `sipedge check`
+    /// probes a copy-on-write view of the file and must not spend minutes
+    /// repairing gigabytes in memory (start repairs it; that is not an error).
+    pub(crate) fn open_probe(backend: impl redb::StorageBackend) -> Result<Store, InventoryError> {
+        let mut builder = Database::builder();
+        builder.set_cache_size(CACHE_BYTES).set_repair_callback(|session| session.abort());
+        Store::init(builder.create_with_backend(backend)?)
+    }
+
+    fn init(db: Database) -> Result<Store, InventoryError> {
         let txn = db.begin_write()?;
         {
             txn.open_table(NUMBERS)?;

@@ -4,6 +4,7 @@
 //! Every message of one call goes to the same shard (by a hash of its
 //! Call-ID), so its messages are handled, and its answers sent, in order.
 
+pub mod bind_probe;
 pub mod flood;
 pub mod shard;
 pub mod tcp;
