@@ -19,7 +19,7 @@ use crate::routing::ClaimSpec;
 use crate::sip::{Transport, E164};
 use crate::state::{instance_nonce, unix_now, Bound, Shared};
 use crate::transport::flood::FloodGuard;
-use crate::transport::shard::{Shard, SHARD_QUEUE};
+use crate::transport::shard::{Shard, UdpListener, SHARD_QUEUE};
 use crate::transport::tcp::{TcpHub, TcpLimits};
 use crate::transport::{udp, ShardInput};
 
@@ -159,9 +159,11 @@ struct Listeners {
     /// Per shard, its socket of each UDP listener (one SO_REUSEPORT group per
     /// listener); every shard reads all of its sockets and sends from the one
     /// of the peer's family.
-    udp: Vec<Vec<std::net::UdpSocket>>,
-    /// Stream listeners, each with its `[[listen]]` index when it speaks TLS.
-    tcp: Vec<(tokio::net::TcpListener, Option<SocketAddr>)>,
+    /// Each socket with its `[[listen]]` index.
+    udp: Vec<Vec<(u16, std::net::UdpSocket)>>,
+    /// Stream listeners, each with its `[[listen]]` index, and its configured
+    /// address when it speaks TLS.
+    tcp: Vec<(tokio::net::TcpListener, u16, Option<SocketAddr>)>,
     admin: tokio::net::TcpListener,
     bound: Bound,
     local: Local,
@@ -208,6 +210,7 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     let core_cfg = Arc::new(crate::proxy::CoreConfig::from_config(&cfg, &listeners.local, nonce, sealer.clone()));
     let hasher = ahash::RandomState::with_seeds(0x5eed, 0xed6e, 0x51b, 0xca11);
     let hub = TcpHub::new(tcp_limits(&cfg), hasher.clone(), flood.clone());
+    hub.set_listeners(listeners.bound.sip.clone());
     let tls = crate::transport::tls::TlsSettings::load(&cfg)?;
     tls.report_expiry();
     hub.tls().store(tls);
@@ -243,8 +246,8 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
     let Listeners { udp, tcp, admin, bound, local } = listeners;
     let shard_threads =
         spawn_shards(&links, udp, receivers, |i| Core::new(i as u32, core_cfg.clone(), core_shared.clone(), now))?;
-    for (l, tls_index) in tcp {
-        tokio::spawn(links.hub.clone().accept_loop(l, tls_index));
+    for (l, index, tls_addr) in tcp {
+        tokio::spawn(links.hub.clone().accept_loop(l, index, tls_addr));
     }
 
     let shared = Arc::new(Shared {
@@ -277,10 +280,13 @@ pub async fn run(cfg: Config, mut stops: mpsc::UnboundedReceiver<Stop>) -> Resul
 /// Binds every `[[listen]]` (one UDP socket per shard each) and the control plane.
 async fn bind(cfg: &Config, workers: usize) -> Result<Listeners, AppError> {
     let mut bound = Bound::default();
-    let mut udp_socks: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut udp_socks: Vec<Vec<(u16, std::net::UdpSocket)>> = (0..workers).map(|_| Vec::new()).collect();
     let mut tcp = Vec::new();
     let mut local = Local::default();
-    for l in &cfg.listen {
+    for (index, l) in cfg.listen.iter().enumerate() {
+        // `Peer::listener`: a u16 (beyond that many listeners, the ones
+        // past it answer from the first of their transport and family).
+        let index = u16::try_from(index).unwrap_or(u16::MAX);
         let actual = match l.transport {
             Transport::Udp => {
                 let socks = udp::bind_group(l.addr, workers).map_err(|source| AppError::Bind {
@@ -294,7 +300,7 @@ async fn bind(cfg: &Config, workers: usize) -> Result<Listeners, AppError> {
                         tracing::warn!(error = %e, "no ICMP error reporting: UDP failover waits for failover_ms");
                     }
                     // Registered with its shard's own runtime, on the shard's thread.
-                    shard.push(s);
+                    shard.push((index, s));
                 }
                 actual
             }
@@ -308,7 +314,7 @@ async fn bind(cfg: &Config, workers: usize) -> Result<Listeners, AppError> {
                 // A TLS listener's accept loop finds its certificate by the
                 // configured address, which a reload that reorders the
                 // listeners does not change.
-                tcp.push((listener, (l.transport == Transport::Tls).then_some(l.addr)));
+                tcp.push((listener, index, (l.transport == Transport::Tls).then_some(l.addr)));
                 actual
             }
         };
@@ -363,7 +369,7 @@ fn tcp_limits(cfg: &Config) -> TcpLimits {
 /// are paid per message (measured: tools/load, docs/PERFORMANCE.md).
 fn spawn_shards(
     links: &ShardLinks,
-    udp_socks: Vec<Vec<std::net::UdpSocket>>,
+    udp_socks: Vec<Vec<(u16, std::net::UdpSocket)>>,
     receivers: Vec<mpsc::Receiver<ShardInput>>,
     core: impl Fn(usize) -> Core,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, AppError> {
@@ -379,7 +385,10 @@ fn spawn_shards(
                 Err(e) => return tracing::error!(shard = i, error = %e, "shard runtime failed to start"),
             };
             rt.block_on(async move {
-                let udp = match socks.into_iter().map(|s| tokio::net::UdpSocket::from_std(s).map(Arc::new)).collect() {
+                let udp = socks.into_iter().map(|(index, s)| {
+                    tokio::net::UdpSocket::from_std(s).and_then(|s| UdpListener::new(index, Arc::new(s)))
+                });
+                let udp = match udp.collect() {
                     Ok(u) => u,
                     Err(e) => return tracing::error!(shard = i, error = %e, "shard socket failed"),
                 };

@@ -267,7 +267,7 @@ impl World {
         let b = inp.u8();
         let a = addr(SOURCES[usize::from(b & 7) % SOURCES.len()]);
         if b & 0x80 != 0 {
-            Peer { addr: a, transport: Transport::Tcp, conn: Some(u64::from((b >> 3) & 3)) }
+            Peer { conn: Some(u64::from((b >> 3) & 3)), ..Peer::to(a, Transport::Tcp) }
         } else {
             Peer::to(a, Transport::Udp)
         }

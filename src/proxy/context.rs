@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::timer::TimerValues;
 use super::token::Sealer;
+use super::Peer;
 use crate::config::{Config, UnknownSource};
 use crate::failover::{HopCandidate, HopKey};
 use crate::metrics as m;
@@ -54,26 +55,57 @@ impl Local {
         Local { listeners }
     }
 
-    /// `host:port` to advertise for a message sent over `transport` to an IPv6
-    /// (`v6`) or IPv4 peer: the first listener of that transport and family
-    /// (the socket it goes out of), else one of that family, else any.
-    pub fn host_port(&self, transport: Transport, v6: bool) -> &str {
+    /// The listener a message to (or from) `p` goes through: the one `p`
+    /// names (the one its messages came in on), when that is a listener of
+    /// its transport and family; else the default for a peer with no history:
+    /// the first listener of its transport and family (the socket it goes out
+    /// of), else one of its family, else one of its transport, else the first.
+    pub fn listener_for(&self, p: Peer) -> Option<usize> {
+        let v6 = p.addr.is_ipv6();
+        if let Some(i) = p.listener.map(usize::from) {
+            if self.listeners.get(i).is_some_and(|a| a.transport == p.transport && a.v6 == v6) {
+                return Some(i);
+            }
+        }
+        self.default_listener(p.transport, v6)
+    }
+
+    fn default_listener(&self, transport: Transport, v6: bool) -> Option<usize> {
         let l = &self.listeners;
         l.iter()
-            .find(|a| a.transport == transport && a.v6 == v6)
-            .or_else(|| l.iter().find(|a| a.v6 == v6))
-            .or_else(|| l.iter().find(|a| a.transport == transport))
-            .or_else(|| l.first())
-            .map_or("127.0.0.1:5060", |a| a.host_port.as_str())
+            .position(|a| a.transport == transport && a.v6 == v6)
+            .or_else(|| l.iter().position(|a| a.v6 == v6))
+            .or_else(|| l.iter().position(|a| a.transport == transport))
+            .or(if l.is_empty() { None } else { Some(0) })
+    }
+
+    fn name(&self, listener: Option<usize>) -> &str {
+        listener.and_then(|i| self.listeners.get(i)).map_or("127.0.0.1:5060", |a| a.host_port.as_str())
+    }
+
+    /// `host:port` to advertise for a message sent over `transport` to an IPv6
+    /// (`v6`) or IPv4 peer with no history (see [`Local::listener_for`]).
+    pub fn host_port(&self, transport: Transport, v6: bool) -> &str {
+        self.name(self.default_listener(transport, v6))
+    }
+
+    /// `host:port` of the listener a message to `p` goes out of.
+    pub fn host_port_for(&self, p: Peer) -> &str {
+        self.name(self.listener_for(p))
     }
 
     /// Whether `host[:port]` (from a Route URI) is this edge.
     pub fn is_ours(&self, host: &str, port: Option<u16>) -> bool {
+        self.listener_named(host, port).is_some()
+    }
+
+    /// The listener `host[:port]` (from a Route URI) names, if it is ours.
+    pub fn listener_named(&self, host: &str, port: Option<u16>) -> Option<usize> {
         let port = port.unwrap_or(5060);
         let unbracket = |h: &str| h.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase();
         let ip_of = |h: &str| unbracket(h).parse::<std::net::IpAddr>().ok();
         let want = ip_of(host);
-        self.listeners.iter().any(|a| match a.host_port.rsplit_once(':') {
+        self.listeners.iter().position(|a| match a.host_port.rsplit_once(':') {
             Some((h, p)) => {
                 let same_host = match (ip_of(h), want) {
                     // `[::1]` and `[0:0::1]` are one address.
@@ -130,7 +162,18 @@ impl Local {
     /// double Record-Route (RFC 5658) gives the TLS side its own `transport=tls`
     /// entry, so its in-dialog requests still come back to our TLS listener.
     pub fn record_route(&self, transport: Transport, v6: bool, token: &str) -> String {
-        let host_port = self.host_port(transport, v6);
+        self.record_route_at(self.default_listener(transport, v6), transport, token)
+    }
+
+    /// Our Record-Route value facing `p`: it names the listener `p` reaches
+    /// us on ([`Local::listener_for`]), so a call that crosses listeners
+    /// gets one entry per side (RFC 5658).
+    pub fn record_route_for(&self, p: Peer, token: &str) -> String {
+        self.record_route_at(self.listener_for(p), p.transport, token)
+    }
+
+    fn record_route_at(&self, listener: Option<usize>, transport: Transport, token: &str) -> String {
+        let host_port = self.name(listener);
         let mut rr = String::with_capacity(40 + host_port.len() + token.len());
         rr.push_str("<sip:");
         rr.push_str(host_port);

@@ -238,18 +238,14 @@ impl Core {
                     Transport::Tls => ruri.push_str(";transport=tls"),
                 }
                 // Double Record-Route when the two sides reach different
-                // listeners: another transport or another IP family (RFC 5658).
+                // listeners (another transport, IP family or address), each
+                // entry naming its side's own listener (RFC 5658).
                 let token = self.dialog_token(call.upstream, to);
-                let same_side =
-                    to.transport == call.upstream.transport && to.addr.is_ipv6() == call.upstream.addr.is_ipv6();
-                let rr = if same_side {
-                    self.cfg.local.record_route(to.transport, to.addr.is_ipv6(), &token)
+                let local = &self.cfg.local;
+                let rr = if local.listener_for(to) == local.listener_for(call.upstream) {
+                    local.record_route_for(to, &token)
                 } else {
-                    format!(
-                        "{}, {}",
-                        self.cfg.local.record_route(to.transport, to.addr.is_ipv6(), &token),
-                        self.cfg.local.record_route(call.upstream.transport, call.upstream.addr.is_ipv6(), &token)
-                    )
+                    format!("{}, {}", local.record_route_for(to, &token), local.record_route_for(call.upstream, &token))
                 };
                 let add: SmallVec<[(&str, &str); 3]> = headers.iter().map(|(k, v)| (*k, &**v)).collect();
                 let pop = self.our_routes(&call.invite);

@@ -95,12 +95,23 @@ pub struct Peer {
     pub transport: Transport,
     /// For TCP: the connection it arrived on, so answers go back on it.
     pub conn: Option<u64>,
+    /// Our `[[listen]]` (its index in [`Local::listeners`]) the message came in
+    /// on, or goes out of: answers and in-dialog requests toward this peer
+    /// leave from it and name it in Via and Record-Route. `None`: no history
+    /// (a new request to a next hop): the first listener of its transport and
+    /// family ([`Local::listener_for`]).
+    pub listener: Option<u16>,
 }
 
 impl Peer {
     /// A peer reached over a fresh or pooled connection (no specific one).
     pub fn to(addr: SocketAddr, transport: Transport) -> Peer {
-        Peer { addr, transport, conn: None }
+        Peer { addr, transport, conn: None, listener: None }
+    }
+
+    /// The same peer, as reached through our listener `index`.
+    pub fn via_listener(self, index: Option<u16>) -> Peer {
+        Peer { listener: index, ..self }
     }
 }
 
@@ -508,11 +519,11 @@ impl Core {
         with_key(build, |b: &str| String::from(b)).unwrap_or_default()
     }
 
-    /// Our Via for a request sent to `to`: the address of the listener of
-    /// its transport and family (the socket the request goes out of).
+    /// Our Via for a request sent to `to`: the address of the listener it
+    /// goes out of (see [`Local::listener_for`]).
     fn via(&self, to: Peer, branch: &str) -> String {
         let transport = to.transport;
-        let (name, host_port) = (transport.via_name(), self.cfg.local.host_port(transport, to.addr.is_ipv6()));
+        let (name, host_port) = (transport.via_name(), self.cfg.local.host_port_for(to));
         let mut v = String::with_capacity(17 + name.len() + host_port.len() + branch.len());
         v.push_str("SIP/2.0/");
         v.push_str(name);

@@ -106,7 +106,16 @@ impl Core {
         let routing = self.routing.load();
         let peers = &routing.peers;
         let configured = peers.is_peer_addr(other.addr) || peers.classify(other.addr.ip()) != Source::Unknown;
-        configured.then_some(Peer::to(other.addr, other.transport))
+        // The last of our entries faces the other side (RFC 5658: with one
+        // entry per side, the sender's comes first): leave from that listener.
+        let listener = msg
+            .routes()
+            .take(ours)
+            .last()
+            .and_then(crate::sip::uri::parse_uri)
+            .and_then(|u| self.cfg.local.listener_named(u.host, u.port))
+            .and_then(|i| u16::try_from(i).ok());
+        configured.then_some(Peer::to(other.addr, other.transport).via_listener(listener))
     }
 }
 

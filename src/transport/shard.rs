@@ -31,6 +31,23 @@ const RECV_BATCH: usize = 64;
 /// chunk would pin the whole chunk for that long (~10 KiB of RSS per call).
 const MAX_DATAGRAM: usize = 65_536;
 
+/// One shard's socket of one UDP `[[listen]]`.
+pub struct UdpListener {
+    /// The listener's index in `[[listen]]` order (`Peer::listener`).
+    pub index: u16,
+    /// Its bound address (read once: not a getsockname per datagram).
+    pub local: SocketAddr,
+    /// The socket.
+    pub sock: Arc<UdpSocket>,
+}
+
+impl UdpListener {
+    /// Wraps a bound socket; `index` is its `[[listen]]` position.
+    pub fn new(index: u16, sock: Arc<UdpSocket>) -> std::io::Result<UdpListener> {
+        Ok(UdpListener { index, local: sock.local_addr()?, sock })
+    }
+}
+
 /// Everything one shard runs with.
 pub struct Shard {
     /// This shard's index.
@@ -38,7 +55,7 @@ pub struct Shard {
     /// The proxy core.
     pub core: Core,
     /// This shard's UDP sockets, one per UDP `[[listen]]` (none without UDP).
-    pub udp: Vec<Arc<UdpSocket>>,
+    pub udp: Vec<UdpListener>,
     /// Inputs from other shards and TCP.
     pub rx: mpsc::Receiver<ShardInput>,
     /// Every shard's input (to pass on messages of calls that are not ours).
@@ -95,12 +112,11 @@ impl Shard {
                     // flood on one listener does not starve the others.
                     next_sock = k + 1;
                     // Read what is queued on that socket before going back to select.
-                    if let Some(sock) = self.udp.get(k).cloned() {
-                        let local = sock.local_addr().ok();
+                    if let Some((sock, local, index)) = self.udp.get(k).map(|l| (l.sock.clone(), l.local, l.index)) {
                         for _ in 0..RECV_BATCH {
                             reserve(&mut buf);
                             match sock.try_recv_buf_from(&mut buf) {
-                                Ok((_, from)) => self.on_datagram(from, local, &mut buf),
+                                Ok((_, from)) => self.on_datagram(from, local, index, &mut buf),
                                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                                 Err(_) => {
                                     // ICMP errors (IP_RECVERR) surface as a failed receive.
@@ -147,7 +163,7 @@ impl Shard {
         }
     }
 
-    fn on_datagram(&mut self, from: SocketAddr, local: Option<SocketAddr>, buf: &mut BytesMut) {
+    fn on_datagram(&mut self, from: SocketAddr, local: SocketAddr, listener: u16, buf: &mut BytesMut) {
         let verdict = self.flood.check(from.ip());
         if verdict == Verdict::Drop {
             // Dropped before the copy: a flood costs no allocation.
@@ -157,17 +173,18 @@ impl Shard {
         let bytes = Bytes::copy_from_slice(buf);
         buf.clear();
         let capture = self.tcp.capture();
-        if let (true, Some(local)) = (capture.is_on(), local) {
+        if capture.is_on() {
             capture.message(from, local, Transport::Udp, SystemTime::now(), &bytes);
         }
+        // Answers leave from the socket the datagram came in on.
+        let peer = Peer::to(from, Transport::Udp).via_listener(Some(listener));
         match verdict {
             Verdict::Pass | Verdict::Drop => {}
             Verdict::Reject => {
-                self.core.handle_flooded(Peer::to(from, Transport::Udp), bytes);
+                self.core.handle_flooded(peer, bytes);
                 return;
             }
         }
-        let peer = Peer::to(from, Transport::Udp);
         let s = shard_of(&bytes, self.shards.len(), &self.hasher);
         if s == self.index {
             self.core.handle_message(Instant::now(), peer, bytes);
@@ -191,16 +208,12 @@ impl Shard {
         while let Some(t) = self.core.poll_transmit() {
             match t.to.transport {
                 Transport::Udp => {
-                    // The first socket of the peer's family: an IPv4 socket cannot
-                    // reach an IPv6 peer (IPv6 listeners are IPv6-only).
-                    let v6 = t.to.addr.is_ipv6();
-                    let Some(sock) = self.udp.iter().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv6() == v6)).cloned()
-                    else {
+                    let Some((sock, local)) = udp_socket(&self.udp, t.to) else {
                         tracing::debug!(to = %t.to.addr, "no UDP listener of this address family: not sent");
                         continue;
                     };
                     let capture = self.tcp.capture();
-                    if let (true, Ok(local)) = (capture.is_on(), sock.local_addr()) {
+                    if capture.is_on() {
                         // Stamped as it is handed to the socket.
                         capture.message(local, t.to.addr, Transport::Udp, SystemTime::now(), &t.payload);
                     }
@@ -225,6 +238,15 @@ impl Shard {
     }
 }
 
+/// The socket a datagram to `to` leaves from: the listener it names (the one
+/// its messages came in on), else the first of its family: an IPv4 socket
+/// cannot reach an IPv6 peer (IPv6 listeners are IPv6-only).
+fn udp_socket(udp: &[UdpListener], to: Peer) -> Option<(Arc<UdpSocket>, SocketAddr)> {
+    let v6 = to.addr.is_ipv6();
+    let named = to.listener.and_then(|i| udp.iter().find(|l| l.index == i && l.local.is_ipv6() == v6));
+    named.or_else(|| udp.iter().find(|l| l.local.is_ipv6() == v6)).map(|l| (l.sock.clone(), l.local))
+}
+
 fn reserve(buf: &mut BytesMut) {
     buf.clear();
     if buf.capacity() < MAX_DATAGRAM {
@@ -234,14 +256,14 @@ fn reserve(buf: &mut BytesMut) {
 
 /// The index of the first of `socks` that has a datagram (or an error)
 /// waiting; pending forever when there is none.
-async fn readable(socks: &[Arc<UdpSocket>], start: usize) -> usize {
+async fn readable(socks: &[UdpListener], start: usize) -> usize {
     if socks.is_empty() {
         return std::future::pending().await;
     }
     let n = socks.len();
     std::future::poll_fn(|cx| {
         for k in (0..n).map(|i| (start + i) % n) {
-            let Some(s) = socks.get(k) else { continue };
+            let Some(s) = socks.get(k).map(|l| &l.sock) else { continue };
             // Ready, or an error (the ICMP queue): the read loop deals with both.
             if s.poll_recv_ready(cx).is_ready() {
                 return std::task::Poll::Ready(k);

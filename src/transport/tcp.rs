@@ -50,6 +50,34 @@ struct Conn {
     transport: Transport,
 }
 
+/// The address an outbound connection to `to` is bound to before it
+/// connects, so the peer sees the edge's own address, not the kernel's pick:
+/// the listener `to` names when it has `to`'s transport and family, else the
+/// first listener of that transport and family, else the first of that
+/// family (the rule of `Local::listener_for`, on the bound addresses). With
+/// its index, which the connection's messages carry as `Peer::listener`.
+/// `None` for a wildcard listener (binding `0.0.0.0:0` changes nothing).
+fn bind_for(listeners: &[(Transport, SocketAddr)], to: Peer) -> Option<(u16, SocketAddr)> {
+    let v6 = to.addr.is_ipv6();
+    let fits = |t: Transport, a: &SocketAddr| t == to.transport && a.is_ipv6() == v6;
+    let named = to.listener.filter(|i| listeners.get(usize::from(*i)).is_some_and(|(t, a)| fits(*t, a)));
+    let index = named
+        .map(usize::from)
+        .or_else(|| listeners.iter().position(|(t, a)| fits(*t, a)))
+        .or_else(|| listeners.iter().position(|(_, a)| a.is_ipv6() == v6))?;
+    let (_, a) = listeners.get(index)?;
+    let index = u16::try_from(index).ok()?;
+    (!a.ip().is_unspecified()).then_some((index, SocketAddr::new(a.ip(), 0)))
+}
+
+/// Connects to `addr` from `from` (an IP of ours, port 0) when given.
+async fn connect_from(addr: SocketAddr, from: Option<SocketAddr>) -> std::io::Result<TcpStream> {
+    let Some(from) = from else { return TcpStream::connect(addr).await };
+    let sock = if addr.is_ipv6() { tokio::net::TcpSocket::new_v6()? } else { tokio::net::TcpSocket::new_v4()? };
+    sock.bind(from)?;
+    sock.connect(addr).await
+}
+
 /// Every TCP and TLS connection of the edge. TLS is TCP with a handshake in
 /// front: one registry, one set of limits (a TLS connection counts against
 /// `max_connections` and `max_per_ip` from accept, before its handshake).
@@ -65,6 +93,8 @@ pub struct TcpHub {
     flood: Arc<FloodGuard>,
     capture: OnceLock<Capture>,
     tls: Tls,
+    /// Every `[[listen]]`'s transport and bound address, in config order.
+    listeners: OnceLock<Vec<(Transport, SocketAddr)>>,
     /// TLS next hops whose last connect failed: no new attempt before the instant.
     backoff: DashMap<SocketAddr, (tokio::time::Instant, Duration)>,
 }
@@ -96,6 +126,7 @@ impl TcpHub {
             flood,
             capture: OnceLock::new(),
             tls: Tls::default(),
+            listeners: OnceLock::new(),
             backoff: DashMap::new(),
         })
     }
@@ -114,6 +145,12 @@ impl TcpHub {
     /// The TLS certificates and trust in force (replaced on reload).
     pub fn tls(&self) -> &Tls {
         &self.tls
+    }
+
+    /// Where the edge listens, `[[listen]]` by `[[listen]]` (once, at start):
+    /// outbound connections are bound to these addresses.
+    pub fn set_listeners(&self, listeners: Vec<(Transport, SocketAddr)>) {
+        let _ = self.listeners.set(listeners);
     }
 
     /// Connects the hub to the shards' inputs (once, at start).
@@ -151,7 +188,7 @@ impl TcpHub {
                 }
             }
         }
-        self.connect(to.addr, to.transport, payload);
+        self.connect(to, payload);
     }
 
     /// Hands an undeliverable message back to the shard owning its call.
@@ -161,7 +198,10 @@ impl TcpHub {
         super::offer(shards, shard, ShardInput::SendError(Peer::to(addr, transport), lost));
     }
 
-    fn connect(self: &Arc<Self>, addr: SocketAddr, transport: Transport, first: Bytes) {
+    fn connect(self: &Arc<Self>, to: Peer, first: Bytes) {
+        let (addr, transport) = (to.addr, to.transport);
+        let from = self.listeners.get().and_then(|l| bind_for(l, to));
+        let listener = from.map(|(i, _)| i);
         let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
         let _ = tx.try_send(first);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -169,19 +209,20 @@ impl TcpHub {
         self.by_peer.insert((addr, transport), id);
         let hub = self.clone();
         tokio::spawn(async move {
-            let res = tokio::time::timeout(hub.limits.connect_timeout, TcpStream::connect(addr)).await;
+            let res = tokio::time::timeout(hub.limits.connect_timeout, connect_from(addr, from.map(|(_, a)| a))).await;
             if let Ok(Ok(stream)) = res {
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().unwrap_or(addr);
                 hub.total.fetch_add(1, Ordering::Relaxed);
                 *hub.per_ip.entry(addr.ip()).or_insert(0) += 1;
+                let at = Here { local, listener };
                 if transport != Transport::Tls {
-                    return hub.clone().run_conn(stream, addr, local, transport, id, rx).await;
+                    return hub.clone().run_conn(stream, addr, at, transport, id, rx).await;
                 }
                 match hub.tls_connect(stream, addr).await {
                     Ok(tls) => {
                         hub.backoff.remove(&addr);
-                        return hub.clone().run_conn(tls, addr, local, transport, id, rx).await;
+                        return hub.clone().run_conn(tls, addr, at, transport, id, rx).await;
                     }
                     Err(why) => {
                         // A wrong certificate is a failed hop, like a refused connect.
@@ -190,7 +231,8 @@ impl TcpHub {
                     }
                 }
             } else {
-                tracing::info!(peer = %addr, %transport, "connect to next hop failed");
+                let from = from.map(|(_, a)| a.ip());
+                tracing::info!(peer = %addr, %transport, ?from, "connect to next hop failed");
             }
             if transport == Transport::Tls {
                 hub.back_off(addr);
@@ -246,9 +288,10 @@ impl TcpHub {
         self.per_ip.remove_if(&peer.ip(), |_, n| *n == 0);
     }
 
-    /// Accepts connections forever; `tls`: this is `[[listen]]` number
-    /// `index`, and each connection must finish a TLS handshake first.
-    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener, tls: Option<SocketAddr>) {
+    /// Accepts connections forever on `[[listen]]` number `index`; `tls`:
+    /// that listener's configured address (its certificate is found by it),
+    /// and each connection must finish a TLS handshake first.
+    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener, index: u16, tls: Option<SocketAddr>) {
         let transport = if tls.is_some() { Transport::Tls } else { Transport::Tcp };
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -288,11 +331,11 @@ impl TcpHub {
             self.by_peer.insert((peer, transport), id);
             match tls {
                 None => {
-                    let local = stream.local_addr().unwrap_or(peer);
-                    tokio::spawn(self.clone().run_conn(stream, peer, local, transport, id, rx));
+                    let at = Here { local: stream.local_addr().unwrap_or(peer), listener: Some(index) };
+                    tokio::spawn(self.clone().run_conn(stream, peer, at, transport, id, rx));
                 }
                 Some(listen) => {
-                    tokio::spawn(self.clone().tls_accept(stream, peer, listen, id, rx));
+                    tokio::spawn(self.clone().tls_accept(stream, peer, (index, listen), id, rx));
                 }
             }
         }
@@ -304,14 +347,14 @@ impl TcpHub {
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-        listen: SocketAddr,
+        (index, listen): (u16, SocketAddr),
         id: u64,
         rx: mpsc::Receiver<Bytes>,
     ) {
         let Some(config) = self.tls.current().server(listen) else {
             return self.release(id, peer);
         };
-        let local = stream.local_addr().unwrap_or(peer);
+        let local = Here { local: stream.local_addr().unwrap_or(peer), listener: Some(index) };
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let why = match tokio::time::timeout(self.limits.tls_handshake_timeout, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => return self.run_conn(tls, peer, local, Transport::Tls, id, rx).await,
@@ -330,11 +373,12 @@ impl TcpHub {
         self: Arc<Self>,
         stream: S,
         peer: SocketAddr,
-        local: SocketAddr,
+        at: Here,
         transport: Transport,
         id: u64,
         mut rx: mpsc::Receiver<Bytes>,
     ) {
+        let local = at.local;
         let gauge = if transport == Transport::Tls { m::TLS_CONNECTIONS } else { m::TCP_CONNECTIONS };
         metrics::gauge!(gauge).increment(1.0);
         let (mut rd, mut wr) = tokio::io::split(stream);
@@ -351,7 +395,7 @@ impl TcpHub {
             }
             let _ = wr.shutdown().await;
         });
-        let why = self.read_loop(&mut rd, peer, local, transport, id).await;
+        let why = self.read_loop(&mut rd, peer, at, transport, id).await;
         tracing::debug!(peer = %peer, why, %transport, "connection closed");
         writer.abort();
         self.release(id, peer);
@@ -362,7 +406,7 @@ impl TcpHub {
         &self,
         rd: &mut R,
         peer: SocketAddr,
-        local: SocketAddr,
+        Here { local, listener }: Here,
         transport: Transport,
         id: u64,
     ) -> &'static str {
@@ -402,7 +446,7 @@ impl TcpHub {
                             capture.message(peer, local, transport, std::time::SystemTime::now(), &msg);
                         }
                         let shard = shard_of(&msg, shards.len(), &self.hasher);
-                        let p = Peer { addr: peer, transport, conn: Some(id) };
+                        let p = Peer { addr: peer, transport, conn: Some(id), listener };
                         super::offer(shards, shard, ShardInput::Message(p, msg));
                     }
                     Frame::KeepAlive(n) => {
@@ -441,6 +485,14 @@ impl TcpHub {
             }
         }
     }
+}
+
+/// Our end of a connection: its local address, and the `[[listen]]` it was
+/// accepted on or bound to (`Peer::listener` of its messages).
+#[derive(Clone, Copy)]
+struct Here {
+    local: SocketAddr,
+    listener: Option<u16>,
 }
 
 /// Where the end of the header section (CRLFCRLF) was looked for already,
