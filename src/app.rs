@@ -284,8 +284,8 @@ async fn bind(cfg: &Config, workers: usize) -> Result<Listeners, AppError> {
     let mut tcp = Vec::new();
     let mut local = Local::default();
     for (index, l) in cfg.listen.iter().enumerate() {
-        // `Peer::listener`: a u16 (beyond that many listeners, the ones
-        // past it answer from the first of their transport and family).
+        // `Peer::listener` is a u16: past 65,535 listeners (no host binds
+        // that many sockets) the index saturates and names the wrong one.
         let index = u16::try_from(index).unwrap_or(u16::MAX);
         let actual = match l.transport {
             Transport::Udp => {

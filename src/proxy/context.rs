@@ -172,6 +172,15 @@ impl Local {
         self.record_route_at(self.listener_for(p), p.transport, token)
     }
 
+    /// Whether a call between `a` and `b` needs one Record-Route only: both
+    /// reach us through one listener, or through two that advertise the same
+    /// name over the same transport (an `advertise` host name), which two
+    /// entries would only repeat.
+    pub fn one_record_route(&self, a: Peer, b: Peer) -> bool {
+        let (x, y) = (self.listener_for(a), self.listener_for(b));
+        x == y || (a.transport == b.transport && self.name(x) == self.name(y))
+    }
+
     fn record_route_at(&self, listener: Option<usize>, transport: Transport, token: &str) -> String {
         let host_port = self.name(listener);
         let mut rr = String::with_capacity(40 + host_port.len() + token.len());
@@ -457,5 +466,41 @@ mod tests {
         assert_eq!(dual.record_route(Transport::Udp, true, "01"), "<sip:[::1]:5062;lr;st=01>");
         // No listener of the family: the other family's (nothing can be sent anyway).
         assert_eq!(locals[0].host_port(Transport::Udp, true), "127.0.0.1:5060");
+    }
+
+    #[test]
+    fn a_peer_keeps_the_listener_it_came_in_on_when_that_fits_its_transport_and_family() {
+        let l = Local::of(&[
+            (Transport::Udp, "127.0.0.1:5060"),
+            (Transport::Tcp, "127.0.0.1:5060"),
+            (Transport::Udp, "127.0.0.2:5060"),
+            (Transport::Udp, "[::1]:5060"),
+            (Transport::Udp, "[::2]:5060"),
+        ]);
+        let v4 = |listener| Peer::to("10.0.0.1:5060".parse().unwrap(), Transport::Udp).via_listener(listener);
+        let v6 = |listener| Peer::to("[2001:db8::1]:5060".parse().unwrap(), Transport::Udp).via_listener(listener);
+        // No history: the first listener of the transport and family.
+        assert_eq!(l.listener_for(v4(None)), Some(0));
+        assert_eq!(l.listener_for(v6(None)), Some(3));
+        // The one it came in on.
+        assert_eq!(l.listener_for(v4(Some(2))), Some(2));
+        assert_eq!(l.listener_for(v6(Some(4))), Some(4));
+        assert_eq!(l.host_port_for(v4(Some(2))), "127.0.0.2:5060");
+        // One of another transport or family, or none at all: the default.
+        assert_eq!(l.listener_for(v4(Some(1))), Some(0), "a TCP listener for a UDP peer");
+        assert_eq!(l.listener_for(v4(Some(3))), Some(0), "an IPv6 listener for an IPv4 peer");
+        assert_eq!(l.listener_for(v6(Some(2))), Some(3), "an IPv4 listener for an IPv6 peer");
+        assert_eq!(l.listener_for(v4(Some(9))), Some(0), "past the end");
+        assert_eq!(l.listener_for(v4(Some(u16::MAX))), Some(0));
+        assert_eq!(Local::default().listener_for(v4(Some(0))), None);
+        assert_eq!(Local::default().host_port_for(v4(None)), "127.0.0.1:5060");
+        // Each side's own entry when a call crosses listeners; one when it does not.
+        assert!(l.one_record_route(v4(None), v4(Some(0))));
+        assert!(!l.one_record_route(v4(None), v4(Some(2))));
+        assert!(!l.one_record_route(v4(None), v6(None)));
+        assert_eq!(l.record_route_for(v4(Some(2)), "01"), "<sip:127.0.0.2:5060;lr;st=01>");
+        // Two listeners advertised under one name: one entry says it all.
+        let named = Local::of(&[(Transport::Udp, "edge.example:5060"), (Transport::Udp, "edge.example:5060")]);
+        assert!(named.one_record_route(v4(None), v4(Some(1))));
     }
 }

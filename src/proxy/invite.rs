@@ -242,7 +242,7 @@ impl Core {
                 // entry naming its side's own listener (RFC 5658).
                 let token = self.dialog_token(call.upstream, to);
                 let local = &self.cfg.local;
-                let rr = if local.listener_for(to) == local.listener_for(call.upstream) {
+                let rr = if local.one_record_route(to, call.upstream) {
                     local.record_route_for(to, &token)
                 } else {
                     format!("{}, {}", local.record_route_for(to, &token), local.record_route_for(call.upstream, &token))

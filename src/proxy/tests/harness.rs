@@ -142,6 +142,31 @@ impl Net {
         self.core.handle_message(self.now, Peer::to(addr(from), Transport::Udp), b);
     }
 
+    /// Delivers raw text from `from` as it came in on our listener `listener`.
+    pub fn deliver_on(&mut self, from: &str, listener: u16, text: &str) {
+        let wire = text.replace("\r\n", "\n").replace('\n', "\r\n");
+        let peer = Peer::to(addr(from), Transport::Udp).via_listener(Some(listener));
+        self.core.handle_message(self.now, peer, Bytes::from(wire));
+    }
+
+    /// Delivers a built message from `from` as it came in on `listener`.
+    pub fn deliver_bytes_on(&mut self, from: &str, listener: u16, b: Bytes) {
+        let peer = Peer::to(addr(from), Transport::Udp).via_listener(Some(listener));
+        self.core.handle_message(self.now, peer, b);
+    }
+
+    /// Everything the core sent since the last call, with the whole peer
+    /// (the listener it leaves from included).
+    pub fn sent_to_peers(&mut self) -> Vec<(Peer, Msg)> {
+        let mut v = Vec::new();
+        while let Some(t) = self.core.poll_transmit() {
+            let m = Msg::parse(t.payload.clone())
+                .unwrap_or_else(|e| panic!("core sent unparseable bytes: {e:?}\n{:?}", t.payload));
+            v.push((t.to, m));
+        }
+        v
+    }
+
     /// Everything the core sent since the last call, parsed.
     pub fn sent(&mut self) -> Vec<(SocketAddr, Msg)> {
         let mut v = Vec::new();

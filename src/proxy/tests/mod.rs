@@ -6,6 +6,7 @@ mod early;
 mod failover;
 mod harness;
 mod lifecycle;
+mod listeners;
 mod records;
 mod refused;
 mod timers;
