@@ -25,6 +25,7 @@ mod flood;
 mod hostile;
 mod ipv6;
 mod kamailio;
+mod listeners;
 mod numbers;
 mod records;
 mod redis_cluster;
