@@ -76,8 +76,7 @@ pub fn make_certs(dir: &Path, edge_ip: Ipv4Addr) -> Result<Certs, String> {
     let key = rcgen::KeyPair::generate().map_err(e)?;
     let leaf = rcgen::CertificateParams::new(vec![edge_ip.to_string()]).map_err(e)?;
     let cert = leaf.signed_by(&key, &ca, &ca_key).map_err(e)?;
-    let certs =
-        Certs { ca_file: dir.join("ca.crt"), cert_file: dir.join("edge.crt"), key_file: dir.join("edge.key") };
+    let certs = Certs { ca_file: dir.join("ca.crt"), cert_file: dir.join("edge.crt"), key_file: dir.join("edge.key") };
     let w = |p: &Path, s: String| std::fs::write(p, s).map_err(|e| format!("{}: {e}", p.display()));
     w(&certs.ca_file, ca.pem())?;
     w(&certs.cert_file, cert.pem())?;

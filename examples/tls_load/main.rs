@@ -183,7 +183,25 @@ fn one_run(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, wire: Wire, rate:
         .block_on(tokio::net::UdpSocket::bind(net.uas))
         .map_err(|e| format!("bind the flow engine on {}: {e}", net.uas))?;
     let uas = rt.spawn(calls::uas(uas));
-    let (edge, certs) = start_edge(a, &net, dir, &tag)?;
+    let r = measure(a, rt, dir, net, wire, rate, &tag);
+    // abort() only asks: the socket closes when the runtime drops the task,
+    // which awaiting the handle waits for; the next run binds the same address.
+    uas.abort();
+    let _ = rt.block_on(uas);
+    r
+}
+
+/// One run against a fresh edge, the flow engine already up.
+fn measure(
+    a: &Args,
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    net: Arc<Net>,
+    wire: Wire,
+    rate: f64,
+    tag: &str,
+) -> Result<Run, String> {
+    let (edge, certs) = start_edge(a, &net, dir, tag)?;
     let pid = edge.0.id().to_string();
     let tls = calls::client_config(&certs.ca_file)?;
     let total = (rate * a.seconds).round() as u64;
@@ -198,7 +216,6 @@ fn one_run(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, wire: Wire, rate:
     std::thread::sleep(Duration::from_secs(2));
     let (e1, d1) = (cpu_s(&pid), cpu_s("self"));
     drop(edge);
-    uas.abort();
     let completed = tally.completed.load(Ordering::Relaxed);
     let offered = tally.offered.load(Ordering::Relaxed);
     let offered_s = match a.mode {
@@ -259,7 +276,11 @@ fn run(a: &Args) -> Result<(), String> {
     if !a.binary.exists() {
         return Err(format!("{} not found: cargo build --release first", a.binary.display()));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let dir = a.out.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     if a.find_max {
@@ -302,6 +323,10 @@ fn run(a: &Args) -> Result<(), String> {
     let med = |w: Wire| median(runs.iter().filter(|r| r.wire == w).map(Run::us_per).collect());
     let fails: u64 = runs.iter().map(|r| r.failed).sum();
     let (tls, tcp) = (med(Wire::Tls), med(Wire::Tcp));
-    println!("median edge CPU µs per {:?}: TLS {tls:.1}, TCP {tcp:.1}; TLS ÷ TCP {:.2}; failed in all runs {fails}", a.mode, tls / tcp);
+    println!(
+        "median edge CPU µs per {:?}: TLS {tls:.1}, TCP {tcp:.1}; TLS ÷ TCP {:.2}; failed in all runs {fails}",
+        a.mode,
+        tls / tcp
+    );
     Ok(())
 }

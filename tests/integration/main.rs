@@ -32,5 +32,6 @@ mod redis_cluster;
 mod reload;
 mod restart;
 mod tls;
+mod tls_load;
 mod torture;
 mod weighted;
