@@ -12,7 +12,7 @@
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use rustls::client::WebPkiServerVerifier;
@@ -33,14 +33,28 @@ pub struct Client {
     pub name: ServerName<'static>,
 }
 
+/// The end of one certificate we present, for the gauge and the warning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expiry {
+    /// Whose: `listener`, `carrier_link` or `flow_engine` (the `hop` label).
+    pub hop: &'static str,
+    /// The listener's or the next hop's configured address (the `addr` label).
+    pub addr: SocketAddr,
+    /// The certificate file, as configured.
+    pub file: PathBuf,
+    /// notAfter, unix seconds.
+    pub not_after: i64,
+}
+
 /// Every TLS config one `Config` asks for, loaded and checked.
 #[derive(Clone, Debug, Default)]
 pub struct TlsSettings {
     /// Per configured `[[listen]]` address with `transport = "tls"` (not by
     /// position: a reload may reorder the listeners).
     servers: HashMap<SocketAddr, Arc<ServerConfig>>,
-    /// When each TLS listener's certificate expires, unix seconds.
-    expiry: Vec<(SocketAddr, i64)>,
+    /// When each certificate of ours ends: listeners' and the client
+    /// certificates we present to next hops.
+    expiry: Vec<Expiry>,
     /// Per TLS next-hop address (carrier links and flow engines).
     clients: HashMap<SocketAddr, Client>,
 }
@@ -59,7 +73,8 @@ impl TlsSettings {
             match server_config(cfg, &at, l) {
                 Ok((s, not_after)) => {
                     out.servers.insert(l.addr, Arc::new(s));
-                    out.expiry.push((l.addr, not_after));
+                    let file = l.cert_file.clone().unwrap_or_default();
+                    out.expiry.push(Expiry { hop: "listener", addr: l.addr, file, not_after });
                 }
                 Err(e) => errors.extend(e),
             }
@@ -68,20 +83,23 @@ impl TlsSettings {
             c.link
                 .iter()
                 .enumerate()
-                .map(move |(j, l)| (format!("carrier[{i}].link[{j}]"), l.transport, l.addr, l.tls()))
+                .map(move |(j, l)| (format!("carrier[{i}].link[{j}]"), "carrier_link", l.transport, l.addr, l.tls()))
         });
         let flows = cfg
             .flow_engine
             .iter()
             .enumerate()
-            .map(|(i, f)| (format!("flow_engine[{i}]"), f.transport, f.addr, f.tls()));
-        for (at, transport, addr, hop) in links.chain(flows) {
+            .map(|(i, f)| (format!("flow_engine[{i}]"), "flow_engine", f.transport, f.addr, f.tls()));
+        for (at, kind, transport, addr, hop) in links.chain(flows) {
             if transport != Transport::Tls {
                 continue;
             }
             match client(cfg, &at, addr, hop) {
-                Ok(c) => {
+                Ok((c, not_after)) => {
                     out.clients.insert(addr, c);
+                    if let (Some(not_after), Some(file)) = (not_after, hop.client_cert_file) {
+                        out.expiry.push(Expiry { hop: kind, addr, file: file.to_owned(), not_after });
+                    }
                 }
                 Err(e) => errors.extend(e),
             }
@@ -98,20 +116,38 @@ impl TlsSettings {
         self.servers.get(&addr).cloned()
     }
 
-    /// Exports each TLS listener's certificate expiry as
-    /// `sipedge_tls_cert_expiry_timestamp_seconds{listener}` and warns about
+    /// Exports the end of each certificate we present (listeners' and
+    /// client certificates to next hops) as
+    /// `sipedge_tls_cert_expiry_timestamp_seconds{hop, addr}` and warns about
     /// one that expires within [`EXPIRY_WARNING`]. Called at start and after
     /// each reload that swapped the certificates in.
     pub fn report_expiry(&self) {
-        let now = unix_now();
-        for (addr, not_after) in &self.expiry {
-            metrics::gauge!("sipedge_tls_cert_expiry_timestamp_seconds", "listener" => addr.to_string())
-                .set(*not_after as f64);
-            let left = not_after.saturating_sub(now);
-            if left < EXPIRY_WARNING.as_secs() as i64 {
-                tracing::warn!(listener = %addr, days_left = left / 86_400, "TLS certificate expires soon");
-            }
+        // Described here, beside its only writer; describing twice is harmless.
+        metrics::describe_gauge!(
+            "sipedge_tls_cert_expiry_timestamp_seconds",
+            "notAfter of a certificate the edge presents (TLS listener, or client certificate to a next hop), unix seconds"
+        );
+        for e in &self.expiry {
+            metrics::gauge!("sipedge_tls_cert_expiry_timestamp_seconds", "hop" => e.hop, "addr" => e.addr.to_string())
+                .set(e.not_after as f64);
         }
+        let now = unix_now();
+        for e in self.expiring(now) {
+            tracing::warn!(
+                hop = e.hop,
+                addr = %e.addr,
+                file = %e.file.display(),
+                until = %rfc3339(e.not_after),
+                days_left = e.not_after.saturating_sub(now) / 86_400,
+                "TLS certificate expires soon"
+            );
+        }
+    }
+
+    /// The certificates that end within [`EXPIRY_WARNING`] of `now`.
+    pub fn expiring(&self, now: i64) -> impl Iterator<Item = &Expiry> {
+        let window = i64::try_from(EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
+        self.expiry.iter().filter(move |e| e.not_after.saturating_sub(now) < window)
     }
 
     /// How to reach the TLS next hop at `addr`.
@@ -148,7 +184,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
 }
 
-/// A listener certificate this close to its end gets a warning at each load.
+/// A certificate of ours this close to its end gets a warning at each load.
 pub const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(14 * 86_400);
 
 fn unix_now() -> i64 {
@@ -227,7 +263,14 @@ fn server_config(
     Ok((config, not_after))
 }
 
-fn client(cfg: &Config, at: &str, addr: SocketAddr, hop: HopTls<'_>) -> Result<Client, Vec<ConfigError>> {
+/// The client config of one TLS next hop, and the notAfter of the client
+/// certificate we present to it, if any.
+fn client(
+    cfg: &Config,
+    at: &str,
+    addr: SocketAddr,
+    hop: HopTls<'_>,
+) -> Result<(Client, Option<i64>), Vec<ConfigError>> {
     let roots = match hop.ca_file {
         Some(p) => read_roots(cfg, &format!("{at}.ca_file"), p).map_err(|e| vec![e])?,
         None => RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
@@ -246,25 +289,32 @@ fn client(cfg: &Config, at: &str, addr: SocketAddr, hop: HopTls<'_>) -> Result<C
         .map_err(|e| vec![ConfigError::new(at, format!("TLS: {e}"))])?
         .with_webpki_verifier(verifier);
     // Validation already reported a certificate without its key (or the reverse).
-    let config = match (hop.client_cert_file, hop.client_key_file) {
+    let (config, not_after) = match (hop.client_cert_file, hop.client_key_file) {
         (Some(cert_path), Some(key_path)) => {
-            let certs = read_certs(cfg, &format!("{at}.client_cert_file"), cert_path);
+            // An expired one would be refused by every hop that asks for it.
+            let cert_at = format!("{at}.client_cert_file");
+            let certs = read_certs(cfg, &cert_at, cert_path).and_then(|c| {
+                let leaf = c.first().ok_or_else(|| ConfigError::new(&cert_at, "no certificate"))?;
+                let until = validity(&cert_at, cert_path, leaf, unix_now())?;
+                Ok((c, until))
+            });
             let key = read_key(cfg, &format!("{at}.client_key_file"), key_path);
-            let (certs, key) = match (certs, key) {
+            let ((certs, until), key) = match (certs, key) {
                 (Ok(c), Ok(k)) => (c, k),
                 (c, k) => return Err([c.err(), k.err()].into_iter().flatten().collect()),
             };
-            builder.with_client_auth_cert(certs, key).map_err(|e| {
+            let config = builder.with_client_auth_cert(certs, key).map_err(|e| {
                 let files = format!("'{}' and '{}'", cert_path.display(), key_path.display());
                 vec![ConfigError::new(
                     format!("{at}.client_key_file"),
                     format!("{files} do not make a usable certificate and key: {e}"),
                 )]
-            })?
+            })?;
+            (config, Some(until))
         }
-        _ => builder.with_no_client_auth(),
+        _ => (builder.with_no_client_auth(), None),
     };
-    Ok(Client { config: Arc::new(config), name })
+    Ok((Client { config: Arc::new(config), name }, not_after))
 }
 
 fn read_certs(cfg: &Config, at: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
@@ -311,21 +361,88 @@ fn pem_problem(e: &rustls::pki_types::pem::Error) -> String {
 mod tests {
     use super::*;
 
-    /// A self-signed listener certificate valid over `from..until`, written
-    /// beside its key, and the config that names both.
-    fn listener_valid(dir: &Path, from: (i32, u8, u8), until: (i32, u8, u8)) -> Config {
+    type Ymd = (i32, u8, u8);
+
+    /// A self-signed certificate valid over `from..until`, written as
+    /// `dir/<stem>.crt` beside its key `dir/<stem>.key`.
+    fn cert_valid(dir: &Path, stem: &str, from: Ymd, until: Ymd) {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut p = rcgen::CertificateParams::new(vec!["edge.test".to_owned()]).unwrap();
         p.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
         p.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
         let cert = p.self_signed(&key).unwrap();
-        std::fs::write(dir.join("edge.crt"), cert.pem()).unwrap();
-        std::fs::write(dir.join("edge.key"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.join(format!("{stem}.crt")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+    }
+
+    /// A listener certificate valid over `from..until` and the config that names it.
+    fn listener_valid(dir: &Path, from: Ymd, until: Ymd) -> Config {
+        cert_valid(dir, "edge", from, until);
         let toml = format!(
             "[[listen]]\naddr = \"127.0.0.1:0\"\ntransport = \"tls\"\ncert_file = \"{0}/edge.crt\"\nkey_file = \"{0}/edge.key\"\n",
             dir.display()
         );
         Config::from_toml_str(&toml).unwrap()
+    }
+
+    /// A TLS carrier link (192.0.2.10:5061) and a TLS flow engine
+    /// (192.0.2.20:5061), each presenting a client certificate valid over its range.
+    fn hops_valid(dir: &Path, link: (Ymd, Ymd), flow: (Ymd, Ymd)) -> Config {
+        cert_valid(dir, "link", link.0, link.1);
+        cert_valid(dir, "flow", flow.0, flow.1);
+        let toml = format!(
+            "[[listen]]\naddr = \"127.0.0.1:0\"\n[[carrier]]\nname = \"carrier-a\"\n[[carrier.link]]\naz = \"az1\"\naddr = \"192.0.2.10:5061\"\ntransport = \"tls\"\n\
+             client_cert_file = \"{0}/link.crt\"\nclient_key_file = \"{0}/link.key\"\n\
+             [[flow_engine]]\naz = \"az1\"\naddr = \"192.0.2.20:5061\"\ntransport = \"tls\"\n\
+             client_cert_file = \"{0}/flow.crt\"\nclient_key_file = \"{0}/flow.key\"\n",
+            dir.display()
+        );
+        Config::from_toml_str(&toml).unwrap()
+    }
+
+    const GOOD: (Ymd, Ymd) = ((2020, 1, 1), (2100, 1, 1));
+    /// 2100-01-01T00:00:00Z
+    const END_2100: i64 = 4_102_444_800;
+
+    #[test]
+    fn an_expired_or_not_yet_valid_client_certificate_is_refused_naming_hop_file_and_dates() {
+        let dir = tempfile::tempdir().unwrap();
+        let expired = ((2020, 1, 1), (2021, 1, 1));
+        let future = ((2100, 1, 1), (2101, 1, 1));
+        let e = TlsSettings::load(&hops_valid(dir.path(), expired, GOOD)).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].field, "carrier[0].link[0].client_cert_file", "{e}");
+        assert!(e.0[0].problem.contains("link.crt") && e.0[0].problem.contains("expired at 2021-01-01"), "{e}");
+        assert!(e.0[0].problem.contains("valid from 2020-01-01"), "{e}");
+        let e = TlsSettings::load(&hops_valid(dir.path(), GOOD, future)).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].field, "flow_engine[0].client_cert_file", "{e}");
+        assert!(e.0[0].problem.contains("flow.crt") && e.0[0].problem.contains("not valid before 2100-01-01"), "{e}");
+        // Both bad: both named, nothing loaded.
+        let e = TlsSettings::load(&hops_valid(dir.path(), future, expired)).unwrap_err();
+        let fields: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["carrier[0].link[0].client_cert_file", "flow_engine[0].client_cert_file"], "{e}");
+    }
+
+    #[test]
+    fn client_certificates_have_their_expiry_kept_per_hop_and_warned_within_14_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TlsSettings::load(&hops_valid(dir.path(), GOOD, ((2020, 1, 1), (2099, 1, 1)))).unwrap();
+        let kept: Vec<(&str, String, i64)> =
+            s.expiry.iter().map(|e| (e.hop, e.addr.to_string(), e.not_after)).collect();
+        assert_eq!(
+            kept,
+            [
+                ("carrier_link", "192.0.2.10:5061".to_owned(), END_2100),
+                ("flow_engine", "192.0.2.20:5061".to_owned(), 4_070_908_800), // 2099-01-01
+            ]
+        );
+        assert!(s.client("192.0.2.10:5061".parse().unwrap()).is_some());
+        let soon = |now: i64| s.expiring(now).map(|e| e.hop).collect::<Vec<_>>();
+        assert_eq!(soon(END_2100 - 15 * 86_400), ["flow_engine"]);
+        assert_eq!(soon(END_2100 - 13 * 86_400), ["carrier_link", "flow_engine"]);
+        assert!(soon(4_070_908_800 - 15 * 86_400).is_empty());
+        s.report_expiry();
     }
 
     #[test]
@@ -350,8 +467,10 @@ mod tests {
         let s = TlsSettings::load(&cfg).unwrap();
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         assert!(s.server(addr).is_some());
-        // 2100-01-01T00:00:00Z
-        assert_eq!(s.expiry, [(addr, 4_102_444_800)]);
+        let want = Expiry { hop: "listener", addr, file: dir.path().join("edge.crt"), not_after: END_2100 };
+        assert_eq!(s.expiry, [want]);
+        assert_eq!(s.expiring(END_2100 - 13 * 86_400).count(), 1);
+        assert_eq!(s.expiring(END_2100 - 15 * 86_400).count(), 0);
         s.report_expiry();
     }
 }

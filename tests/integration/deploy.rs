@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::support::tls::Ca;
 use crate::support::{standard, Block, Edge, Peer};
 
 fn repo() -> &'static Path {
@@ -49,10 +50,21 @@ fn promtool() -> bool {
     ok
 }
 
+/// An edge with a TLS listener too (so the certificate expiry gauge the
+/// alerts use is there), scraped after one UDP call.
 fn scrape_after_one_call() -> (Edge, String) {
     let b = Block::new();
     let mut flow = Peer::udp(b.addr(10, 5060), b.addr(1, 5060));
-    let edge = Edge::start(b, standard(b, "udp"));
+    let mut spec = standard(b, "udp");
+    let dir = tempfile::tempdir().unwrap();
+    let cert = Ca::new("deploy CA").issue(dir.path(), "edge", &[b.ip(1).to_string().as_str()]);
+    spec.toml.push_str(&format!(
+        "[[listen]]\ntransport = \"tls\"\naddr = \"{}\"\ncert_file = {:?}\nkey_file = {:?}\n",
+        b.addr(1, 5061),
+        cert.cert_file.display().to_string(),
+        cert.key_file.display().to_string()
+    ));
+    let edge = Edge::start(b, spec);
     crate::capture::one_udp_call(&edge, &mut flow, "deploy-call-1");
     let (status, text) = edge.http("GET", "/metrics", None);
     assert_eq!(status, 200);
@@ -72,9 +84,13 @@ fn dashboard_and_rules_name_only_exported_metrics() {
         .collect();
     // Some series exist only once their event happened (a failover, a flood):
     // those must at least be defined; the rest must be on this scrape.
-    for must in
-        ["sipedge_calls_total", "sipedge_active_calls", "sipedge_setup_seconds", "sipedge_call_duration_seconds"]
-    {
+    for must in [
+        "sipedge_calls_total",
+        "sipedge_active_calls",
+        "sipedge_setup_seconds",
+        "sipedge_call_duration_seconds",
+        "sipedge_tls_cert_expiry_timestamp_seconds",
+    ] {
         assert!(exported.contains(must), "{must} missing from /metrics");
     }
     let known: BTreeSet<String> = defined.union(&exported).cloned().collect();
