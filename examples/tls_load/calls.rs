@@ -114,15 +114,23 @@ pub fn edge_toml(net: &Net, certs: &Certs) -> String {
 }
 
 /// Client settings trusting `ca_file`, with session resumption off so that
-/// every handshake is a full one.
-pub fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+/// every handshake is a full one. rustls 0.23.48's ring provider lists
+/// secp384r1 first, so a rustls client sends a P-384 key share and the edge
+/// (which follows the client's order) computes P-384; `x25519` offers X25519
+/// first, as OpenSSL clients (Kamailio) do.
+pub fn client_config(ca_file: &Path, x25519: bool) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca_file).map_err(|e| format!("{}: {e}", ca_file.display()))? {
         roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     }
     // The edge's provider (src/transport/tls.rs), so both ends pick the same key exchange.
     #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    if x25519 {
+        use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
+        provider.kx_groups = vec![X25519, SECP256R1, SECP384R1];
+    }
+    let provider = Arc::new(provider);
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

@@ -7,6 +7,7 @@
 //! cargo build --release && cargo build --release --example tls_load
 //! target/release/examples/tls_load calls --wire both --runs 3 --rate 1000 --seconds 10
 //! target/release/examples/tls_load handshakes --wire both --runs 3 --rate 300 --seconds 10
+//! target/release/examples/tls_load handshakes --wire both --runs 3 --rate 300 --seconds 10 --x25519
 //! target/release/examples/tls_load handshakes --wire tls --find-max --rate 200 --step 200 --max 3000
 //! ```
 //! An example rather than a `[[bin]]`: rcgen is a dev-dependency, and the
@@ -68,6 +69,9 @@ struct Args {
     step: f64,
     #[arg(long, default_value_t = 5000.0)]
     max: f64,
+    /// The client offers X25519 first (as OpenSSL does), not rustls's P-384.
+    #[arg(long)]
+    x25519: bool,
     #[arg(long, default_value = "target/release/sipedge")]
     binary: PathBuf,
     /// Keep configs and edge logs here (default: a temp dir, removed).
@@ -203,7 +207,7 @@ fn measure(
 ) -> Result<Run, String> {
     let (edge, certs) = start_edge(a, &net, dir, tag)?;
     let pid = edge.0.id().to_string();
-    let tls = calls::client_config(&certs.ca_file)?;
+    let tls = calls::client_config(&certs.ca_file, a.x25519)?;
     let total = (rate * a.seconds).round() as u64;
     let offer = Offer { rate, total, conns: a.conns, numbers: a.numbers, grace: Duration::from_secs(5) };
     let (e0, d0, t0) = (cpu_s(&pid), cpu_s("self"), Instant::now());

@@ -40,7 +40,7 @@ fn tls_load_driver_completes_every_call_and_handshake_it_offers() {
             ..EdgeSpec::default()
         },
     );
-    let tls = calls::client_config(&certs.ca_file).unwrap();
+    let tls = calls::client_config(&certs.ca_file, false).unwrap();
     let offer = Offer { rate: 20.0, total: 10, conns: 2, numbers, grace: Duration::from_secs(5) };
     for wire in [Wire::Tls, Wire::Tcp] {
         let t = rt.block_on(calls::run_calls(net.clone(), wire, tls.clone(), offer));
