@@ -254,15 +254,30 @@ pub fn answer(req: &Msg, code: u16, uas: &str) -> Bytes {
 /// An in-dialog request from the caller, following the Record-Route of `ok`.
 pub fn caller_request(method: &str, ok: &Msg, from: &str, cseq: u32, branch: &str) -> String {
     let routes: Vec<String> = ok.record_routes().map(|r| format!("Route: <{r}>")).collect();
-    let to = ok.header(HeaderName::To).unwrap();
-    let fr = ok.header(HeaderName::From).unwrap();
-    let target = ok.contact_uri().unwrap();
+    in_dialog_request(method, ok.contact_uri().unwrap(), from, &routes, ok, false, cseq, branch)
+}
+
+/// An in-dialog request to `target` over `routes` (`Route:` lines), in the
+/// dialog of the 2xx `ok`; `callee` swaps From and To for the callee's side.
+#[allow(clippy::too_many_arguments)] // one builder for both sides' requests in every test
+pub fn in_dialog_request(
+    method: &str,
+    target: &str,
+    from: &str,
+    routes: &[String],
+    ok: &Msg,
+    callee: bool,
+    cseq: u32,
+    branch: &str,
+) -> String {
+    let (f, t) = (ok.header(HeaderName::From).unwrap(), ok.header(HeaderName::To).unwrap());
+    let (f, t) = if callee { (t, f) } else { (f, t) };
     format!(
         "{method} {target} SIP/2.0\n\
          Via: SIP/2.0/UDP {from};branch={branch}\n\
          {}\n\
-         From: {fr}\n\
-         To: {to}\n\
+         From: {f}\n\
+         To: {t}\n\
          Call-ID: {}\n\
          CSeq: {cseq} {method}\n\
          Max-Forwards: 70\n\

@@ -51,41 +51,13 @@ fn via_host(m: &Msg) -> String {
 fn caller_request(method: &str, ok: &Msg, cseq: u32, branch: &str) -> String {
     let mut routes: Vec<String> = ok.record_routes().map(|r| format!("Route: <{r}>")).collect();
     routes.reverse();
-    in_dialog(method, ok.contact_uri().unwrap(), CARRIER_A1, &routes, ok, false, cseq, branch)
+    in_dialog_request(method, ok.contact_uri().unwrap(), CARRIER_A1, &routes, ok, false, cseq, branch)
 }
 
 /// An in-dialog request from the callee: the INVITE's Record-Route in order.
 fn callee_request(method: &str, fwd: &Msg, ok: &Msg, cseq: u32, branch: &str) -> String {
     let routes: Vec<String> = fwd.record_routes().map(|r| format!("Route: <{r}>")).collect();
-    in_dialog(method, fwd.contact_uri().unwrap(), FLOW_AZ1, &routes, ok, true, cseq, branch)
-}
-
-#[allow(clippy::too_many_arguments)] // one place builds both sides' requests
-fn in_dialog(
-    method: &str,
-    target: &str,
-    from: &str,
-    routes: &[String],
-    ok: &Msg,
-    callee: bool,
-    cseq: u32,
-    branch: &str,
-) -> String {
-    let (f, t) = (ok.header(HeaderName::From).unwrap(), ok.header(HeaderName::To).unwrap());
-    let (f, t) = if callee { (t, f) } else { (f, t) };
-    format!(
-        "{method} {target} SIP/2.0\n\
-         Via: SIP/2.0/UDP {from};branch={branch}\n\
-         {}\n\
-         From: {f}\n\
-         To: {t}\n\
-         Call-ID: {}\n\
-         CSeq: {cseq} {method}\n\
-         Max-Forwards: 70\n\
-         Content-Length: 0\n\n",
-        routes.join("\n"),
-        ok.call_id()
-    )
+    in_dialog_request(method, fwd.contact_uri().unwrap(), FLOW_AZ1, &routes, ok, true, cseq, branch)
 }
 
 /// carrier-a calls the toll-free number on the second listener and the flow
