@@ -45,6 +45,29 @@ pub struct LocalAddr {
     pub host_port: String,
 }
 
+/// The rule of [`Local::listener_for`], over any list of listeners given as
+/// (transport, is IPv6): the core uses it for what our Via and Record-Route
+/// name, the transport for the socket and source IP a message leaves from,
+/// so the two never disagree. `named`: the listener the peer's messages use.
+pub fn pick_listener<T>(
+    listeners: &[T],
+    kind: impl Fn(&T) -> (Transport, bool),
+    transport: Transport,
+    v6: bool,
+    named: Option<u16>,
+) -> Option<usize> {
+    let fits = |a: &T| kind(a) == (transport, v6);
+    if let Some(i) = named.map(usize::from).filter(|&i| listeners.get(i).is_some_and(fits)) {
+        return Some(i);
+    }
+    listeners
+        .iter()
+        .position(fits)
+        .or_else(|| listeners.iter().position(|a| kind(a).1 == v6))
+        .or_else(|| listeners.iter().position(|a| kind(a).0 == transport))
+        .or(if listeners.is_empty() { None } else { Some(0) })
+}
+
 impl Local {
     /// From `(transport, host:port)` pairs; a bracketed host is an IPv6 listener.
     pub fn of(pairs: &[(Transport, &str)]) -> Local {
@@ -61,22 +84,11 @@ impl Local {
     /// the first listener of its transport and family (the socket it goes out
     /// of), else one of its family, else one of its transport, else the first.
     pub fn listener_for(&self, p: Peer) -> Option<usize> {
-        let v6 = p.addr.is_ipv6();
-        if let Some(i) = p.listener.map(usize::from) {
-            if self.listeners.get(i).is_some_and(|a| a.transport == p.transport && a.v6 == v6) {
-                return Some(i);
-            }
-        }
-        self.default_listener(p.transport, v6)
+        pick_listener(&self.listeners, |a| (a.transport, a.v6), p.transport, p.addr.is_ipv6(), p.listener)
     }
 
     fn default_listener(&self, transport: Transport, v6: bool) -> Option<usize> {
-        let l = &self.listeners;
-        l.iter()
-            .position(|a| a.transport == transport && a.v6 == v6)
-            .or_else(|| l.iter().position(|a| a.v6 == v6))
-            .or_else(|| l.iter().position(|a| a.transport == transport))
-            .or(if l.is_empty() { None } else { Some(0) })
+        pick_listener(&self.listeners, |a| (a.transport, a.v6), transport, v6, None)
     }
 
     fn name(&self, listener: Option<usize>) -> &str {

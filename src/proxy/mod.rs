@@ -44,7 +44,7 @@ mod token_route;
 mod trunk;
 pub(crate) mod txn;
 
-pub use context::{CallRate, ClusterAdmit, CoreConfig, DownSet, Local, LocalAddr, UnknownSourcePolicy};
+pub use context::{pick_listener, CallRate, ClusterAdmit, CoreConfig, DownSet, Local, LocalAddr, UnknownSourcePolicy};
 pub use decide::Direction;
 pub use probe::PROBE_CALL_ID_PREFIX;
 pub use record::{CallRecord, EndedBy, HopAnswer, HopTry};

@@ -19,7 +19,7 @@ use super::tls::Tls;
 use super::{shard_of, ShardInput};
 use crate::capture::Capture;
 use crate::metrics as m;
-use crate::proxy::Peer;
+use crate::proxy::{pick_listener, Peer};
 use crate::sip::framing::{next_frame, Frame};
 use crate::sip::Transport;
 
@@ -59,15 +59,11 @@ struct Conn {
 /// `None` for a wildcard listener (binding `0.0.0.0:0` changes nothing).
 fn bind_for(listeners: &[(Transport, SocketAddr)], to: Peer) -> Option<(u16, SocketAddr)> {
     let v6 = to.addr.is_ipv6();
-    let fits = |t: Transport, a: &SocketAddr| t == to.transport && a.is_ipv6() == v6;
-    let named = to.listener.filter(|i| listeners.get(usize::from(*i)).is_some_and(|(t, a)| fits(*t, a)));
-    let index = named
-        .map(usize::from)
-        .or_else(|| listeners.iter().position(|(t, a)| fits(*t, a)))
-        .or_else(|| listeners.iter().position(|(_, a)| a.is_ipv6() == v6))?;
+    let index = pick_listener(listeners, |(t, a)| (*t, a.is_ipv6()), to.transport, v6, to.listener)?;
     let (_, a) = listeners.get(index)?;
-    let index = u16::try_from(index).ok()?;
-    (!a.ip().is_unspecified()).then_some((index, SocketAddr::new(a.ip(), 0)))
+    // A listener of the other family cannot be a source; a wildcard names no IP.
+    let usable = a.is_ipv6() == v6 && !a.ip().is_unspecified();
+    usable.then_some((u16::try_from(index).ok()?, SocketAddr::new(a.ip(), 0)))
 }
 
 /// Connects to `addr` from `from` (an IP of ours, port 0) when given.
