@@ -7,7 +7,7 @@
 use super::harness::*;
 use crate::proxy::token::{DialogKey, Sealer};
 use crate::proxy::{CoreConfig, Local, Peer};
-use crate::sip::{HeaderName, Method, Msg, Transport};
+use crate::sip::{Method, Msg, Transport};
 use std::sync::Arc;
 
 /// The second listener (index 1); `EDGE` is the first (index 0).
