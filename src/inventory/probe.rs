@@ -72,16 +72,12 @@ fn creatable(dir: &Path) -> Result<(), InventoryError> {
                     .map_err(|e| dir_error(dir, &format!("{}: {e}", at.display())))
             }
             Ok(_) => return Err(dir_error(dir, &format!("{} is not a directory", at.display()))),
-            Err(e) if missing(&e) => match at.parent() {
-                Some(p) if !p.as_os_str().is_empty() => at = p,
-                // A relative path's first component: created in the current directory.
-                _ => at = Path::new("."),
-            },
+            // A relative path's first component is created in the current
+            // directory (a deleted current directory ends in the arm below).
+            Err(e) if missing(&e) && at != Path::new(".") => {
+                at = at.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            }
             Err(e) => return Err(InventoryError::DataDir { path: dir.to_owned(), source: e }),
-        }
-        if at == Path::new(".") {
-            return writable(at, libc::W_OK | libc::X_OK)
-                .map_err(|e| dir_error(dir, &format!("current directory: {e}")));
         }
     }
 }
