@@ -123,6 +123,38 @@ fn check_loads_tls_certificates_and_names_the_key_and_file_of_a_bad_one() {
     assert_eq!(code(&run), 1, "start refuses it too: {}", stderr(&run));
 }
 
+/// The civil date (UTC) `days` days after today (Hinnant's days-to-civil).
+fn date_in(days: i64) -> (i32, u8, u8) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let z = now / 86_400 + days + 719_468;
+    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let (d, m) = (doy - (153 * mp + 2) / 5 + 1, if mp < 10 { mp + 3 } else { mp - 9 });
+    ((yoe + era * 400 + i64::from(m <= 2)) as i32, m as u8, d as u8)
+}
+
+#[test]
+fn check_passes_but_warns_about_a_certificate_that_ends_within_14_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let ((y0, m0, d0), (y1, m1, d1)) = (date_in(-30), date_in(5));
+    p.not_before = rcgen::date_time_ymd(y0, m0, d0);
+    p.not_after = rcgen::date_time_ymd(y1, m1, d1);
+    std::fs::write(dir.path().join("soon.crt"), p.self_signed(&key).unwrap().pem()).unwrap();
+    std::fs::write(dir.path().join("soon.key"), key.serialize_pem()).unwrap();
+    let toml = format!(
+        "{BASE}[[listen]]\ntransport = \"tls\"\naddr = \"127.0.0.1:0\"\ncert_file = \"soon.crt\"\nkey_file = \"soon.key\"\n"
+    );
+    let o = sipedge(&["check", "--config", &write(dir.path(), "soon.toml", &toml)], dir.path());
+    assert_eq!(code(&o), 0, "a warning, not an error: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("TLS certificate expires soon") && err.contains("soon.crt"), "{err}");
+    assert!(err.contains("days_left=4") || err.contains("days_left=5"), "{err}");
+}
+
 #[test]
 fn check_names_a_bad_client_certificate_of_a_tls_link() {
     let dir = tempfile::tempdir().unwrap();

@@ -584,7 +584,7 @@ pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
     let cfg = Config::load(path)?;
     crate::token::load_token(&cfg)?;
     crate::dialog_key::check(&cfg)?;
-    crate::transport::tls::TlsSettings::load(&cfg)?;
+    crate::transport::tls::TlsSettings::load(&cfg)?.warn_expiring();
     let mut errors = Vec::new();
     match crate::inventory::probe(&cfg.resolve(&cfg.edge.data_dir)) {
         Ok(Probe::InUse(store)) => {

@@ -119,8 +119,8 @@ impl TlsSettings {
     /// Exports the end of each certificate we present (listeners' and
     /// client certificates to next hops) as
     /// `sipedge_tls_cert_expiry_timestamp_seconds{hop, addr}` and warns about
-    /// one that expires within [`EXPIRY_WARNING`]. Called at start and after
-    /// each reload that swapped the certificates in.
+    /// those that expire soon. Called at start and after each reload that
+    /// swapped the certificates in.
     pub fn report_expiry(&self) {
         // Described here, beside its only writer; describing twice is harmless.
         metrics::describe_gauge!(
@@ -131,6 +131,12 @@ impl TlsSettings {
             metrics::gauge!("sipedge_tls_cert_expiry_timestamp_seconds", "hop" => e.hop, "addr" => e.addr.to_string())
                 .set(e.not_after as f64);
         }
+        self.warn_expiring();
+    }
+
+    /// Warns about each certificate of ours that ends within
+    /// [`EXPIRY_WARNING`]: at start, after a reload, and in `sipedge check`.
+    pub fn warn_expiring(&self) {
         let now = unix_now();
         for e in self.expiring(now) {
             tracing::warn!(
@@ -178,10 +184,22 @@ impl Tls {
 /// toolchain, no cmake). rustls deprecated it for lacking post-quantum key
 /// exchange, which SIP trunks do not negotiate today; moving to aws-lc-rs is
 /// the Cargo feature and this one line.
+///
+/// Key exchange in the order X25519, P-256, P-384: ring's default puts P-384
+/// first, and ring's P-384 has no assembly, so a handshake we start costs 2.8×
+/// more CPU with it (docs/PERFORMANCE.md "TLS"). Our client sends its key share
+/// for the first group; as a server we keep the client's order (no extra round
+/// trip), so this decides only when the client offers several shares.
 #[allow(deprecated)] // ring's provider: see above
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
     static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
+    P.get_or_init(|| {
+        let mut p = rustls::crypto::ring::default_provider();
+        p.kx_groups = vec![X25519, SECP256R1, SECP384R1];
+        Arc::new(p)
+    })
+    .clone()
 }
 
 /// A certificate of ours this close to its end gets a warning at each load.
@@ -472,5 +490,56 @@ mod tests {
         assert_eq!(s.expiring(END_2100 - 13 * 86_400).count(), 1);
         assert_eq!(s.expiring(END_2100 - 15 * 86_400).count(), 0);
         s.report_expiry();
+    }
+
+    /// Runs a handshake between two in-memory connections.
+    fn handshake(client: &mut rustls::ClientConnection, server: &mut rustls::ServerConnection) {
+        fn pass<A, B>(from: &mut rustls::ConnectionCommon<A>, to: &mut rustls::ConnectionCommon<B>) {
+            let mut wire = Vec::new();
+            while from.wants_write() {
+                from.write_tls(&mut wire).unwrap();
+            }
+            let mut rest = &wire[..];
+            while !rest.is_empty() {
+                to.read_tls(&mut rest).unwrap();
+                to.process_new_packets().unwrap();
+            }
+        }
+        for _ in 0..8 {
+            pass(&mut **client, &mut **server);
+            pass(&mut **server, &mut **client);
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return;
+            }
+        }
+        panic!("no handshake in 8 flights");
+    }
+
+    #[test]
+    fn our_client_and_server_agree_on_x25519_not_ring_s_p384_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = p.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["edge.test".to_owned()]).unwrap();
+        let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("edge.crt"), leaf.pem()).unwrap();
+        std::fs::write(dir.path().join("edge.key"), key.serialize_pem()).unwrap();
+        let toml = format!(
+            "[[listen]]\naddr = \"127.0.0.1:5061\"\ntransport = \"tls\"\ncert_file = \"{0}/edge.crt\"\nkey_file = \"{0}/edge.key\"\n\
+             [[flow_engine]]\naz = \"az1\"\naddr = \"192.0.2.20:5061\"\ntransport = \"tls\"\nserver_name = \"edge.test\"\nca_file = \"{0}/ca.crt\"\n",
+            dir.path().display()
+        );
+        let s = TlsSettings::load(&Config::from_toml_str(&toml).unwrap()).unwrap();
+        let out = s.client("192.0.2.20:5061".parse().unwrap()).unwrap();
+        let mut client = rustls::ClientConnection::new(out.config.clone(), out.name.clone()).unwrap();
+        let mut server = rustls::ServerConnection::new(s.server("127.0.0.1:5061".parse().unwrap()).unwrap()).unwrap();
+        handshake(&mut client, &mut server);
+        for group in [client.negotiated_key_exchange_group(), server.negotiated_key_exchange_group()] {
+            assert_eq!(group.map(|g| g.name()), Some(rustls::NamedGroup::X25519));
+        }
     }
 }

@@ -212,7 +212,8 @@ fn an_outbound_call_skips_a_tls_link_with_the_wrong_name_for_one_that_verifies()
     assert!(inv.starts_with("INVITE sip:+13125550100@"), "{inv}");
     assert!(inv.contains("SIP/2.0/TLS"), "our Via says TLS: {inv}");
     assert!(inv.contains(";transport=tls"), "{inv}");
-    assert!(edge.log().contains("tls connect to next hop failed"), "{}", edge.log());
+    // The log line comes through the edge's log writer: wait for it, do not race it.
+    assert!(edge.wait_log("tls connect to next hop failed", T), "{}", edge.log());
 }
 
 /// The first INVITE a hop reads (OPTIONS probes skipped).
